@@ -1,0 +1,55 @@
+"""Run the memory proxy alone: ``python -m memory_proxy --config ... --state-dir ...``.
+
+``start_proxies.py up`` starts it this way; the per-run egress secret arrives in the
+environment (``MEMORY_PROXY_EGRESS_SECRET``), never on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from .app import create_app
+from .config import ConfigError, load_config
+from .litellm_config import EGRESS_SECRET_ENV
+from .state import StateDir, default_state_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m memory_proxy", description=__doc__)
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument("--litellm-url", default=None, help="default: http://127.0.0.1:<memory_proxy.litellm_port>")
+    parser.add_argument("--host", default=None, help="default: memory_proxy.host")
+    parser.add_argument("--port", type=int, default=None, help="default: memory_proxy.port")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    state = StateDir(args.state_dir or default_state_dir()).ensure()
+    proxy = config.proxy
+    app = create_app(
+        config,
+        litellm_url=args.litellm_url or f"http://127.0.0.1:{proxy.litellm_port}",
+        master_key=state.master_key(),
+        egress_secret=os.environ.get(EGRESS_SECRET_ENV) or secrets.token_urlsafe(32),
+        state_dir=state.root,
+    )
+    uvicorn.run(app, host=args.host or proxy.host, port=args.port or proxy.port, log_level="warning",
+                access_log=False, server_header=False, timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The memory proxy's ASGI app: an app factory and a lifespan that owns the HTTP sessions."""
+
+from __future__ import annotations
+
+import contextlib
+import http.cookiejar
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Route, request_response
+
+from . import cookie_store, egress, ingress
+from .config import Config
+from .errors import error_response
+from .runtime import Runtime
+from .state import StateDir
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """LiteLLM answers many clients through one session: never carry a cookie between them."""
+
+    def set_ok(self, cookie, request):  # noqa: D102
+        return False
+
+    def return_ok(self, cookie, request):  # noqa: D102
+        return False
+
+
+class AnyMethod:
+    """A request/response endpoint for every HTTP method (Starlette gives bare functions GET only)."""
+
+    def __init__(self, endpoint) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.app(scope, receive, send)
+
+
+async def _http_error(request: Request, exc: Exception):
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail or "error")
+
+
+def create_app(
+    config: Config,
+    *,
+    litellm_url: str,
+    master_key: str,
+    egress_secret: str,
+    state_dir: Path | None = None,
+    litellm_transport: httpx.AsyncBaseTransport | None = None,
+    supermemory_transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """Build the app. ``state_dir`` keeps the cookie jar across restarts (None: memory only);
+    the transports are injectable so tests can run the app against in-process upstreams."""
+    timeouts = config.proxy.timeouts
+    timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30)
+    jar_path = StateDir(state_dir).cookie_jar if state_dir is not None else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict]:
+        jar = cookie_store.load(jar_path) if jar_path else http.cookiejar.CookieJar()
+        async with (
+            httpx.AsyncClient(timeout=timeout, limits=limits, transport=litellm_transport,
+                              cookies=http.cookiejar.CookieJar(_NoCookies()), trust_env=False) as litellm,
+            httpx.AsyncClient(timeout=timeout, limits=limits, transport=supermemory_transport,
+                              cookies=jar, trust_env=False) as supermemory,
+        ):
+            runtime = Runtime(config, litellm, supermemory, httpx.URL(litellm_url), master_key, egress_secret,
+                              jar_path)
+            app.state.runtime = runtime  # for introspection in tests; handlers use request.state
+            try:
+                yield {"runtime": runtime}
+            finally:
+                egress.save_cookies(runtime)
+
+    routes = [
+        Route("/health", ingress.health, methods=["GET"]),
+        Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
+        Route("/{path:path}", AnyMethod(ingress.relay)),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

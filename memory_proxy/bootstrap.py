@@ -1,0 +1,64 @@
+"""Create the project's virtual environment on first run and re-run inside it.
+
+Standard library only: this runs under whatever ``python3`` the user typed, before any
+dependency is installed. The venv is rebuilt when ``pyproject.toml`` or
+``constraints.txt`` change (a hash of both is kept in the venv).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("MEMORY_PROXY_VENV") or ROOT / ".venv")
+STAMP = VENV / ".installed"
+
+
+def _wanted_stamp() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def ensure_venv() -> Path:
+    """Make sure the venv exists with every pinned dependency; return its python."""
+    wanted = _wanted_stamp()
+    if STAMP.is_file() and STAMP.read_text() == wanted and venv_python().exists():
+        return venv_python()
+    if sys.version_info < (3, 11):
+        sys.exit(f"LiteLLM Memory Proxy needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+    if not venv_python().exists():
+        print(f"[setup] creating virtual environment in {VENV}", file=sys.stderr, flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("[setup] installing dependencies (first run takes a few minutes)", file=sys.stderr, flush=True)
+    cmd = [
+        str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+        "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[test]",
+    ]
+    result = subprocess.run(cmd)
+    if result.returncode != 0:
+        sys.exit(f"[setup] dependency installation failed (exit {result.returncode}): {' '.join(cmd)}")
+    STAMP.write_text(wanted)
+    return venv_python()
+
+
+def in_project_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def reexec_in_venv() -> None:
+    """Re-run the current command with the venv's interpreter unless already inside it."""
+    if in_project_venv():
+        return
+    python = ensure_venv()
+    os.execv(str(python), [str(python), *sys.argv])

@@ -1,0 +1,467 @@
+"""Load and validate ``config/config.yaml``: LiteLLM's own sections plus ours.
+
+Every problem is reported as ``file:line: key.path: what is wrong`` and all problems are
+collected before raising, so a user fixes a broken file in one pass. LiteLLM's sections
+are kept as written (with their ``os.environ/NAME`` references) for the generated LiteLLM
+config; our sections are validated strictly and resolved into frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "os.environ/"
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+OUR_SECTIONS = ("user_id_mappings", "memory_proxy")
+DEFAULT_SUPERMEMORY_URL = "https://api.supermemory.ai"
+
+
+@dataclass(frozen=True)
+class HeaderPattern:
+    header: str
+    pattern: str
+    user_id: str
+    regex: re.Pattern[str] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class UserIdMappings:
+    custom_header: str = "x-memory-user-id"
+    header_patterns: tuple[HeaderPattern, ...] = ()
+    default_user_id: str = "default-dev"
+
+
+@dataclass(frozen=True)
+class SupermemorySettings:
+    base_url: str = DEFAULT_SUPERMEMORY_URL
+    api_key: str | None = None
+    cloudflare_retry_delay: float = 0.5
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 2.0
+    read: float = 600.0
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    host: str = "127.0.0.1"
+    port: int = 8764
+    litellm_port: int = 8765
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int = 32 * 1024 * 1024
+    timeouts: Timeouts = Timeouts()
+    supermemory: SupermemorySettings = SupermemorySettings()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_name: str
+    supermemory_backed: bool
+    missing_env: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    raw: dict[str, Any]
+    user_id_mappings: UserIdMappings
+    proxy: ProxySettings
+    models: tuple[ModelInfo, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def supermemory_groups(self) -> list[str]:
+        """Model groups whose deployments all go through Supermemory."""
+        return sorted({m.model_name for m in self.models if m.supermemory_backed})
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int | None
+    key: str
+    message: str
+
+
+class ConfigError(Exception):
+    def __init__(self, path: Path, problems: list[Problem]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{self.path}: {len(self.problems)} problem(s) in the config:"]
+        for p in self.problems:
+            where = f"{self.path}:{p.line}" if p.line else str(self.path)
+            lines.append(f"  {where}: {p.key}: {p.message}")
+        return "\n".join(lines)
+
+
+# --- YAML with line numbers ---------------------------------------------------------
+
+
+def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem],
+               loader: yaml.SafeLoader) -> Any:
+    """Build plain Python values from a composed YAML node, noting each key path's line."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _construct(key_node, path + ("<key>",), {}, problems, loader)
+            if key in result:
+                problems.append(Problem(key_node.start_mark.line + 1, _dotted(path + (key,)), "duplicate key"))
+            result[key] = _construct(value_node, path + (key,), lines, problems, loader)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, path + (i,), lines, problems, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+# --- environment references -----------------------------------------------------------
+
+
+def env_reference(value: Any) -> str | None:
+    """The variable name of an ``os.environ/NAME`` value, else None."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        return value[len(ENV_PREFIX):]
+    return None
+
+
+def resolve_env(value: Any, environ: Mapping[str, str]) -> Any:
+    """Resolve ``os.environ/NAME`` anywhere in a structure; unset names become None."""
+    name = env_reference(value)
+    if name is not None:
+        return environ.get(name) or None
+    if isinstance(value, dict):
+        return {k: resolve_env(v, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, environ) for v in value]
+    return value
+
+
+def _missing_env(value: Any, environ: Mapping[str, str]) -> list[str]:
+    name = env_reference(value)
+    if name is not None:
+        return [] if environ.get(name) else [name]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _missing_env(v, environ)]
+    if isinstance(value, list):
+        return [n for v in value for n in _missing_env(v, environ)]
+    return []
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+class _Checker:
+    """Collects problems with their line numbers while reading our sections."""
+
+    def __init__(self, lines: dict[tuple, int], environ: Mapping[str, str]) -> None:
+        self.lines = lines
+        self.environ = environ
+        self.problems: list[Problem] = []
+        self.warnings: list[str] = []
+
+    def fail(self, path: tuple, message: str) -> None:
+        line = None
+        for cut in range(len(path), -1, -1):
+            line = self.lines.get(path[:cut])
+            if line:
+                break
+        self.problems.append(Problem(line, _dotted(path), message))
+
+    def mapping(self, value: Any, path: tuple, allowed: tuple[str, ...]) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, f"must be a mapping, got {type(value).__name__}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.fail(path + (key,), f"unknown key (allowed: {', '.join(allowed)})")
+        return value
+
+    def resolved(self, value: Any, path: tuple, *, required: bool) -> Any:
+        name = env_reference(value)
+        if name is None:
+            return value
+        if self.environ.get(name):
+            return self.environ[name]
+        if required:
+            self.fail(path, f"environment variable {name} is not set")
+        return None
+
+    def number(self, section: dict, key: str, path: tuple, default: float, *, integer: bool,
+               low: float, high: float) -> Any:
+        value = self.resolved(section.get(key, default), path + (key,), required=True)
+        if isinstance(value, str):
+            try:
+                value = int(value) if integer else float(value)
+            except ValueError:
+                pass
+        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type or not (low <= value <= high):
+            kind = "an integer" if integer else "a number"
+            self.fail(path + (key,), f"must be {kind} between {low:g} and {high:g}, got {value!r}")
+            return default
+        return value
+
+    def client_id(self, value: Any, path: tuple) -> str:
+        if not isinstance(value, str) or not CLIENT_ID_RE.match(value):
+            self.fail(path, f"{value!r} is not a valid id (letters, digits and . _ : - only, 1-128 characters)")
+            return "invalid"
+        return value
+
+    def header_name(self, value: Any, path: tuple) -> str:
+        if not isinstance(value, str) or not HEADER_NAME_RE.match(value):
+            self.fail(path, f"{value!r} is not a valid HTTP header name")
+            return "invalid"
+        return value.lower()
+
+
+def _user_id_mappings(c: _Checker, raw: Any) -> UserIdMappings:
+    path = ("user_id_mappings",)
+    section = c.mapping(raw, path, ("custom_header", "header_patterns", "default_user_id"))
+    custom = c.header_name(section.get("custom_header", UserIdMappings.custom_header), path + ("custom_header",))
+    default = c.client_id(section.get("default_user_id", UserIdMappings.default_user_id), path + ("default_user_id",))
+    patterns: list[HeaderPattern] = []
+    seen: dict[tuple[str, str], int] = {}
+    raw_patterns = section.get("header_patterns") or []
+    if not isinstance(raw_patterns, list):
+        c.fail(path + ("header_patterns",), "must be a list of {header, pattern, user_id}")
+        raw_patterns = []
+    for i, item in enumerate(raw_patterns):
+        ipath = path + ("header_patterns", i)
+        if not isinstance(item, dict):
+            c.fail(ipath, "must be a mapping with header, pattern and user_id")
+            continue
+        c.mapping(item, ipath, ("header", "pattern", "user_id"))
+        for key in ("header", "pattern", "user_id"):
+            if key not in item:
+                c.fail(ipath + (key,), "is required")
+        if any(key not in item for key in ("header", "pattern", "user_id")):
+            continue
+        header = c.header_name(item["header"], ipath + ("header",))
+        user_id = c.client_id(item["user_id"], ipath + ("user_id",))
+        pattern = item["pattern"]
+        try:
+            regex = re.compile(str(pattern), re.IGNORECASE)
+        except re.error as exc:
+            c.fail(ipath + ("pattern",), f"invalid regular expression {pattern!r}: {exc}")
+            continue
+        if (header, str(pattern)) in seen:
+            c.fail(ipath + ("pattern",), f"duplicate of header_patterns[{seen[(header, str(pattern))]}]")
+            continue
+        seen[(header, str(pattern))] = i
+        patterns.append(HeaderPattern(header, str(pattern), user_id, regex))
+    if custom in {p.header for p in patterns}:
+        c.fail(path + ("custom_header",), f"{custom!r} is also used by a header pattern")
+    return UserIdMappings(custom, tuple(patterns), default)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> ProxySettings:
+    path = ("memory_proxy",)
+    section = c.mapping(raw, path, ("host", "port", "litellm_port", "api_keys", "max_body_bytes",
+                                    "timeouts", "supermemory"))
+    host = c.resolved(section.get("host", ProxySettings.host), path + ("host",), required=True)
+    if not isinstance(host, str) or not host:
+        c.fail(path + ("host",), f"must be a host name or address, got {host!r}")
+        host = ProxySettings.host
+    port = c.number(section, "port", path, ProxySettings.port, integer=True, low=1, high=65535)
+    litellm_port = c.number(section, "litellm_port", path, ProxySettings.litellm_port, integer=True,
+                            low=1, high=65535)
+    if port == litellm_port:
+        c.fail(path + ("litellm_port",), f"must differ from memory_proxy.port ({port})")
+    max_body = c.number(section, "max_body_bytes", path, ProxySettings.max_body_bytes, integer=True,
+                        low=1024, high=2**40)
+
+    keys: list[str] = []
+    raw_keys = section.get("api_keys") or []
+    if not isinstance(raw_keys, list):
+        c.fail(path + ("api_keys",), "must be a list of keys (os.environ/NAME references recommended)")
+        raw_keys = []
+    for i, key in enumerate(raw_keys):
+        value = c.resolved(key, path + ("api_keys", i), required=True)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) < 16:
+            c.fail(path + ("api_keys", i), "must be a string of at least 16 characters")
+            continue
+        if env_reference(key) is None:
+            c.warnings.append(f"{_dotted(path + ('api_keys', i))}: literal secret in the config; "
+                              "prefer an os.environ/NAME reference")
+        keys.append(value)
+    if not _is_loopback(host) and not keys:
+        c.fail(path + ("host",), f"binding to {host} needs memory_proxy.api_keys (front-door keys); "
+                                 "without them the proxy only listens on loopback")
+
+    tpath = path + ("timeouts",)
+    tsection = c.mapping(section.get("timeouts"), tpath, ("connect", "read"))
+    timeouts = Timeouts(
+        connect=c.number(tsection, "connect", tpath, Timeouts.connect, integer=False, low=0.01, high=600),
+        read=c.number(tsection, "read", tpath, Timeouts.read, integer=False, low=0.01, high=86400),
+    )
+
+    spath = path + ("supermemory",)
+    ssection = c.mapping(section.get("supermemory"), spath, ("base_url", "api_key", "cloudflare_retry_delay"))
+    base_url = c.resolved(ssection.get("base_url", DEFAULT_SUPERMEMORY_URL), spath + ("base_url",), required=True)
+    if not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url or ""):
+        c.fail(spath + ("base_url",), f"must be an http(s) URL, got {base_url!r}")
+        base_url = DEFAULT_SUPERMEMORY_URL
+    raw_key = ssection.get("api_key", ENV_PREFIX + "SUPERMEMORY_API_KEY")
+    api_key = c.resolved(raw_key, spath + ("api_key",), required=needs_supermemory_key)
+    if api_key is not None and env_reference(raw_key) is None:
+        c.warnings.append(f"{_dotted(spath + ('api_key',))}: literal secret in the config; "
+                          "prefer os.environ/SUPERMEMORY_API_KEY")
+    if needs_supermemory_key and api_key is None and env_reference(raw_key) is None:
+        c.fail(spath + ("api_key",), "is required because a model is Supermemory-backed")
+    retry = c.number(ssection, "cloudflare_retry_delay", spath, SupermemorySettings.cloudflare_retry_delay,
+                     integer=False, low=0, high=60)
+    supermemory = SupermemorySettings(base_url.rstrip("/"), api_key, retry)
+    return ProxySettings(host, port, litellm_port, tuple(keys), max_body, timeouts, supermemory)
+
+
+def _supermemory_base(raw: dict, environ: Mapping[str, str]) -> str:
+    section = raw.get("memory_proxy") if isinstance(raw.get("memory_proxy"), dict) else {}
+    sm = section.get("supermemory") if isinstance(section.get("supermemory"), dict) else {}
+    value = resolve_env(sm.get("base_url", DEFAULT_SUPERMEMORY_URL), environ)
+    return str(value or DEFAULT_SUPERMEMORY_URL).rstrip("/")
+
+
+def is_supermemory_backed(api_base: Any, supermemory_base: str) -> bool:
+    return isinstance(api_base, str) and (api_base == supermemory_base
+                                          or api_base.startswith(supermemory_base + "/"))
+
+
+def _models(c: _Checker, raw: Any, supermemory_base: str) -> list[ModelInfo]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        c.fail(("model_list",), "must be a list of models")
+        return []
+    models: list[ModelInfo] = []
+    for i, item in enumerate(raw):
+        path = ("model_list", i)
+        if not isinstance(item, dict) or not isinstance(item.get("litellm_params"), dict):
+            c.fail(path, "must be a mapping with model_name and litellm_params")
+            continue
+        name = item.get("model_name")
+        if not isinstance(name, str) or not name:
+            c.fail(path + ("model_name",), "is required")
+            continue
+        params = item["litellm_params"]
+        if not params.get("model"):
+            c.fail(path + ("litellm_params", "model"), "is required")
+        api_base = resolve_env(params.get("api_base"), c.environ)
+        backed = is_supermemory_backed(api_base, supermemory_base)
+        missing = tuple(_missing_env({k: v for k, v in params.items() if k != "api_base"}, c.environ))
+        if env_reference(params.get("api_base")) and api_base is None:
+            missing += (env_reference(params["api_base"]),)
+        for key in ("api_key", "aws_secret_access_key", "vertex_credentials"):
+            value = params.get(key)
+            if isinstance(value, str) and value and env_reference(value) is None:
+                c.warnings.append(f"{_dotted(path + ('litellm_params', key))}: literal secret in the "
+                                  "config; prefer an os.environ/NAME reference")
+        models.append(ModelInfo(name, backed, missing))
+    kinds: dict[str, set[bool]] = {}
+    for m in models:
+        kinds.setdefault(m.model_name, set()).add(m.supermemory_backed)
+    for name, seen in kinds.items():
+        if len(seen) > 1:
+            index = next(i for i, item in enumerate(raw) if isinstance(item, dict) and item.get("model_name") == name)
+            c.fail(("model_list", index, "model_name"),
+                   f"model group {name!r} mixes Supermemory-backed and ordinary deployments; memory headers "
+                   "are forwarded per group, so give them different model_name values")
+    for m in models:
+        if m.missing_env:
+            c.warnings.append(f"model {m.model_name!r} is disabled: environment variable(s) "
+                              f"{', '.join(m.missing_env)} not set")
+    return models
+
+
+def _litellm_sections(c: _Checker, raw: dict, models: list[ModelInfo]) -> None:
+    general = raw.get("general_settings")
+    if general is not None and not isinstance(general, dict):
+        c.fail(("general_settings",), "must be a mapping")
+        return
+    general = general or {}
+    if general.get("forward_client_headers_to_llm_api"):
+        c.fail(("general_settings", "forward_client_headers_to_llm_api"),
+               "would forward the memory headers to every model; the memory proxy turns forwarding on for "
+               "the Supermemory-backed model groups itself (remove this key)")
+    if "master_key" in general:
+        c.warnings.append("general_settings.master_key is ignored: the LiteLLM master key comes from "
+                          "LITELLM_MASTER_KEY or is generated once into the state folder")
+    litellm_settings = raw.get("litellm_settings")
+    if litellm_settings is not None and not isinstance(litellm_settings, dict):
+        c.fail(("litellm_settings",), "must be a mapping")
+        return
+    group_settings = (litellm_settings or {}).get("model_group_settings") or {}
+    listed = group_settings.get("forward_client_headers_to_llm_api") if isinstance(group_settings, dict) else None
+    backed = {m.model_name for m in models if m.supermemory_backed}
+    for i, group in enumerate(listed or []):
+        if group not in backed:
+            c.fail(("litellm_settings", "model_group_settings", "forward_client_headers_to_llm_api", i),
+                   f"{group!r} is not Supermemory-backed: forwarding client headers to it would hand it the "
+                   "memory headers (the memory proxy lists the Supermemory-backed groups itself)")
+
+
+def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Parse and validate config text; raise ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    lines: dict[tuple, int] = {}
+    problems: list[Problem] = []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ConfigError(path, [Problem(line, "<yaml>", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    raw = _construct(node, (), lines, problems, yaml.SafeLoader("")) if node is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path, [Problem(1, "<top level>", "the config must be a mapping of sections")])
+    c = _Checker(lines, environ)
+    c.problems.extend(problems)
+    sm_base = _supermemory_base(raw, environ)
+    models = _models(c, raw.get("model_list"), sm_base)
+    _litellm_sections(c, raw, models)
+    mappings = _user_id_mappings(c, raw.get("user_id_mappings"))
+    proxy = _proxy_settings(c, raw.get("memory_proxy"), any(m.supermemory_backed for m in models))
+    if c.problems:
+        raise ConfigError(path, c.problems)
+    return Config(path, raw, mappings, proxy, tuple(models), tuple(c.warnings))
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [Problem(None, "<file>", f"cannot read the config: {exc.strerror}")]) from None
+    return parse_config(text, path, environ)

@@ -1,0 +1,126 @@
+"""The egress side: LiteLLM's requests for Supermemory-backed models, on their way out.
+
+Only the generated LiteLLM config knows this address and the per-run secret it must carry,
+so the egress is no open relay for the Supermemory key. Requests leave through one
+long-lived cookie-persistent session so Cloudflare's clearance cookies are kept.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from urllib.parse import parse_qsl, urlencode
+
+import anyio
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import cookie_store
+from . import headers as h
+from .config import CLIENT_ID_RE
+from .errors import error_response
+from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, upstream_failure
+from .runtime import Runtime
+
+log = logging.getLogger("memory_proxy")
+
+EGRESS_PREFIX = "/_egress"
+
+
+def egress_base(port: int, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{port}{EGRESS_PREFIX}"
+
+
+def target_url(base_url: str, raw_rest: bytes, query: bytes) -> httpx.URL | None:
+    """Supermemory's URL for the path after the egress prefix, or None if it would
+    leave the configured host (dot segments, another authority, backslashes)."""
+    rest = raw_rest.decode("latin-1")
+    if not rest.startswith("/") or "\\" in rest or any(part in (".", "..") for part in rest.split("/")):
+        return None
+    if any(c in rest for c in "\r\n\t #"):
+        return None
+    base = httpx.URL(base_url)
+    params = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k != "userId"]
+    raw_path = base.raw_path.rstrip(b"/") + raw_rest + (b"?" + urlencode(params).encode() if params else b"")
+    url = base.copy_with(raw_path=raw_path)
+    if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+        return None
+    return url
+
+
+async def _is_cloudflare_refusal(response: httpx.Response) -> bool:
+    if response.status_code != 503 or "cloudflare" not in response.headers.get("server", "").lower():
+        return False
+    await response.aread()
+    return b"error code: 1200" in response.content
+
+
+async def relay(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    offered = request.headers.get(h.EGRESS_SECRET_HEADER, "")
+    if not hmac.compare_digest(offered.encode(), runtime.egress_secret.encode()):
+        return error_response(403, "the egress only serves the memory proxy's own LiteLLM", code="forbidden")
+    user_id = request.headers.get(h.USER_ID_HEADER, "")
+    if not CLIENT_ID_RE.match(user_id):
+        # Fail closed: without the header Supermemory would take the scope from the body.
+        return error_response(400, "no valid client id reached the egress (is header forwarding on for "
+                                   "this model group?)", code="missing_client_id")
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    url = target_url(runtime.config.proxy.supermemory.base_url, raw[len(EGRESS_PREFIX):],
+                     request.scope.get("query_string", b""))
+    if url is None:
+        return error_response(400, "egress path would leave the configured Supermemory host", code="bad_path")
+    try:
+        body = await read_body(request, runtime.config.proxy.max_body_bytes)
+    except BodyTooLarge:
+        return error_response(413, "request body is larger than memory_proxy.max_body_bytes")
+    headers = h.egress_request_headers(request.headers.items(), user_id=user_id,
+                                       api_key=runtime.config.proxy.supermemory.api_key)
+    client = runtime.supermemory
+    timeout = runtime.config.proxy.timeouts.read
+    try:
+        upstream = await send_upstream(client, client.build_request(request.method, url, headers=headers,
+                                                                    content=body))
+        if await _is_cloudflare_refusal(upstream):
+            # Refused at Cloudflare's edge, so it never reached the origin: safe to retry once.
+            log.warning("client=%s Supermemory: Cloudflare refusal (1200), retrying once", user_id)
+            await upstream.aclose()
+            await anyio.sleep(runtime.config.proxy.supermemory.cloudflare_retry_delay)
+            upstream = await send_upstream(client, client.build_request(request.method, url, headers=headers,
+                                                                        content=body))
+            if await _is_cloudflare_refusal(upstream):
+                await upstream.aclose()
+                save_cookies(runtime)
+                return error_response(503, "Supermemory's Cloudflare edge refused the request twice "
+                                           "(error code: 1200, rate limited); retry in a few seconds",
+                                      code="cloudflare_1200")
+    except httpx.HTTPError as exc:
+        log.warning("client=%s Supermemory exchange failed: %s", user_id, type(exc).__name__)
+        return upstream_failure(exc, "Supermemory", timeout)
+    if "set-cookie" in upstream.headers:
+        save_cookies(runtime)
+    if "x-supermemory-error" in upstream.headers:
+        runtime.supermemory_errors += 1
+        log.warning("client=%s Supermemory could not add memory: %s", user_id,
+                    upstream.headers["x-supermemory-error"][:200])
+    relayed = h.response_headers(upstream.headers.multi_items())
+    if upstream.is_stream_consumed:  # read above to look for a Cloudflare refusal
+        await upstream.aclose()
+        return _plain(upstream, relayed)
+    return RelayResponse(upstream, relayed, path=url.path)
+
+
+def _plain(upstream: httpx.Response, headers: list[tuple[str, str]]) -> Response:
+    response = Response(upstream.content, upstream.status_code)
+    response.raw_headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers
+                            if n != "content-length"] + [(b"content-length", str(len(upstream.content)).encode())]
+    return response
+
+
+def save_cookies(runtime: Runtime) -> None:
+    if runtime.cookie_jar_path is not None:
+        try:
+            cookie_store.save(runtime.supermemory.cookies.jar, runtime.cookie_jar_path)
+        except OSError as exc:
+            log.warning("could not save the cookie jar: %s", exc.strerror)

@@ -1,0 +1,175 @@
+"""The front door on :8764: who is calling, what LiteLLM may see, and the relay to it."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from . import headers as h
+from .errors import error_response
+from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, stream_body, upstream_failure
+from .routing import InvalidClientId, Resolution, resolve, split_scope
+from .runtime import Runtime
+
+log = logging.getLogger("memory_proxy")
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def authorized(runtime: Runtime, request: Request) -> bool:
+    """Front-door keys, when configured: ``Authorization: Bearer`` or ``x-api-key``."""
+    keys = runtime.config.proxy.api_keys
+    if not keys:
+        return True
+    offered = request.headers.get("x-api-key") or ""
+    bearer = request.headers.get("authorization", "")
+    if bearer[:7].lower() == "bearer ":
+        offered = offered or bearer[7:].strip()
+    return any(hmac.compare_digest(offered.encode(), key.encode()) for key in keys)
+
+
+def _raw_upstream_path(request: Request, resolution: Resolution) -> bytes:
+    """The path exactly as the client encoded it, without a ``/scope/<id>`` prefix."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    scope, rest = split_scope(raw.decode("latin-1"))
+    return rest.encode("latin-1") if scope is not None else raw
+
+
+async def relay(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    started = time.perf_counter()
+    if not authorized(runtime, request):
+        return error_response(401, "missing or wrong memory proxy key (Authorization: Bearer or x-api-key)")
+    try:
+        resolution = resolve(runtime.config.user_id_mappings, request.headers, request.url.path)
+    except InvalidClientId as exc:
+        return error_response(400, str(exc), code="invalid_client_id")
+    if resolution.path == "/memory-routing/info":
+        return routing_info(runtime, resolution)
+    request_id = uuid.uuid4().hex
+    extra = [(h.USER_ID_HEADER, resolution.user_id), ("x-request-id", request_id)]
+    if (request.method == "GET" and resolution.path.rstrip("/") in ("/v1/models", "/models")
+            and "anthropic-version" in request.headers):
+        return await anthropic_models(runtime, request, extra)
+
+    try:
+        content = await _request_content(runtime, request)
+    except BodyTooLarge:
+        return error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=dict(extra))
+    except ValueError as exc:
+        return error_response(400, str(exc), code="invalid_json", headers=dict(extra))
+
+    upstream_headers = h.ingress_request_headers(
+        request.headers.items(), custom_header=runtime.config.user_id_mappings.custom_header,
+        user_id=resolution.user_id, master_key=runtime.master_key, request_id=request_id)
+    query = request.scope.get("query_string", b"")
+    raw_path = _raw_upstream_path(request, resolution)
+    url = runtime.litellm_target(raw_path + (b"?" + query if query else b""))
+    outgoing = runtime.litellm.build_request(request.method, url, headers=upstream_headers, content=content)
+    try:
+        upstream = await send_upstream(runtime.litellm, outgoing)
+    except (httpx.HTTPError, BodyTooLarge) as exc:
+        runtime.count(resolution.user_id, error=True)
+        response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
+        response.headers.update(dict(extra))
+        log.warning("client=%s %s %s -> %s (%s)", resolution.user_id, request.method, resolution.path,
+                    response.status_code, type(exc).__name__)
+        return response
+
+    def done(status: int, completed: bool) -> None:
+        runtime.count(resolution.user_id, error=status >= 400 or not completed)
+        log.info("client=%s %s %s -> %s %.1f ms%s", resolution.user_id, request.method, resolution.path, status,
+                 (time.perf_counter() - started) * 1000, "" if completed else " (stream cut)")
+
+    return RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
+                         path=resolution.path, on_complete=done)
+
+
+async def _request_content(runtime: Runtime, request: Request):
+    """The body to send on: JSON bodies are read (bounded) and cleaned, others streamed."""
+    limit = runtime.config.proxy.max_body_bytes
+    if request.method not in BODY_METHODS:
+        return None
+    if "json" not in request.headers.get("content-type", ""):
+        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+        return stream_body(request, limit) if has_body else None
+    body = await read_body(request, limit)
+    if not body.strip():
+        return body
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"request body is not valid JSON: {exc}") from None
+    # LiteLLM sends a body's extra_headers upstream verbatim, overriding the memory headers.
+    if isinstance(data, dict) and "extra_headers" in data:
+        del data["extra_headers"]
+        return json.dumps(data).encode()
+    return body
+
+
+def routing_info(runtime: Runtime, resolution: Resolution) -> JSONResponse:
+    mappings = runtime.config.user_id_mappings
+    return JSONResponse({
+        "user_id": resolution.user_id,
+        "source": resolution.source,
+        "reason": resolution.detail,
+        "custom_header": mappings.custom_header,
+        "scope_path": "/scope/<id>/v1",
+        "header_patterns": [{"header": p.header, "pattern": p.pattern, "user_id": p.user_id}
+                            for p in mappings.header_patterns],
+        "default_user_id": mappings.default_user_id,
+        "supermemory_backed_models": runtime.config.supermemory_groups,
+    }, headers={h.USER_ID_HEADER: resolution.user_id})
+
+
+async def anthropic_models(runtime: Runtime, request: Request, extra: list[tuple[str, str]]) -> Response:
+    """Claude Code asks ``/v1/models`` in Anthropic's shape, which LiteLLM does not give."""
+    try:
+        answer = await runtime.litellm.get(
+            runtime.litellm_target(b"/v1/models"),
+            headers={"authorization": f"Bearer {runtime.master_key}"})
+        listing = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
+        response.headers.update(dict(extra))
+        return response
+    if answer.status_code != 200:
+        return Response(answer.content, answer.status_code, headers=dict(extra),
+                        media_type=answer.headers.get("content-type"))
+    data = []
+    for model in listing.get("data", []):
+        created = datetime.fromtimestamp(model.get("created") or 0, tz=timezone.utc)
+        data.append({"type": "model", "id": model["id"], "display_name": model["id"],
+                     "created_at": created.isoformat().replace("+00:00", "Z")})
+    return JSONResponse({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                         "last_id": data[-1]["id"] if data else None}, headers=dict(extra))
+
+
+async def health(request: Request) -> JSONResponse:
+    """The proxy's own state and, asked fresh each time, whether LiteLLM is ready."""
+    runtime: Runtime = request.state.runtime
+    litellm = {"ready": False}
+    try:
+        answer = await runtime.litellm.get(runtime.litellm_target(b"/health/readiness"),
+                                           timeout=2.0)
+        litellm["ready"] = answer.status_code == 200
+        litellm["status_code"] = answer.status_code
+        if answer.status_code == 200:
+            litellm["version"] = answer.json().get("litellm_version")
+    except (httpx.HTTPError, ValueError) as exc:
+        litellm["error"] = type(exc).__name__
+    ready = litellm["ready"]
+    return JSONResponse({
+        "status": "ok" if ready else "degraded",
+        "memory_proxy": {"status": "ok", "pid": runtime.pid, "uptime_s": round(time.time() - runtime.started, 1),
+                         "supermemory_errors": runtime.supermemory_errors},
+        "litellm": litellm,
+    }, status_code=200 if ready else 503)

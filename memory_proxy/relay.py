@@ -1,0 +1,139 @@
+"""Send one request upstream and stream its answer back, for both the ingress and the egress.
+
+The answer is relayed as raw bytes, chunk by chunk, while a watcher listens for the client
+going away: a disconnect cancels the copy and closes the upstream connection at once, so
+the upstream sees its request end too. A failure after the status line was sent becomes an
+error event in the stream's own format (SSE) and the stream then ends cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .errors import error_response, stream_error_event
+
+log = logging.getLogger("memory_proxy")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, refusing (without reading further) past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def stream_body(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body as it arrives, for bodies the proxy need not look at."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        if chunk:
+            yield chunk
+
+
+def upstream_failure(exc: Exception, what: str, timeout: float) -> Response:
+    """Map a failed upstream exchange (before any answer byte) to the design's error table."""
+    if isinstance(exc, BodyTooLarge):
+        return error_response(413, "request body is larger than memory_proxy.max_body_bytes")
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return error_response(503, f"{what} is not reachable (starting or restarting?); retry shortly")
+    if isinstance(exc, httpx.TimeoutException):
+        return error_response(504, f"{what} did not answer within {timeout:g} s")
+    return error_response(502, f"{what} broke the protocol: {type(exc).__name__}")
+
+
+async def send_upstream(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send with the body still streaming in; a too-large body surfaces as BodyTooLarge."""
+    try:
+        return await client.send(request, stream=True)
+    except httpx.TransportError as exc:  # httpx wraps errors raised by our body iterator
+        cause = exc.__context__ or exc.__cause__
+        if isinstance(cause, BodyTooLarge):
+            raise cause from None
+        raise
+
+
+def stream_format(path: str, content_type: str) -> str | None:
+    """``"anthropic"`` or ``"openai"`` for an SSE answer, None for anything else."""
+    if not content_type.startswith("text/event-stream"):
+        return None
+    return "anthropic" if path.rstrip("/").endswith("/messages") else "openai"
+
+
+class RelayResponse(Response):
+    """An upstream answer relayed unbuffered, with disconnect-driven cancellation."""
+
+    def __init__(self, upstream: httpx.Response, headers: list[tuple[str, str]], *, path: str,
+                 on_complete: Callable[[int, bool], None] | None = None) -> None:
+        self.upstream = upstream
+        self.status_code = upstream.status_code
+        self.raw_headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        self.background = None
+        self.format = stream_format(path, upstream.headers.get("content-type", ""))
+        self.on_complete = on_complete
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        completed = False
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_disconnect, receive, tg.cancel_scope)
+                completed = await self._copy(send)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.upstream.aclose()
+            if self.on_complete:
+                self.on_complete(self.status_code, completed)
+
+    @staticmethod
+    async def _watch_disconnect(receive: Receive, cancel_scope: anyio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                cancel_scope.cancel()
+                return
+
+    async def _copy(self, send: Send) -> bool:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        tail = b"\n\n"
+        try:
+            async for chunk in self.upstream.aiter_raw():
+                if chunk:
+                    tail = (tail + chunk)[-2:]
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError:  # the client went away while we were sending
+            return False
+        except (httpx.HTTPError, anyio.BrokenResourceError) as exc:
+            log.warning("upstream stream broke after the answer started: %s", type(exc).__name__)
+            if self.format:
+                event = stream_error_event(self.format, f"the upstream stream broke: {type(exc).__name__}")
+                prefix = b"" if tail == b"\n\n" else b"\n\n"  # end a half-sent event first
+                await send({"type": "http.response.body", "body": prefix + event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return False
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True

@@ -1,0 +1,43 @@
+"""What one running memory proxy holds: its config, its two HTTP sessions and its counters.
+
+Created in the app's lifespan (see ``app.py``) and handed to every request, so there is
+no module-level client or singleton anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .config import Config
+
+
+@dataclass
+class Runtime:
+    config: Config
+    litellm: httpx.AsyncClient  # ingress -> LiteLLM; never keeps cookies (they would cross clients)
+    supermemory: httpx.AsyncClient  # egress -> Supermemory; one long-lived cookie-persistent session
+    litellm_url: httpx.URL
+    master_key: str
+    egress_secret: str
+    cookie_jar_path: Path | None
+    started: float = field(default_factory=time.time)
+    pid: int = field(default_factory=os.getpid)
+    requests: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    supermemory_errors: int = 0
+
+    def count(self, user_id: str, *, error: bool) -> None:
+        self.requests[user_id] += 1
+        if error:
+            self.errors[user_id] += 1
+
+    def litellm_target(self, raw_path: bytes) -> httpx.URL:
+        """LiteLLM's URL for a raw path (with query), kept byte for byte."""
+        prefix = self.litellm_url.raw_path.rstrip(b"/")
+        return self.litellm_url.copy_with(raw_path=prefix + raw_path)

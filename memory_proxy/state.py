@@ -1,0 +1,89 @@
+"""The state folder of one installation and crash-safe writes into it.
+
+Everything one installation keeps between runs lives here (process records, logs, the
+generated LiteLLM config, the master key, the cookie jar), so two installations or two
+test runs never share state. Default: ``$XDG_STATE_HOME/litellm-memory-proxy``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR_ENV = "MEMORY_PROXY_STATE_DIR"
+MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+
+
+def default_state_dir() -> Path:
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "litellm-memory-proxy"
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: a crash mid-write
+    leaves the old file or the new one, never a torn one."""
+    if isinstance(data, str):
+        data = data.encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@dataclass(frozen=True)
+class StateDir:
+    root: Path
+
+    def ensure(self) -> StateDir:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self
+
+    @property
+    def cookie_jar(self) -> Path:
+        return self.root / "supermemory_cookies.json"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.root / "litellm_master_key"
+
+    @property
+    def litellm_config(self) -> Path:
+        return self.root / "litellm_config.generated.yaml"
+
+    @property
+    def processes(self) -> Path:
+        return self.root / "processes.json"
+
+    def log_file(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def master_key(self, environ: dict[str, str] | None = None) -> str:
+        """``LITELLM_MASTER_KEY`` if set, else a strong key generated once and kept (mode 0600)."""
+        environ = os.environ if environ is None else environ
+        if environ.get(MASTER_KEY_ENV):
+            return environ[MASTER_KEY_ENV]
+        try:
+            key = self.master_key_file.read_text().strip()
+            if key:
+                return key
+        except FileNotFoundError:
+            pass
+        key = "sk-mp-" + secrets.token_urlsafe(32)
+        atomic_write(self.master_key_file, key + "\n")
+        return key
