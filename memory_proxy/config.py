@@ -335,7 +335,8 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
         c.fail(spath + ("base_url",), f"must be an http(s) URL, got {base_url!r}")
         base_url = DEFAULT_SUPERMEMORY_URL
     raw_key = ssection.get("api_key", ENV_PREFIX + "SUPERMEMORY_API_KEY")
-    api_key = c.resolved(raw_key, spath + ("api_key",), required=needs_supermemory_key)
+    # Unset, it disables the Supermemory-backed models (see _models) like any missing provider key.
+    api_key = c.resolved(raw_key, spath + ("api_key",), required=False)
     if api_key is not None and env_reference(raw_key) is None:
         c.warnings.append(f"{_dotted(spath + ('api_key',))}: literal secret in the config; "
                           "prefer os.environ/SUPERMEMORY_API_KEY")
@@ -347,11 +348,20 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
     return ProxySettings(host, port, litellm_port, tuple(keys), max_body, timeouts, supermemory)
 
 
-def _supermemory_base(raw: dict, environ: Mapping[str, str]) -> str:
+def _supermemory_section(raw: dict) -> dict:
     section = raw.get("memory_proxy") if isinstance(raw.get("memory_proxy"), dict) else {}
-    sm = section.get("supermemory") if isinstance(section.get("supermemory"), dict) else {}
-    value = resolve_env(sm.get("base_url", DEFAULT_SUPERMEMORY_URL), environ)
+    return section.get("supermemory") if isinstance(section.get("supermemory"), dict) else {}
+
+
+def _supermemory_base(raw: dict, environ: Mapping[str, str]) -> str:
+    value = resolve_env(_supermemory_section(raw).get("base_url", DEFAULT_SUPERMEMORY_URL), environ)
     return str(value or DEFAULT_SUPERMEMORY_URL).rstrip("/")
+
+
+def _supermemory_key_missing(raw: dict, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The variable named by supermemory.api_key when it is unset (it then disables the backed models)."""
+    name = env_reference(_supermemory_section(raw).get("api_key", ENV_PREFIX + "SUPERMEMORY_API_KEY"))
+    return (name,) if name and not environ.get(name) else ()
 
 
 def is_supermemory_backed(api_base: Any, supermemory_base: str) -> bool:
@@ -359,7 +369,7 @@ def is_supermemory_backed(api_base: Any, supermemory_base: str) -> bool:
                                           or api_base.startswith(supermemory_base + "/"))
 
 
-def _models(c: _Checker, raw: Any, supermemory_base: str) -> list[ModelInfo]:
+def _models(c: _Checker, raw: Any, supermemory_base: str, supermemory_missing: tuple[str, ...]) -> list[ModelInfo]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -383,6 +393,8 @@ def _models(c: _Checker, raw: Any, supermemory_base: str) -> list[ModelInfo]:
         missing = tuple(_missing_env({k: v for k, v in params.items() if k != "api_base"}, c.environ))
         if env_reference(params.get("api_base")) and api_base is None:
             missing += (env_reference(params["api_base"]),)
+        if backed:
+            missing += supermemory_missing
         for key in ("api_key", "aws_secret_access_key", "vertex_credentials"):
             value = params.get(key)
             if isinstance(value, str) and value and env_reference(value) is None:
@@ -449,7 +461,7 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     c = _Checker(lines, environ)
     c.problems.extend(problems)
     sm_base = _supermemory_base(raw, environ)
-    models = _models(c, raw.get("model_list"), sm_base)
+    models = _models(c, raw.get("model_list"), sm_base, _supermemory_key_missing(raw, environ))
     _litellm_sections(c, raw, models)
     mappings = _user_id_mappings(c, raw.get("user_id_mappings"))
     proxy = _proxy_settings(c, raw.get("memory_proxy"), any(m.supermemory_backed for m in models))
