@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import anyio
 import httpx
@@ -36,7 +36,8 @@ def target_url(base_url: str, raw_rest: bytes, query: bytes) -> httpx.URL | None
     """Supermemory's URL for the path after the egress prefix, or None if it would
     leave the configured host (dot segments, another authority, backslashes)."""
     rest = raw_rest.decode("latin-1")
-    if not rest.startswith("/") or "\\" in rest or any(part in (".", "..") for part in rest.split("/")):
+    decoded = unquote(rest)  # servers may decode %2e%2e into ".." before routing
+    if not rest.startswith("/") or "\\" in decoded or any(part in (".", "..") for part in decoded.split("/")):
         return None
     if any(c in rest for c in "\r\n\t #"):
         return None

@@ -1,0 +1,354 @@
+"""The memory proxy app on a real loopback port, against the emulator on another.
+
+Here the emulator stands in for LiteLLM behind the ingress (as with ``up --litellm-url``)
+and for Supermemory behind the egress; the full chain with the real LiteLLM binary is
+tested in ``tests/e2e``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memory_proxy.app import create_app
+from memory_proxy.config import parse_config
+from tests import emulator
+from tests.servers import ServerThread, raw_http
+
+MASTER = "sk-test-master-0123456789"
+SECRET = "egress-secret-for-tests"
+SM_KEY = "sm-test-supermemory-key"
+PYCHARM = "OpenAIClientImpl/Java unknown"
+CLAUDE = "claude-cli/2.0.14 (external, cli)"
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+@pytest.fixture(scope="module")
+def emu_server():
+    with ServerThread(emulator.create_app(chunk_delay=0.15, chunks=5)) as server:
+        yield server
+
+
+@pytest.fixture
+def emu(emu_server):
+    httpx.post(emu_server.url + "/_emulator/reset")
+    return emu_server
+
+
+def records(emu, path_prefix: str = "/") -> list[dict]:
+    return [r for r in httpx.get(emu.url + "/_emulator/requests").json() if r["path"].startswith(path_prefix)]
+
+
+def make_config(emu_url: str, extra: str = ""):
+    text = f"""
+model_list:
+  - model_name: mem
+    litellm_params: {{model: openai/x, api_base: "{emu_url}/v3/http://provider/v1", api_key: k}}
+user_id_mappings:
+  header_patterns:
+    - {{header: user-agent, pattern: '^OpenAIClientImpl/Java', user_id: pycharm-ai}}
+    - {{header: user-agent, pattern: '^claude-cli/', user_id: claude-cli}}
+memory_proxy:
+  max_body_bytes: 4096
+  timeouts: {{connect: 1, read: 1.5}}
+  supermemory: {{base_url: "{emu_url}", api_key: os.environ/SM_KEY, cloudflare_retry_delay: 0.05}}
+{extra}"""
+    return parse_config(text, Path("test.yaml"), {"SM_KEY": SM_KEY, "FRONT_KEY": "front-door-key-0123456789"})
+
+
+@contextlib.contextmanager
+def running_proxy(emu_url: str, *, state_dir: Path | None = None, litellm_url: str | None = None, extra: str = ""):
+    app = create_app(make_config(emu_url, extra), litellm_url=litellm_url or emu_url, master_key=MASTER,
+                     egress_secret=SECRET, state_dir=state_dir)
+    with ServerThread(app) as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(emu, tmp_path):
+    with running_proxy(emu.url, state_dir=tmp_path) as server:
+        yield server
+
+
+# --- ingress ------------------------------------------------------------------------------
+
+
+def test_each_client_gets_its_id_and_litellm_gets_the_master_key(emu, proxy):
+    cases = [({"user-agent": PYCHARM}, "pycharm-ai"), ({"user-agent": CLAUDE}, "claude-cli"),
+             ({"user-agent": "something/1.0"}, "default-dev"),
+             ({"user-agent": CLAUDE, "x-memory-user-id": "project-x"}, "project-x")]
+    for headers, expected in cases:
+        r = httpx.post(proxy.url + "/v1/chat/completions", json=CHAT,
+                       headers={**headers, "authorization": "Bearer client-key"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-supermemory-user-id"] == expected
+        assert len(r.headers["x-request-id"]) == 32
+    seen = records(emu, "/v1/chat/completions")
+    assert [r["headers"]["x-supermemory-user-id"] for r in seen] == [e for _, e in cases]
+    for r in seen:
+        assert r["headers"]["authorization"] == f"Bearer {MASTER}"
+        assert "x-memory-user-id" not in r["headers"]
+
+
+def test_forged_memory_headers_and_body_extra_headers_are_dropped(emu, proxy):
+    body = {**CHAT, "extra_headers": {"x-supermemory-user-id": "victim"}}
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=body, headers={
+        "user-agent": PYCHARM, "x-sm-user-id": "victim", "x-supermemory-user-id": "victim",
+        "x-supermemory-api-key": "stolen", "x-memory-proxy-egress-secret": "guess"})
+    assert r.status_code == 200
+    [seen] = records(emu, "/v1/")
+    assert seen["headers"]["x-supermemory-user-id"] == "pycharm-ai"
+    assert not any(h.startswith("x-sm-") for h in seen["headers"])
+    assert "x-supermemory-api-key" not in seen["headers"] and "x-memory-proxy-egress-secret" not in seen["headers"]
+    assert "extra_headers" not in seen["body"] and seen["body"]["messages"] == CHAT["messages"]
+
+
+def test_query_string_and_scope_path(emu, proxy):
+    body = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(proxy.url + "/v1/messages?beta=true", json=body, headers={"user-agent": CLAUDE})
+    assert r.status_code == 200 and r.json()["type"] == "message"
+    r = httpx.post(proxy.url + "/scope/my-project/v1/chat/completions?a=1&b=%2F", json=CHAT,
+                   headers={"user-agent": PYCHARM})
+    assert r.status_code == 200 and r.headers["x-supermemory-user-id"] == "my-project"
+    first, second = records(emu, "/v1/")
+    assert (first["path"], first["query"]) == ("/v1/messages", "beta=true")
+    assert (second["path"], second["query"]) == ("/v1/chat/completions", "a=1&b=%2F")
+    assert second["headers"]["x-supermemory-user-id"] == "my-project"
+
+
+def _timed_chunks(url: str, body: dict, headers: dict) -> tuple[list[float], bytes, httpx.Response]:
+    start, times, data = time.monotonic(), [], b""
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as r:
+        for chunk in r.iter_raw():
+            times.append(time.monotonic() - start)
+            data += chunk
+    return times, data, r
+
+
+def test_openai_stream_arrives_chunk_by_chunk(emu, proxy):
+    times, data, r = _timed_chunks(proxy.url + "/v1/chat/completions", {**CHAT, "stream": True},
+                                   {"user-agent": PYCHARM})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert "content-length" not in r.headers
+    assert data.rstrip().endswith(b"data: [DONE]")
+    # five pieces 0.15 s apart: buffered, everything would arrive at once at the end
+    assert len(times) >= 5 and times[-1] - times[0] >= 0.45, times
+
+
+def test_anthropic_stream_arrives_chunk_by_chunk(emu, proxy):
+    body = {"model": "claude", "max_tokens": 10, "stream": True,
+            "messages": [{"role": "user", "content": "a longer message"}]}
+    times, data, r = _timed_chunks(proxy.url + "/v1/messages?beta=true", body, {"user-agent": CLAUDE})
+    events = [line[7:] for line in data.decode().splitlines() if line.startswith("event: ")]
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert len(times) >= 5 and times[-1] - times[0] >= 0.45, times
+
+
+def test_malformed_json_and_bad_ids_get_openai_errors(emu, proxy):
+    r = httpx.post(proxy.url + "/v1/chat/completions", content=b"{not json",
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=CHAT, headers={"x-memory-user-id": "has space"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_client_id"
+    r = httpx.get(proxy.url + "/scope/" + "a" * 129 + "/v1/models")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert records(emu) == []  # nothing reached the upstream
+
+
+def test_body_over_limit_is_413(emu, proxy):
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+    def chunked():
+        for _ in range(10):
+            yield b"y" * 1000
+    r = httpx.post(proxy.url + "/v1/audio/transcriptions", content=chunked(),
+                   headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 413
+    assert records(emu) == []
+
+
+def test_litellm_down_is_a_quick_503(emu, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    with running_proxy(emu.url, litellm_url=f"http://127.0.0.1:{closed}") as server:
+        start = time.monotonic()
+        r = httpx.post(server.url + "/v1/chat/completions", json=CHAT)
+        assert time.monotonic() - start < 1.0
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.json()["error"]["type"] == "service_unavailable"
+        health = httpx.get(server.url + "/health")
+        assert health.status_code == 503
+        assert health.json()["memory_proxy"]["status"] == "ok" and health.json()["litellm"]["ready"] is False
+
+
+def test_upstream_timeout_is_504_and_protocol_breakage_502(emu, proxy):
+    httpx.post(emu.url + "/_emulator/faults", json={"mode": "slow", "delay": 3})
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=10)
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+    httpx.post(emu.url + "/_emulator/faults", json={"mode": "close_mid_stream"})
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=10)
+    # headers went out before the break: the client sees a cut body, never a hang
+    assert r.status_code in (200, 502)
+
+
+@pytest.mark.parametrize("path, body, expected", [
+    ("/v1/chat/completions", {**CHAT, "stream": True}, b'data: {"error": {'),
+    ("/v1/messages", {"model": "c", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "x"}]},
+     b"event: error\ndata: {"),
+])
+def test_broken_stream_ends_with_an_error_event(emu, proxy, path, body, expected):
+    httpx.post(emu.url + "/_emulator/faults", json={"mode": "close_mid_stream"})
+    r = httpx.post(proxy.url + path, json=body, timeout=10)
+    assert r.status_code == 200
+    assert expected in r.content and r.content.endswith(b"\n\n")
+    event = r.content[r.content.rindex(b"data: "):].decode()
+    assert json.loads(event[6:])["error"]["message"].startswith("the upstream stream broke")
+
+
+def test_client_disconnect_cancels_the_upstream(emu, proxy):
+    httpx.post(emu.url + "/_emulator/faults", json={"mode": "endless_stream", "delay": 0.05})
+    with httpx.stream("POST", proxy.url + "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
+        it = r.iter_raw()
+        next(it)
+        next(it)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        stats = httpx.get(emu.url + "/_emulator/stats").json()
+        if stats["client_disconnects"] == 1 and stats["active_streams"] == 0:
+            break
+        time.sleep(0.05)
+    assert stats == {**stats, "client_disconnects": 1, "active_streams": 0}
+
+
+def test_front_door_keys(emu, tmp_path):
+    with running_proxy(emu.url, extra="  api_keys: [os.environ/FRONT_KEY]") as server:
+        assert httpx.post(server.url + "/v1/chat/completions", json=CHAT).status_code == 401
+        bad = httpx.post(server.url + "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer nope"})
+        assert bad.status_code == 401 and bad.json()["error"]["type"] == "authentication_error"
+        assert httpx.get(server.url + "/memory-routing/info").status_code == 401
+        ok = httpx.post(server.url + "/v1/chat/completions", json=CHAT,
+                        headers={"authorization": "Bearer front-door-key-0123456789"})
+        assert ok.status_code == 200
+        ok = httpx.post(server.url + "/v1/chat/completions", json=CHAT,
+                        headers={"x-api-key": "front-door-key-0123456789"})
+        assert ok.status_code == 200
+        assert httpx.get(server.url + "/health").status_code in (200, 503)  # never needs a key
+        for seen in records(emu, "/v1/"):
+            assert seen["headers"]["authorization"] == f"Bearer {MASTER}" and "x-api-key" not in seen["headers"]
+
+
+def test_routing_info_explains_without_credentials(proxy):
+    r = httpx.get(proxy.url + "/memory-routing/info",
+                  headers={"user-agent": CLAUDE, "authorization": "Bearer sk-very-secret-client-key"})
+    info = r.json()
+    assert (info["user_id"], info["source"]) == ("claude-cli", "pattern")
+    assert "header_patterns[1]" in info["reason"]
+    assert info["supermemory_backed_models"] == ["mem"]
+    assert "sk-very-secret" not in r.text and SM_KEY not in r.text and MASTER not in r.text
+    info = httpx.get(proxy.url + "/scope/proj/memory-routing/info").json()
+    assert (info["user_id"], info["source"]) == ("proj", "scope_path")
+    info = httpx.get(proxy.url + "/memory-routing/info", headers={"x-memory-user-id": "p1"}).json()
+    assert (info["user_id"], info["source"]) == ("p1", "custom_header")
+
+
+def test_anthropic_clients_get_models_in_anthropic_shape(proxy):
+    r = httpx.get(proxy.url + "/v1/models", headers={"anthropic-version": "2023-06-01", "user-agent": CLAUDE})
+    listing = r.json()
+    assert listing["has_more"] is False and listing["data"][0]["type"] == "model"
+    assert {"id", "display_name", "created_at"} <= set(listing["data"][0])
+    assert listing["first_id"] == listing["data"][0]["id"]
+    openai_shape = httpx.get(proxy.url + "/v1/models").json()
+    assert openai_shape["object"] == "list"
+
+
+# --- egress -------------------------------------------------------------------------------
+
+
+def egress(proxy, emu, *, user="u1", secret=SECRET, content="hello", extra_headers=None, path=None):
+    headers = {"authorization": "Bearer provider-key", "x-supermemory-user-id": user,
+               "x-memory-proxy-egress-secret": secret, **(extra_headers or {})}
+    if secret is None:
+        del headers["x-memory-proxy-egress-secret"]
+    body = {"model": "x", "messages": [{"role": "user", "content": content}]}
+    path = path or f"/_egress/v3/{emu.url}/v1/chat/completions"
+    return httpx.post(proxy.url + path, json=body, headers=headers)
+
+
+def test_egress_refuses_without_its_secret(emu, proxy):
+    assert egress(proxy, emu, secret=None).status_code == 403
+    assert egress(proxy, emu, secret="wrong").status_code == 403
+    assert records(emu) == []
+
+
+def test_egress_refuses_paths_leaving_the_host_and_missing_ids(emu, proxy):
+    for raw_path in (b"/_egress/v3/../../etc/passwd", b"/_egress/v3/%2e%2e/x", b"/_egress/..%2fadmin",
+                     b"/_egress/v3/x%5c..%5cy"):
+        status, answer = raw_http(proxy.port, f"POST {raw_path.decode()} HTTP/1.1",
+                                  {"x-memory-proxy-egress-secret": SECRET, "x-supermemory-user-id": "u"}, b"{}")
+        assert status == 400 and b'"bad_path"' in answer, raw_path
+    r = egress(proxy, emu, user="")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "missing_client_id"
+    assert records(emu) == []
+
+
+def test_egress_sets_supermemory_headers_and_keeps_memories_apart(emu, proxy):
+    assert egress(proxy, emu, user="alice-id", content="My name is Alice").status_code == 200
+    r = egress(proxy, emu, user="alice-id", content="What is my name?",
+               extra_headers={"x-sm-user-id": "bob-id", "x-supermemory-conversation-id": "sess-9"})
+    assert r.json()["choices"][0]["message"]["content"] == "Your name is Alice."
+    r = egress(proxy, emu, user="bob-id", content="What is my name?")
+    assert r.json()["choices"][0]["message"]["content"] == "I don't know your name."
+    seen = records(emu, "/v3/")
+    assert [s["headers"]["x-sm-user-id"] for s in seen] == ["alice-id", "alice-id", "bob-id"]
+    assert seen[1]["headers"]["x-sm-conversation-id"] == "sess-9"
+    for s in seen:
+        assert s["headers"]["x-supermemory-api-key"] == SM_KEY
+        assert s["headers"]["authorization"] == "Bearer provider-key"
+        assert "x-memory-proxy-egress-secret" not in s["headers"]
+        assert "x-supermemory-user-id" not in s["headers"]
+
+
+def test_cookies_kept_between_requests_and_across_restart(emu, tmp_path):
+    with running_proxy(emu.url, state_dir=tmp_path) as server:
+        assert egress(server, emu).status_code == 200
+        assert egress(server, emu).status_code == 200
+    jar = tmp_path / "supermemory_cookies.json"
+    assert stat.S_IMODE(os.stat(jar).st_mode) == 0o600
+    assert {c["name"] for c in json.loads(jar.read_text())["cookies"]} == {"cf_clearance", "__cf_bm"}
+    with running_proxy(emu.url, state_dir=tmp_path) as server:
+        assert egress(server, emu).status_code == 200
+    first, second, third = records(emu, "/v3/")
+    assert first["cookies"] == {}
+    assert set(second["cookies"]) == {"cf_clearance", "__cf_bm"}
+    assert third["cookies"] == second["cookies"]  # loaded from the jar after the restart
+
+
+def test_cloudflare_refusal_is_retried_once(emu, proxy):
+    assert egress(proxy, emu).status_code == 200  # gets cookies
+    httpx.post(emu.url + "/_emulator/cloudflare", json={"refuse_next": 1})
+    assert egress(proxy, emu).status_code == 200
+    assert len(records(emu, "/v3/")) == 3
+    httpx.post(emu.url + "/_emulator/cloudflare", json={"refuse_next": 2})
+    r = egress(proxy, emu)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "cloudflare_1200"
+    assert "1200" in r.json()["error"]["message"] and r.headers["retry-after"]
+    assert len(records(emu, "/v3/")) == 5
+
+
+def test_egress_streams_back_unbuffered(emu, proxy):
+    body = {"model": "x", "stream": True, "messages": [{"role": "user", "content": "a longer message"}]}
+    headers = {"authorization": "Bearer p", "x-supermemory-user-id": "u", "x-memory-proxy-egress-secret": SECRET}
+    times, data, r = _timed_chunks(proxy.url + f"/_egress/v3/{emu.url}/v1/chat/completions", body, headers)
+    assert data.rstrip().endswith(b"data: [DONE]")
+    assert len(times) >= 5 and times[-1] - times[0] >= 0.45, times
