@@ -46,16 +46,17 @@ def _raw_upstream_path(request: Request, resolution: Resolution) -> bytes:
 async def relay(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     started = time.perf_counter()
+    request_id = uuid.uuid4().hex
     if not authorized(runtime, request):
-        return error_response(401, "missing or wrong memory proxy key (Authorization: Bearer or x-api-key)")
+        return error_response(401, "missing or wrong memory proxy key (Authorization: Bearer or x-api-key)",
+                              headers={"x-request-id": request_id})
     try:
         resolution = resolve(runtime.config.user_id_mappings, request.headers, request.url.path)
     except InvalidClientId as exc:
-        return error_response(400, str(exc), code="invalid_client_id")
-    if resolution.path == "/memory-routing/info":
-        return routing_info(runtime, resolution)
-    request_id = uuid.uuid4().hex
+        return error_response(400, str(exc), code="invalid_client_id", headers={"x-request-id": request_id})
     extra = [(h.USER_ID_HEADER, resolution.user_id), ("x-request-id", request_id)]
+    if resolution.path == "/memory-routing/info":
+        return routing_info(runtime, resolution, extra)
     if (request.method == "GET" and resolution.path.rstrip("/") in ("/v1/models", "/models")
             and "anthropic-version" in request.headers):
         return await anthropic_models(runtime, request, extra)
@@ -115,7 +116,7 @@ async def _request_content(runtime: Runtime, request: Request):
     return body
 
 
-def routing_info(runtime: Runtime, resolution: Resolution) -> JSONResponse:
+def routing_info(runtime: Runtime, resolution: Resolution, extra: list[tuple[str, str]]) -> JSONResponse:
     mappings = runtime.config.user_id_mappings
     return JSONResponse({
         "user_id": resolution.user_id,
@@ -127,7 +128,7 @@ def routing_info(runtime: Runtime, resolution: Resolution) -> JSONResponse:
                             for p in mappings.header_patterns],
         "default_user_id": mappings.default_user_id,
         "supermemory_backed_models": runtime.config.supermemory_groups,
-    }, headers={h.USER_ID_HEADER: resolution.user_id})
+    }, headers=dict(extra))
 
 
 async def anthropic_models(runtime: Runtime, request: Request, extra: list[tuple[str, str]]) -> Response:
