@@ -1,0 +1,545 @@
+"""Offline emulator of the outside world, for the tests and the benchmark.
+
+One Starlette app plays OpenAI, Anthropic and the Supermemory Memory Router (with
+Cloudflare in front of it), records every request and can inject faults, so the real
+``litellm`` binary and the memory proxy can run without network access.
+
+    python -m tests.emulator --host 127.0.0.1 --port 8999 [--chunk-delay 0.02]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import asyncio
+import hashlib
+import itertools
+import json
+import logging
+import re
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+OPENAI, ANTHROPIC = "openai", "anthropic"
+KINDS = ("chat/completions", "messages", "responses", "embeddings", "models")
+STREAM_FAULTS = ("close_mid_stream", "endless_stream")
+FAULT_MODES = ("slow", "error_500", "error_429", "error_400", "invalid_json") + STREAM_FAULTS
+DEFAULT_FAULT_DELAY = {"slow": 1.0, "endless_stream": 0.05}
+MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "text-embedding-3-small")
+NO_USER_ID = "[SUPERMEMORY] No user ID found. Provide x-sm-user-id header, user field or userId query parameter"
+ASKS_NAME = re.compile(r"what is my name", re.I)
+TELLS_NAME = re.compile(r"my name is (\w+)", re.I)
+
+
+class AbortStream(Exception):
+    """Raised inside a body generator: the server then drops the connection mid-response."""
+
+
+class EmulatorState:
+    """Everything one emulator app knows; lives at ``app.state.emulator``."""
+
+    def __init__(self, chunk_delay: float, chunks: int) -> None:
+        self.chunk_delay = chunk_delay
+        self.chunks = max(1, chunks)
+        self.active_streams = 0  # live bodies are never "reset"
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.memories: dict[str, list[str]] = {}  # user id -> user texts, oldest first
+        self.conversations: dict[str, list[str]] = {}  # user id -> x-sm-conversation-id values
+        self.cf_tokens: set[str] = set()  # cf_clearance values we issued
+        self.cf_seen_first = False
+        self.cf_refuse_next = 0
+        self.fault: dict[str, Any] | None = None  # {"mode", "count", "delay"}
+        self.client_disconnects = 0
+        self.ids = itertools.count(1)
+
+    async def record(self, request: Request) -> bytes:
+        raw = await request.body()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        self.requests.append({
+            "method": request.method,
+            "path": request.scope["path"],  # decoded, with any "//" intact
+            "query": request.scope["query_string"].decode("latin-1"),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+            "cookies": dict(request.cookies),
+            "time": time.time(),
+        })
+        return raw
+
+    def take_fault(self) -> dict[str, Any] | None:
+        fault = self.fault
+        if fault is not None:
+            fault["count"] -= 1
+            if fault["count"] <= 0:
+                self.fault = None
+        return fault
+
+    def cloudflare(self, clearance: str | None) -> tuple[bool, bool]:
+        """Return (refuse, set_cookies) for a /v3/ request carrying this cf_clearance."""
+        valid = clearance in self.cf_tokens
+        first, self.cf_seen_first = not self.cf_seen_first, True
+        if self.cf_refuse_next > 0:
+            self.cf_refuse_next -= 1
+            return True, True
+        refuse = not valid and not first
+        return refuse, refuse or not valid
+
+    def issue_cookies(self, response: Response) -> None:
+        token = secrets.token_urlsafe(32)
+        self.cf_tokens.add(token)
+        for name, value in (("cf_clearance", token), ("__cf_bm", secrets.token_urlsafe(32))):
+            cookie = f"{name}={value}; Path=/; Max-Age=1800; HttpOnly"
+            response.raw_headers.append((b"set-cookie", cookie.encode("latin-1")))
+
+    def converse(self, texts: list[str], user: str | None) -> str:
+        """Reply to the last user text; with a user id, use and then extend its memories."""
+        last = texts[-1] if texts else ""
+        if not ASKS_NAME.search(last):
+            reply = f"echo: {last}"
+        else:
+            known = self.memories.get(user, []) + texts[:-1] if user is not None else []
+            names = [m.group(1) for text in known for m in TELLS_NAME.finditer(text)]
+            reply = f"Your name is {names[-1]}." if names else "I don't know your name."
+        if user is not None:
+            stored = self.memories.setdefault(user, [])
+            for text in filter(None, texts):  # move re-sent history to the end, keeping order
+                if text in stored:
+                    stored.remove(text)
+                stored.append(text)
+        return reply
+
+
+# ---------------------------------------------------------------- helpers
+
+def _state(request: Request) -> EmulatorState:
+    return request.app.state.emulator
+
+
+def _error(provider: str, status: int, message: str) -> JSONResponse:
+    if provider == ANTHROPIC:
+        etype = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error",
+                 500: "api_error"}.get(status, "invalid_request_error")
+        return JSONResponse({"type": "error", "error": {"type": etype, "message": message}}, status)
+    etype = {429: "requests", 500: "server_error"}.get(status, "invalid_request_error")
+    code = {401: "invalid_api_key", 429: "rate_limit_exceeded"}.get(status)
+    return JSONResponse({"error": {"message": message, "type": etype, "param": None, "code": code}}, status)
+
+
+def _authorized(request: Request, provider: str) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return True
+    return provider == ANTHROPIC and bool(request.headers.get("x-api-key", "").strip())
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type": "text" | "input_text", "text": ...}, ...]
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _user_texts(items: Any) -> list[str]:
+    if isinstance(items, str):  # Responses API: "input": "hello"
+        return [items]
+    items = items if isinstance(items, list) else []
+    return [_text(m.get("content")) for m in items if isinstance(m, dict) and m.get("role") == "user"]
+
+
+def _tokens(texts: Iterable[str]) -> int:
+    return max(1, sum(len(t.split()) for t in texts))
+
+
+def _split(text: str, n: int) -> list[str]:
+    size = max(1, -(-len(text) // n))
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _sse(event: str | None, data: Any) -> str:
+    return (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
+
+
+def _then_abort(pieces: list[str]) -> Iterable[str]:
+    yield from pieces
+    raise AbortStream("emulated connection drop")
+
+
+def _pieces(st: EmulatorState, text: str, fault: dict | None) -> tuple[Iterable[str], float]:
+    """Content pieces of a streamed reply and the pause between them, as shaped by a fault."""
+    mode = fault["mode"] if fault else None
+    if mode == "endless_stream":
+        return itertools.repeat("tick "), fault["delay"]
+    pieces = _split(text, st.chunks)
+    if mode == "close_mid_stream":
+        return _then_abort(pieces[:2]), st.chunk_delay
+    return pieces, st.chunk_delay
+
+
+async def _paced(pieces: Iterable[str], delay: float) -> AsyncIterator[str]:
+    for i, piece in enumerate(pieces):
+        if i:
+            await asyncio.sleep(delay)
+        yield piece
+
+
+async def _track(st: EmulatorState, request: Request, body: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Count a streaming body as active and notice when its client goes away.
+
+    Under uvicorn, Starlette cancels the body when the client disconnects (CancelledError
+    here); the is_disconnected() check between items covers servers that do not.
+    """
+    st.active_streams += 1
+    try:
+        async for item in body:
+            if await request.is_disconnected():
+                st.client_disconnects += 1
+                return
+            yield item
+    except (asyncio.CancelledError, GeneratorExit, OSError):
+        st.client_disconnects += 1
+        raise
+    finally:
+        st.active_streams -= 1
+
+
+def _stream(st: EmulatorState, request: Request, events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(_track(st, request, events), media_type="text/event-stream",
+                             headers={"cache-control": "no-cache"})
+
+
+def _broken_json(st: EmulatorState, request: Request, fault: dict) -> StreamingResponse:
+    """A JSON answer that never completes: cut off, or padded with whitespace forever."""
+    async def body() -> AsyncIterator[str]:
+        yield '{"id": "emulated", '
+        if fault["mode"] == "close_mid_stream":
+            raise AbortStream("emulated connection drop")
+        while True:
+            await asyncio.sleep(fault["delay"])
+            yield " "
+    return StreamingResponse(_track(st, request, body()), media_type="application/json")
+
+
+# ---------------------------------------------------------------- API handlers
+# Each takes (state, request, body, user id or None, fault or None).
+
+async def chat_completions(st, request, body, user, fault) -> Response:
+    texts = _user_texts(body.get("messages"))
+    text = st.converse(texts, user)
+    cid, created, model = f"chatcmpl-emu{next(st.ids)}", int(time.time()), body.get("model") or MODELS[0]
+    p, c = _tokens(texts), _tokens([text])
+    usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    head = {"id": cid, "created": created, "model": model}
+    if body.get("stream") is not True:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                  "logprobs": None}
+        return JSONResponse({**head, "object": "chat.completion", "choices": [choice], "usage": usage})
+
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return _sse(None, {**head, "object": "chat.completion.chunk", "choices": [choice]})
+
+    async def events() -> AsyncIterator[str]:
+        yield chunk({"role": "assistant", "content": ""})
+        async for piece in _paced(*_pieces(st, text, fault)):
+            yield chunk({"content": piece})
+        yield chunk({}, "stop")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield _sse(None, {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+        yield "data: [DONE]\n\n"
+    return _stream(st, request, events())
+
+
+async def messages(st, request, body, user, fault) -> Response:
+    texts = _user_texts(body.get("messages"))
+    text = st.converse(texts, user)
+    p, c = _tokens(texts), _tokens([text])
+    message = {"id": f"msg_emu{next(st.ids)}", "type": "message", "role": "assistant",
+               "model": body.get("model") or MODELS[2], "stop_sequence": None}
+    if body.get("stream") is not True:
+        return JSONResponse({**message, "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                             "usage": {"input_tokens": p, "output_tokens": c}})
+
+    def event(name: str, **fields: Any) -> str:
+        return _sse(name, {"type": name, **fields})
+
+    async def events() -> AsyncIterator[str]:
+        start = {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": p, "output_tokens": 1}}
+        yield event("message_start", message=start)
+        yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+        yield event("ping")
+        async for piece in _paced(*_pieces(st, text, fault)):
+            yield event("content_block_delta", index=0, delta={"type": "text_delta", "text": piece})
+        yield event("content_block_stop", index=0)
+        yield event("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None},
+                    usage={"output_tokens": c})
+        yield event("message_stop")
+    return _stream(st, request, events())
+
+
+async def responses(st, request, body, user, fault) -> Response:
+    texts = _user_texts(body.get("input"))
+    text = st.converse(texts, user)
+    n = next(st.ids)
+    p, c = _tokens(texts), _tokens([text])
+    part = {"type": "output_text", "text": text, "annotations": []}
+    item = {"type": "message", "id": f"msg_emu{n}", "status": "completed", "role": "assistant", "content": [part]}
+
+    def response(status: str, output: list) -> dict:
+        usage = {"input_tokens": p, "output_tokens": c, "total_tokens": p + c} if status == "completed" else None
+        return {"id": f"resp_emu{n}", "object": "response", "created_at": int(time.time()), "status": status,
+                "model": body.get("model") or MODELS[0], "output": output, "usage": usage, "error": None,
+                "incomplete_details": None, "instructions": body.get("instructions"),
+                "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    if body.get("stream") is not True:
+        return JSONResponse(response("completed", [item]))
+
+    async def events() -> AsyncIterator[str]:
+        seq = itertools.count()
+        where = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+
+        def event(name: str, **fields: Any) -> str:
+            return _sse(name, {"type": name, "sequence_number": next(seq), **fields})
+        yield event("response.created", response=response("in_progress", []))
+        yield event("response.output_item.added", output_index=0,
+                    item={**item, "status": "in_progress", "content": []})
+        yield event("response.content_part.added", **where, part={**part, "text": ""})
+        async for piece in _paced(*_pieces(st, text, fault)):
+            yield event("response.output_text.delta", **where, delta=piece)
+        yield event("response.output_text.done", **where, text=text)
+        yield event("response.content_part.done", **where, part=part)
+        yield event("response.output_item.done", output_index=0, item=item)
+        yield event("response.completed", response=response("completed", [item]))
+    return _stream(st, request, events())
+
+
+async def embeddings(st, request, body, user, fault) -> Response:
+    inputs = body.get("input")
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+
+    def vector(text: str) -> list[float]:  # deterministic, 8 floats in [-1, 1]
+        return [round(b / 127.5 - 1, 4) for b in hashlib.sha256(text.encode()).digest()[:8]]
+    data = [{"object": "embedding", "index": i, "embedding": vector(str(x))} for i, x in enumerate(inputs)]
+    tokens = _tokens(str(x) for x in inputs)
+    return JSONResponse({"object": "list", "data": data, "model": body.get("model") or MODELS[3],
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+async def models(st, request, body, user, fault) -> Response:
+    data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "emulator"} for m in MODELS]
+    return JSONResponse({"object": "list", "data": data})
+
+
+HANDLERS = {"chat/completions": chat_completions, "messages": messages, "responses": responses,
+            "embeddings": embeddings, "models": models}
+
+
+async def answer(st: EmulatorState, request: Request, kind: str, raw: bytes, *, memory: bool) -> Response:
+    """Validate like the real service, apply a pending fault, then run the handler."""
+    provider = ANTHROPIC if kind == "messages" else OPENAI
+    if memory and not request.headers.get("x-supermemory-api-key"):
+        return JSONResponse({"error": {"message": "[SUPERMEMORY] Missing x-supermemory-api-key header",
+                                       "type": "authentication_error"}}, 401)
+    if not _authorized(request, provider):
+        return _error(provider, 401, "Missing or invalid API key")
+    body: Any = {}
+    if request.method != "GET":
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return _error(provider, 400, "Request body is not a valid JSON object")
+    user = None
+    if memory:
+        body_user = body.get("user") if isinstance(body.get("user"), str) else None
+        user = request.headers.get("x-sm-user-id") or body_user or request.query_params.get("userId")
+        if not user:
+            return JSONResponse({"error": {"message": NO_USER_ID, "type": "invalid_request_error"}}, 400)
+        if conversation := request.headers.get("x-sm-conversation-id"):
+            st.conversations.setdefault(user, []).append(conversation)
+    fault = st.take_fault()
+    mode = fault["mode"] if fault else None
+    if mode == "slow":
+        await asyncio.sleep(fault["delay"])
+    elif mode and mode.startswith("error_"):
+        return _error(provider, int(mode[-3:]), f"Emulated fault: {mode}")
+    elif mode == "invalid_json":
+        return Response(b"{not json", media_type="application/json")
+    elif mode in STREAM_FAULTS and not (kind in ("chat/completions", "messages", "responses")
+                                        and body.get("stream") is True):
+        return _broken_json(st, request, fault)
+    return await HANDLERS[kind](st, request, body, user, fault)
+
+
+# ---------------------------------------------------------------- endpoints
+
+def provider_endpoint(kind: str):
+    async def endpoint(request: Request) -> Response:
+        st = _state(request)
+        raw = await st.record(request)
+        return await answer(st, request, kind, raw, memory=False)
+    return endpoint
+
+
+async def memory_router(request: Request) -> Response:
+    """/v3/<provider base URL or host><provider path>, e.g. /v3/https://api.openai.com/v1/chat/completions."""
+    st = _state(request)
+    raw = await st.record(request)
+    target = request.scope["path"].removeprefix("/v3/")  # scope path keeps "https://" intact
+    kind = next((k for k in KINDS if target.rstrip("/").endswith("/" + k)), None)
+    refuse, fresh = st.cloudflare(request.cookies.get("cf_clearance"))
+    if refuse:
+        response: Response = Response("error code: 1200", 503, headers={
+            "server": "cloudflare", "content-type": "text/plain; charset=UTF-8", "cf-ray": secrets.token_hex(8)})
+    elif kind is None:
+        response = _error(OPENAI, 404, f"Unknown Memory Router target: {target}")
+    else:
+        response = await answer(st, request, kind, raw, memory=True)
+    if fresh:
+        st.issue_cookies(response)
+    return response
+
+
+async def not_found(request: Request) -> Response:
+    await _state(request).record(request)
+    return _error(OPENAI, 404, f"Unknown path: {request.scope['path']}")
+
+
+async def _control_body(request: Request) -> dict:
+    data = json.loads(await request.body() or b"{}")  # malformed JSON raises ValueError too
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    return data
+
+
+async def control_reset(request: Request) -> Response:
+    _state(request).reset()
+    return JSONResponse({"ok": True})
+
+
+async def control_requests(request: Request) -> Response:
+    st = _state(request)
+    if request.method == "DELETE":
+        st.requests.clear()
+        return JSONResponse({"ok": True})
+    try:
+        since = max(0, int(request.query_params.get("since", "0")))
+    except ValueError:
+        return JSONResponse({"error": "since must be an integer"}, 400)
+    return JSONResponse(st.requests[since:])
+
+
+async def control_stats(request: Request) -> Response:
+    st = _state(request)
+    return JSONResponse({"active_streams": st.active_streams, "client_disconnects": st.client_disconnects,
+                         "requests": len(st.requests)})
+
+
+async def control_faults(request: Request) -> Response:
+    """{"mode": M, "count": n, "delay": s}; mode null/"none" or count 0 clears the fault."""
+    st = _state(request)
+    try:
+        data = await _control_body(request)
+        mode, count = data.get("mode"), int(data.get("count", 1))
+        if mode not in (None, "none") + FAULT_MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(FAULT_MODES)}")
+        delay = float(data.get("delay", DEFAULT_FAULT_DELAY.get(mode, 0.0)))
+    except (TypeError, ValueError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    st.fault = {"mode": mode, "count": count, "delay": delay} if mode not in (None, "none") and count > 0 else None
+    return JSONResponse({"fault": st.fault})
+
+
+async def control_cloudflare(request: Request) -> Response:
+    st = _state(request)
+    try:
+        st.cf_refuse_next = max(0, int((await _control_body(request)).get("refuse_next", 0)))
+    except (TypeError, ValueError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse({"refuse_next": st.cf_refuse_next})
+
+
+async def control_memories(request: Request) -> Response:
+    st = _state(request)
+    return JSONResponse({"memories": st.memories, "conversations": st.conversations})
+
+
+async def health_probe(request: Request) -> Response:
+    return JSONResponse({"status": "healthy", "litellm_version": "emulator"})
+
+
+def create_app(*, chunk_delay: float = 0.02, chunks: int = 5) -> Starlette:
+    routes = [
+        Route("/_emulator/reset", control_reset, methods=["POST"]),
+        Route("/_emulator/requests", control_requests, methods=["GET", "DELETE"]),
+        Route("/_emulator/stats", control_stats, methods=["GET"]),
+        Route("/_emulator/faults", control_faults, methods=["POST"]),
+        Route("/_emulator/cloudflare", control_cloudflare, methods=["POST"]),
+        Route("/_emulator/memories", control_memories, methods=["GET"]),
+        # LiteLLM's unauthenticated probes, so the emulator can stand in for LiteLLM behind the proxy.
+        Route("/health/liveliness", health_probe, methods=["GET"]),
+        Route("/health/readiness", health_probe, methods=["GET"]),
+        Route("/v1/chat/completions", provider_endpoint("chat/completions"), methods=["POST"]),
+        Route("/v1/messages", provider_endpoint("messages"), methods=["POST"]),
+        Route("/v1/responses", provider_endpoint("responses"), methods=["POST"]),
+        Route("/v1/embeddings", provider_endpoint("embeddings"), methods=["POST"]),
+        Route("/v1/models", provider_endpoint("models"), methods=["GET"]),
+        Route("/v3/{target:path}", memory_router, methods=["GET", "POST"]),
+        Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.emulator = EmulatorState(chunk_delay, chunks)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m tests.emulator", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, action="append",
+                        help="repeatable: every port serves the same app and state (default 8999)")
+    parser.add_argument("--chunk-delay", type=float, default=0.02)
+    parser.add_argument("--chunks", type=int, default=5)
+    args = parser.parse_args(argv)
+    app = create_app(chunk_delay=args.chunk_delay, chunks=args.chunks)
+    # A close_mid_stream fault is deliberate: keep its traceback out of the log.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: not (record.exc_info and isinstance(record.exc_info[1], AbortStream)))
+    # Several ports, one state: providers on one port and "Supermemory" on another, so that
+    # only api_bases starting with the Supermemory port count as Supermemory-backed.
+    # server_header=False: the Cloudflare refusal's "server: cloudflare" must be the only Server header.
+    servers = [uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning",
+                                             server_header=False, lifespan="off"))
+               for port in args.port or [8999]]
+
+    async def serve_all() -> None:
+        def stop_all() -> None:
+            for server in servers:
+                server.should_exit = True
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_all)
+        # Each server's own signal capture would stop only itself; ours stops all.
+        for server in servers:
+            server.capture_signals = contextlib.nullcontext
+        await asyncio.gather(*(server.serve() for server in servers))
+    asyncio.run(serve_all())
+
+
+if __name__ == "__main__":
+    main()
