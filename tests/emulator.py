@@ -30,7 +30,7 @@ from starlette.routing import Route
 OPENAI, ANTHROPIC = "openai", "anthropic"
 KINDS = ("chat/completions", "messages", "responses", "embeddings", "models")
 STREAM_FAULTS = ("close_mid_stream", "endless_stream")
-FAULT_MODES = ("slow", "error_500", "error_429", "error_400", "invalid_json") + STREAM_FAULTS
+FAULT_MODES = ("slow", "error_500", "error_429", "error_400", "invalid_json", "memory_error") + STREAM_FAULTS
 DEFAULT_FAULT_DELAY = {"slow": 1.0, "endless_stream": 0.05}
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "text-embedding-3-small")
 NO_USER_ID = "[SUPERMEMORY] No user ID found. Provide x-sm-user-id header, user field or userId query parameter"
@@ -382,7 +382,11 @@ async def answer(st: EmulatorState, request: Request, kind: str, raw: bytes, *, 
     elif mode in STREAM_FAULTS and not (kind in ("chat/completions", "messages", "responses")
                                         and body.get("stream") is True):
         return _broken_json(st, request, fault)
-    return await HANDLERS[kind](st, request, body, user, fault)
+    response = await HANDLERS[kind](st, request, body, user, fault)
+    if mode == "memory_error" and memory:
+        # Supermemory still answers when it cannot add memory, and says so in a header only.
+        response.headers["x-supermemory-error"] = "Emulated fault: memory store unavailable"
+    return response
 
 
 # ---------------------------------------------------------------- endpoints

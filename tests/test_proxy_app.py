@@ -352,3 +352,10 @@ def test_egress_streams_back_unbuffered(emu, proxy):
     times, data, r = _timed_chunks(proxy.url + f"/_egress/v3/{emu.url}/v1/chat/completions", body, headers)
     assert data.rstrip().endswith(b"data: [DONE]")
     assert len(times) >= 5 and times[-1] - times[0] >= 0.45, times
+
+
+def test_supermemory_error_header_is_passed_on_and_counted(emu, proxy):
+    httpx.post(emu.url + "/_emulator/faults", json={"mode": "memory_error"})
+    r = egress(proxy, emu, user="u1")
+    assert r.status_code == 200 and r.headers["x-supermemory-error"].startswith("Emulated fault")
+    assert httpx.get(proxy.url + "/health").json()["memory_proxy"]["supermemory_errors"] == 1
