@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from .app import create_app
-from .config import ConfigError, load_config
+from .config import ConfigError, is_loopback, load_config
 from .litellm_config import EGRESS_SECRET_ENV
 from .state import StateDir, default_state_dir
 
@@ -37,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 2
-    state = StateDir(args.state_dir or default_state_dir()).ensure()
     proxy = config.proxy
+    host = args.host or proxy.host
+    if not is_loopback(host) and not proxy.api_keys:
+        print(f"refusing to listen on {host}: set memory_proxy.api_keys (front-door keys) first", file=sys.stderr)
+        return 2
+    state = StateDir(args.state_dir or default_state_dir()).ensure()
     app = create_app(
         config,
         litellm_url=args.litellm_url or f"http://127.0.0.1:{proxy.litellm_port}",
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         egress_secret=os.environ.get(EGRESS_SECRET_ENV) or secrets.token_urlsafe(32),
         state_dir=state.root,
     )
-    uvicorn.run(app, host=args.host or proxy.host, port=args.port or proxy.port, log_level="warning",
+    uvicorn.run(app, host=host, port=args.port or proxy.port, log_level="warning",
                 access_log=False, server_header=False, timeout_graceful_shutdown=5)
     return 0
 

@@ -11,7 +11,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +37,8 @@ def ensure_venv() -> Path:
     if sys.version_info < (3, 11):
         sys.exit(f"LiteLLM Memory Proxy needs Python 3.11 or newer, this is {sys.version.split()[0]}")
     if not venv_python().exists():
+        import venv  # only on first run: importing it costs every command ~40 ms
+
         print(f"[setup] creating virtual environment in {VENV}", file=sys.stderr, flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("[setup] installing dependencies (first run takes a few minutes)", file=sys.stderr, flush=True)

@@ -22,6 +22,10 @@ ENV_PREFIX = "os.environ/"
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 OUR_SECTIONS = ("user_id_mappings", "memory_proxy")
+MAPPING_KEYS = ("custom_header", "header_patterns", "default_user_id")
+PROXY_KEYS = ("host", "port", "litellm_port", "api_keys", "max_body_bytes", "max_header_bytes",
+              "requests_per_minute", "timeouts", "supermemory")
+SUPERMEMORY_KEYS = ("base_url", "api_key", "cloudflare_retry_delay")
 DEFAULT_SUPERMEMORY_URL = "https://api.supermemory.ai"
 
 
@@ -60,6 +64,8 @@ class ProxySettings:
     litellm_port: int = 8765
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = 32 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    requests_per_minute: int | None = None
     timeouts: Timeouts = Timeouts()
     supermemory: SupermemorySettings = SupermemorySettings()
 
@@ -238,7 +244,7 @@ class _Checker:
 
 def _user_id_mappings(c: _Checker, raw: Any) -> UserIdMappings:
     path = ("user_id_mappings",)
-    section = c.mapping(raw, path, ("custom_header", "header_patterns", "default_user_id"))
+    section = c.mapping(raw, path, MAPPING_KEYS)
     custom = c.header_name(section.get("custom_header", UserIdMappings.custom_header), path + ("custom_header",))
     default = c.client_id(section.get("default_user_id", UserIdMappings.default_user_id), path + ("default_user_id",))
     patterns: list[HeaderPattern] = []
@@ -276,7 +282,7 @@ def _user_id_mappings(c: _Checker, raw: Any) -> UserIdMappings:
     return UserIdMappings(custom, tuple(patterns), default)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -287,8 +293,7 @@ def _is_loopback(host: str) -> bool:
 
 def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> ProxySettings:
     path = ("memory_proxy",)
-    section = c.mapping(raw, path, ("host", "port", "litellm_port", "api_keys", "max_body_bytes",
-                                    "timeouts", "supermemory"))
+    section = c.mapping(raw, path, PROXY_KEYS)
     host = c.resolved(section.get("host", ProxySettings.host), path + ("host",), required=True)
     if not isinstance(host, str) or not host:
         c.fail(path + ("host",), f"must be a host name or address, got {host!r}")
@@ -300,6 +305,11 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
         c.fail(path + ("litellm_port",), f"must differ from memory_proxy.port ({port})")
     max_body = c.number(section, "max_body_bytes", path, ProxySettings.max_body_bytes, integer=True,
                         low=1024, high=2**40)
+    max_header = c.number(section, "max_header_bytes", path, ProxySettings.max_header_bytes, integer=True,
+                          low=1024, high=2**24)
+    rpm = None
+    if section.get("requests_per_minute") is not None:
+        rpm = c.number(section, "requests_per_minute", path, 60, integer=True, low=1, high=10**7)
 
     keys: list[str] = []
     raw_keys = section.get("api_keys") or []
@@ -317,7 +327,7 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
             c.warnings.append(f"{_dotted(path + ('api_keys', i))}: literal secret in the config; "
                               "prefer an os.environ/NAME reference")
         keys.append(value)
-    if not _is_loopback(host) and not keys:
+    if not is_loopback(host) and not keys:
         c.fail(path + ("host",), f"binding to {host} needs memory_proxy.api_keys (front-door keys); "
                                  "without them the proxy only listens on loopback")
 
@@ -329,7 +339,7 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
     )
 
     spath = path + ("supermemory",)
-    ssection = c.mapping(section.get("supermemory"), spath, ("base_url", "api_key", "cloudflare_retry_delay"))
+    ssection = c.mapping(section.get("supermemory"), spath, SUPERMEMORY_KEYS)
     base_url = c.resolved(ssection.get("base_url", DEFAULT_SUPERMEMORY_URL), spath + ("base_url",), required=True)
     if not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url or ""):
         c.fail(spath + ("base_url",), f"must be an http(s) URL, got {base_url!r}")
@@ -345,7 +355,7 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
     retry = c.number(ssection, "cloudflare_retry_delay", spath, SupermemorySettings.cloudflare_retry_delay,
                      integer=False, low=0, high=60)
     supermemory = SupermemorySettings(base_url.rstrip("/"), api_key, retry)
-    return ProxySettings(host, port, litellm_port, tuple(keys), max_body, timeouts, supermemory)
+    return ProxySettings(host, port, litellm_port, tuple(keys), max_body, max_header, rpm, timeouts, supermemory)
 
 
 def _supermemory_section(raw: dict) -> dict:

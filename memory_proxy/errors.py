@@ -10,10 +10,12 @@ from starlette.responses import JSONResponse
 _KINDS = {
     400: ("invalid_request_error", "bad_request"),
     401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "forbidden"),
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
     413: ("invalid_request_error", "request_too_large"),
     429: ("rate_limit_error", "rate_limited"),
+    431: ("invalid_request_error", "headers_too_large"),
     502: ("upstream_error", "bad_gateway"),
     503: ("service_unavailable", "upstream_unavailable"),
     504: ("timeout_error", "upstream_timeout"),

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import headers as h
-from .errors import error_response
+from .errors import error_body, error_response
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, stream_body, upstream_failure
 from .routing import InvalidClientId, Resolution, resolve, split_scope
 from .runtime import Runtime
@@ -22,6 +22,7 @@ from .runtime import Runtime
 log = logging.getLogger("memory_proxy")
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+METHODS = BODY_METHODS | {"GET", "HEAD", "OPTIONS"}
 
 
 def authorized(runtime: Runtime, request: Request) -> bool:
@@ -47,6 +48,12 @@ async def relay(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     started = time.perf_counter()
     request_id = uuid.uuid4().hex
+    if request.method not in METHODS:
+        return error_response(405, f"method {request.method} is not supported", headers={"x-request-id": request_id})
+    header_bytes = sum(len(n) + len(v) + 4 for n, v in request.scope["headers"])
+    if header_bytes > runtime.config.proxy.max_header_bytes:
+        return error_response(431, f"request headers are {header_bytes} bytes, over memory_proxy.max_header_bytes",
+                              headers={"x-request-id": request_id})
     if not authorized(runtime, request):
         return error_response(401, "missing or wrong memory proxy key (Authorization: Bearer or x-api-key)",
                               headers={"x-request-id": request_id})
@@ -57,6 +64,10 @@ async def relay(request: Request) -> Response:
     extra = [(h.USER_ID_HEADER, resolution.user_id), ("x-request-id", request_id)]
     if resolution.path == "/memory-routing/info":
         return routing_info(runtime, resolution, extra)
+    if runtime.limiter is not None and (wait := runtime.limiter.acquire(resolution.user_id)):
+        runtime.count(resolution.user_id, error=True)
+        return error_response(429, f"client {resolution.user_id} is over memory_proxy.requests_per_minute",
+                              headers={**dict(extra), "retry-after": runtime.limiter.retry_after(wait)})
     if (request.method == "GET" and resolution.path.rstrip("/") in ("/v1/models", "/models")
             and "anthropic-version" in request.headers):
         return await anthropic_models(runtime, request, extra)
@@ -85,6 +96,9 @@ async def relay(request: Request) -> Response:
                     response.status_code, type(exc).__name__)
         return response
 
+    if upstream.status_code >= 400 and "json" in upstream.headers.get("content-type", ""):
+        return await _error_in_openai_shape(upstream, extra)
+
     def done(status: int, completed: bool) -> None:
         runtime.count(resolution.user_id, error=status >= 400 or not completed)
         log.info("client=%s %s %s -> %s %.1f ms%s", resolution.user_id, request.method, resolution.path, status,
@@ -92,6 +106,30 @@ async def relay(request: Request) -> Response:
 
     return RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
                          path=resolution.path, on_complete=done)
+
+
+async def _error_in_openai_shape(upstream: httpx.Response, extra: list[tuple[str, str]]) -> Response:
+    """LiteLLM answers some errors FastAPI-style (``{"detail": ...}``); give clients one shape.
+    Bodies that already carry an ``error`` object (OpenAI's or Anthropic's) pass unchanged."""
+    try:
+        await upstream.aread()
+    finally:
+        await upstream.aclose()
+    headers = [(n, v) for n, v in h.response_headers(upstream.headers.multi_items()) if n != "content-length"]
+    try:
+        data = json.loads(upstream.content)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        body = upstream.content
+    else:
+        detail = data.get("detail") if isinstance(data, dict) else None
+        message = detail if isinstance(detail, str) else json.dumps(detail) if detail else "upstream error"
+        body = json.dumps(error_body(upstream.status_code, message)).encode()
+    response = Response(body, upstream.status_code)
+    response.raw_headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers + extra] + [
+        (b"content-length", str(len(body)).encode())]
+    return response
 
 
 async def _request_content(runtime: Runtime, request: Request):

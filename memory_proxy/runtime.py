@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from .config import Config
+from .ratelimit import RateLimiter
 
 
 @dataclass
@@ -31,6 +32,11 @@ class Runtime:
     requests: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     supermemory_errors: int = 0
+    limiter: RateLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.config.proxy.requests_per_minute:
+            self.limiter = RateLimiter(self.config.proxy.requests_per_minute)
 
     def count(self, user_id: str, *, error: bool) -> None:
         self.requests[user_id] += 1

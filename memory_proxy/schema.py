@@ -83,6 +83,9 @@ def json_schema() -> dict:
                     "api_keys": {"type": "array", "items": {"type": "string"},
                                  "description": "front-door keys; os.environ/NAME references recommended"},
                     "max_body_bytes": _number(ProxySettings.max_body_bytes, 1024, 2**40, integer=True),
+                    "max_header_bytes": _number(ProxySettings.max_header_bytes, 1024, 2**24, integer=True),
+                    "requests_per_minute": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}, _ENV_REF],
+                                            "default": None, "description": "per client id; null: no limit"},
                     "timeouts": {
                         "type": "object",
                         "additionalProperties": False,

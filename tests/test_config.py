@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from memory_proxy import litellm_config
-from memory_proxy.config import ConfigError, load_config, parse_config
+from memory_proxy.config import MAPPING_KEYS, PROXY_KEYS, SUPERMEMORY_KEYS, ConfigError, load_config, parse_config
 from memory_proxy.schema import json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +182,7 @@ def test_mask_secrets_keeps_references():
 def test_json_schema_covers_our_sections():
     schema = json_schema()
     ours = schema["properties"]
-    assert set(ours["user_id_mappings"]["properties"]) == {"custom_header", "header_patterns", "default_user_id"}
-    assert set(ours["memory_proxy"]["properties"]) == {"host", "port", "litellm_port", "api_keys", "max_body_bytes",
-                                                       "timeouts", "supermemory"}
+    assert set(ours["user_id_mappings"]["properties"]) == set(MAPPING_KEYS)
+    assert set(ours["memory_proxy"]["properties"]) == set(PROXY_KEYS)
+    assert set(ours["memory_proxy"]["properties"]["supermemory"]["properties"]) == set(SUPERMEMORY_KEYS)
     assert ours["memory_proxy"]["additionalProperties"] is False

@@ -359,3 +359,26 @@ def test_supermemory_error_header_is_passed_on_and_counted(emu, proxy):
     r = egress(proxy, emu, user="u1")
     assert r.status_code == 200 and r.headers["x-supermemory-error"].startswith("Emulated fault")
     assert httpx.get(proxy.url + "/health").json()["memory_proxy"]["supermemory_errors"] == 1
+
+
+def test_rate_limit_is_per_client(emu, tmp_path):
+    with running_proxy(emu.url, extra="  requests_per_minute: 2") as server:
+        pycharm, claude = {"user-agent": PYCHARM}, {"user-agent": CLAUDE}
+        assert [httpx.post(server.url + "/v1/chat/completions", json=CHAT, headers=pycharm).status_code
+                for _ in range(2)] == [200, 200]
+        limited = httpx.post(server.url + "/v1/chat/completions", json=CHAT, headers=pycharm)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["error"]["type"] == "rate_limit_error"
+        assert httpx.post(server.url + "/v1/chat/completions", json=CHAT, headers=claude).status_code == 200
+    assert len(records(emu, "/v1/")) == 3
+
+
+def test_odd_methods_and_oversized_headers_get_json_errors(emu, proxy):
+    for method in ("TRACE", "PROPFIND", "CONNECT"):
+        r = httpx.request(method, proxy.url + "/v1/chat/completions")
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", method
+    r = httpx.get(proxy.url + "/v1/models", headers={f"x-big-{i}": "v" * 1000 for i in range(70)})
+    assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large"
+    r = httpx.get(proxy.url + "/no/such/path")
+    assert r.status_code == 404 and "error" in r.json()
+    assert httpx.get(proxy.url + "/health").json()["memory_proxy"]["status"] == "ok"  # still up

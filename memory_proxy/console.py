@@ -1,0 +1,469 @@
+"""What the launcher's commands do and print: rich output for people, ``--json`` for scripts.
+
+``start_proxies.py`` only parses the command line and calls these. Nothing here imports
+LiteLLM; Starlette/httpx are imported only by ``check`` (for the egress address), never by
+``status``, ``down``, ``logs`` or ``--help``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import supervisor as sv
+from .config import Config, ConfigError, load_config
+from .routing import InvalidClientId, resolve
+from .state import StateDir
+
+ROOT = sv.ROOT
+LAUNCHER = ROOT / "start_proxies.py"
+
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+PREFIX_STYLE = {"litellm": "cyan", "memory": "magenta", "supervisor": "yellow"}
+
+# Typical clients, the headers they send, and how to point each at the proxy ({base} = proxy URL).
+CLIENTS: list[tuple[str, dict[str, str], str]] = [
+    ("PyCharm AI Assistant", {"user-agent": "OpenAIClientImpl/Java unknown"},
+     "OpenAI-compatible service, URL {base}/v1"),
+    ("Claude Code", {"user-agent": "claude-cli/2.0.14 (external, cli)"}, "ANTHROPIC_BASE_URL={base}"),
+    ("OpenAI Python SDK", {"user-agent": "OpenAI/Python 1.0.0"}, 'OpenAI(base_url="{base}/v1")'),
+    ("Anthropic Python SDK", {"user-agent": "Anthropic/Python 0.40.0"}, 'Anthropic(base_url="{base}")'),
+    ("curl", {"user-agent": "curl/8.5.0"}, "curl {base}/v1/chat/completions"),
+]
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Path
+    state: StateDir
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(message: str, log_tail: str | None = None) -> None:
+    err.print(Text("✘ ", style="bold red") + Text(message))
+    if log_tail:
+        for line in log_tail.splitlines():
+            err.print(Text("    " + line, style="dim"))
+
+
+def _warn(message: str) -> None:
+    err.print(Text("! ", style="bold yellow") + Text(message))
+
+
+# --- client hints ----------------------------------------------------------------------
+
+
+def proxy_base(config: Config) -> str:
+    return f"http://{sv.url_host(config.proxy.host)}:{config.proxy.port}"
+
+
+def client_hints(config: Config) -> list[dict[str, str]]:
+    """How to point each typical client at the proxy and which memory id it will get."""
+    base = proxy_base(config)
+    hints = []
+    for client, headers, setting in CLIENTS:
+        resolution = resolve(config.user_id_mappings, headers, "/v1/chat/completions")
+        hints.append({"client": client, "setting": setting.format(base=base), "user_id": resolution.user_id,
+                      "reason": resolution.detail})
+    return hints
+
+
+def print_hints(config: Config, record: dict | None) -> None:
+    base = proxy_base(config)
+    procs = (record or {}).get("processes", {})
+    pids = ", ".join(f"{name} {procs[name]['pid']}" for name in (sv.MEMORY, sv.LITELLM, sv.SUPERVISOR)
+                     if procs.get(name, {}).get("pid"))
+    litellm = (record or {}).get("litellm_url") or f"http://127.0.0.1:{config.proxy.litellm_port}"
+    out.print(Text("✔ ", style="bold green") + Text(f"LiteLLM Memory Proxy is up on {base}", style="bold")
+              + Text(f"  (LiteLLM at {litellm}; pids: {pids})"))
+    out.print()
+    out.print("Point each client at the memory proxy:")
+    table = Table(box=None, show_header=True, padding=(0, 2), header_style="bold")
+    table.add_column("client")
+    table.add_column("setting")
+    table.add_column("memory id")
+    for hint in client_hints(config):
+        table.add_row(hint["client"], hint["setting"], hint["user_id"])
+    table.add_row("any project", f"header {config.user_id_mappings.custom_header}: <id>, or base URL "
+                                 f"{base}/scope/<id>/v1", "<id>")
+    out.print(table)
+    key_note = ("one of memory_proxy.api_keys" if config.proxy.api_keys
+                else "any (the proxy uses LiteLLM's key itself)")
+    out.print(f"API key in the client: {key_note}")
+    backed = config.supermemory_groups
+    missing = sv.missing_keys(config)
+    ordinary = sorted({m.model_name for m in config.models if not m.supermemory_backed} - set(missing))
+    out.print(f"Models with memory: {', '.join(g for g in backed if g not in missing) or '(none)'}; "
+              f"without memory: {', '.join(ordinary) or '(none)'}")
+    for name, variables in missing.items():
+        _warn(f"model {name!r} is disabled: {', '.join(variables)} not set")
+    out.print("Logs: python3 start_proxies.py logs -f    Status: python3 start_proxies.py status    "
+              "Stop: python3 start_proxies.py down")
+
+
+# --- up ----------------------------------------------------------------------------------
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+def _already_running(ctx: Context, as_json: bool) -> int:
+    status = sv.collect_status(ctx.state, ctx.config)
+    sup = status["processes"].get(sv.SUPERVISOR, {})
+    message = (f"already running from {ctx.state.root} (supervisor pid {sup.get('pid')}, {status.get('mode')}); "
+               "run `python3 start_proxies.py down` first to restart with a changed config")
+    if as_json:
+        _print_json({"ok": status["healthy"], "already_running": True, "message": message, "status": status})
+    else:
+        _warn(message)
+    return 0 if status["healthy"] else 1
+
+
+def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, as_json: bool) -> int:
+    state = ctx.state.ensure()
+    if sv.running_supervisor(state) is not None:
+        return _already_running(ctx, as_json)
+    sv.remove_record(state)  # stale: nothing of it runs any more
+    sup = sv.Supervisor(ctx.config, state, mode="detached" if detach else "foreground",
+                        litellm_url=litellm_url, startup_timeout=timeout)
+    try:
+        config = sup.preflight()
+    except sv.LaunchError as exc:
+        if as_json:
+            _print_json({"ok": False, "error": exc.message})
+        else:
+            _fail(exc.message)
+        return exc.exit_code
+    if not as_json:
+        for warning in config.warnings:
+            _warn(warning)
+    if detach:
+        return _up_detached(ctx, config, litellm_url, timeout, as_json)
+    return _up_foreground(sup, config, as_json)
+
+
+def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout: float, as_json: bool) -> int:
+    state = ctx.state
+    argv = [sys.executable, str(LAUNCHER), "--config", str(ctx.config), "--state-dir", str(state.root),
+            "_supervise", "--timeout", str(timeout)]
+    if litellm_url:
+        argv += ["--litellm-url", litellm_url]
+    log_path = state.log_file("supervisor")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=ROOT, start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout + sv.MEMORY_STARTUP_TIMEOUT + 30
+    failure: tuple[str, str | None] | None = None
+    record: dict | None = None
+    try:
+        with _progress() as progress:
+            task = progress.add_task("starting the supervisor", total=None)
+            while True:
+                record = sv.read_record(state)
+                ours = record is not None and record.get("processes", {}).get(sv.SUPERVISOR, {}).get("pid") == proc.pid
+                if ours:
+                    progress.update(task, description=record.get("phase") or "starting")
+                    if record.get("state") == "running":
+                        break
+                    if record.get("state") == "failed":
+                        error = record.get("error") or {}
+                        failure = (error.get("message") or "startup failed", error.get("log_tail"))
+                        break
+                code = proc.poll()
+                if code is not None:
+                    failure = (f"the supervisor exited ({sv.describe_exit(code)}) during startup; last lines of "
+                               f"{log_path}:", sv.tail(log_path, 25))
+                    break
+                if time.monotonic() > deadline:
+                    failure = (f"not healthy in time (--timeout {timeout:g}); giving up; last lines of "
+                               f"{state.log_file('litellm')}:", sv.tail(state.log_file("litellm"), 25))
+                    break
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        _stop_starting(state, proc)
+        _fail("interrupted; nothing is left running")
+        return 130
+    if failure is not None:
+        _stop_starting(state, proc)
+        if as_json:
+            _print_json({"ok": False, "error": failure[0], "log_tail": failure[1]})
+        else:
+            _fail(*failure)
+        return 1
+    if as_json:
+        _print_json({"ok": True, "memory_proxy_url": proxy_base(config), "litellm_url": record.get("litellm_url"),
+                     "pids": {n: e.get("pid") for n, e in record.get("processes", {}).items()},
+                     "state_dir": str(state.root), "clients": client_hints(config),
+                     "models_missing_keys": record.get("models_missing_keys", {})})
+    else:
+        print_hints(config, record)
+    return 0
+
+
+def _stop_starting(state: StateDir, proc: subprocess.Popen) -> None:
+    """A failed or interrupted detached start: make sure nothing of it keeps running."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    sv.stop_recorded(state, grace=5.0)
+
+
+def _up_foreground(sup: sv.Supervisor, config: Config, as_json: bool) -> int:
+    state = sup.state
+
+    def show_event(message: str) -> None:
+        err.print(Text("[supervisor] ", style=PREFIX_STYLE["supervisor"]) + Text(message))
+
+    sup.on_event = show_event
+    sup.install_signal_handlers(hangup_stops=True)
+    try:
+        with _progress() as progress:
+            task = progress.add_task("starting", total=None)
+            sup.on_phase = lambda phase: progress.update(task, description=phase)
+            sup.start()
+            sup.on_phase = None
+    except sv.LaunchError as exc:
+        sup.fail(exc)
+        sv.remove_record(state)
+        _fail(exc.message, exc.log_tail)
+        return exc.exit_code
+    except sv.Interrupted:
+        sup.shutdown()
+        sv.remove_record(state)
+        _fail("interrupted; nothing is left running")
+        return 130
+    print_hints(config, sv.read_record(state))
+    out.print(Text("Streaming both logs; Ctrl+C stops both.", style="dim"))
+    streamer = threading.Thread(target=_stream_logs, args=(state, ["litellm", "memory"], sup.stop_event, True),
+                                daemon=True)
+    streamer.start()
+    try:
+        sup.monitor()
+    finally:
+        sup.shutdown()
+        sv.remove_record(state)
+        streamer.join(timeout=1)
+        show_event("stopped; both processes are down")
+    return 0
+
+
+def _stream_logs(state: StateDir, names: list[str], stop: threading.Event, from_end: bool,
+                 prefix: bool = True) -> None:
+    paths = {name: state.log_file(name) for name in names}
+    width = max(len(n) for n in names) + 2
+    for name, line in sv.follow(paths, stop, from_end=from_end):
+        if prefix:
+            out.print(Text(f"[{name}]".ljust(width) + " ", style=PREFIX_STYLE.get(name, "")) + Text(line))
+        else:
+            out.print(Text(line))
+
+
+def supervise(ctx: Context, litellm_url: str | None, timeout: float) -> int:
+    return sv.run_detached(ctx.config, ctx.state, litellm_url, timeout)
+
+
+# --- status / down / logs ----------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def status(ctx: Context, as_json: bool) -> int:
+    result = sv.collect_status(ctx.state, ctx.config)
+    if as_json:
+        _print_json(result)
+        return 0 if result["healthy"] else 1
+    headline = ("[bold green]healthy[/]" if result["healthy"] else
+                "[bold yellow]degraded[/]" if result["running"] else "[bold red]not running[/]")
+    out.print(f"LiteLLM Memory Proxy: {headline}  (state {escape(result['state_dir'])})")
+    table = Table(box=None, padding=(0, 2), header_style="bold")
+    for column in ("process", "pid", "port", "health", "uptime", "memory", "restarts"):
+        table.add_column(column)
+    for name in (sv.MEMORY, sv.LITELLM, sv.SUPERVISOR):
+        p = result["processes"].get(name)
+        if p is None:
+            continue
+        if p.get("healthy"):
+            health = "[green]ok[/]"
+            if name == sv.MEMORY and p.get("litellm_ready") is False:
+                health = "[yellow]ok, LiteLLM not ready[/]"
+        elif p.get("restarting"):
+            health = "[yellow]restarting[/]"
+        elif p.get("port_held_by"):
+            health = f"[red]port held by {escape(p['port_held_by'])}[/]"
+        elif p.get("running"):
+            health = "[red]not answering[/]"
+        else:
+            health = "[red]down[/]"
+        pid = str(p.get("pid") or ("external" if p.get("external_url") else "-"))
+        port = str(p.get("port") or (p.get("external_url") or "-"))
+        rss = f"{p['rss_mb']:.0f} MB" if p.get("rss_mb") is not None else "-"
+        table.add_row(name, pid, escape(port), health, _duration(p.get("uptime_s")), rss,
+                      str(p.get("restarts", "-")) if name != sv.SUPERVISOR else "-")
+    out.print(table)
+    for model, variables in (result.get("models_missing_keys") or {}).items():
+        _warn(f"model {model!r} lacks its key: {', '.join(variables)} not set (left out of LiteLLM)")
+    for problem in result["problems"]:
+        _warn(problem)
+    return 0 if result["healthy"] else 1
+
+
+def down(ctx: Context, as_json: bool) -> int:
+    report = sv.stop_recorded(ctx.state)
+    ok = not report.ports_busy
+    if as_json:
+        _print_json({"ok": ok, "nothing_running": report.nothing, "stopped": report.stopped,
+                     "killed": report.killed, "ports_busy": report.ports_busy})
+        return 0 if ok else 1
+    if report.nothing and not report.stopped:
+        out.print(f"Nothing was running from {ctx.state.root}.")
+    else:
+        out.print(Text("✔ ", style="bold green") + Text("stopped " + ", ".join(report.stopped)))
+        if report.killed:
+            _warn("had to SIGKILL: " + ", ".join(report.killed))
+    for busy in report.ports_busy:
+        _fail(busy)
+    return 0 if ok else 1
+
+
+def logs(ctx: Context, which: str, follow: bool, lines: int) -> int:
+    names = ["supervisor", "litellm", "memory"] if which == "all" else [which]
+    multiple = len(names) > 1
+    for name in names:
+        path = ctx.state.log_file(name)
+        if not path.exists():
+            if not multiple:
+                _warn(f"no {name} log yet ({path})")
+            continue
+        text = sv.tail(path, lines)
+        for line in text.splitlines():
+            if multiple:
+                out.print(Text(f"[{name}]".ljust(13), style=PREFIX_STYLE.get(name, "")) + Text(line))
+            else:
+                out.print(Text(line))
+    if follow:
+        stop = threading.Event()
+        try:
+            _stream_logs(ctx.state, names, stop, True, prefix=multiple)
+        except KeyboardInterrupt:
+            stop.set()
+    return 0
+
+
+# --- check / route / schema --------------------------------------------------------------
+
+
+def check(ctx: Context, as_json: bool) -> int:
+    try:
+        config = load_config(ctx.config)
+    except ConfigError as exc:
+        if as_json:
+            _print_json({"ok": False, "problems": [f"{p.key}: {p.message}" for p in exc.problems],
+                         "message": exc.render()})
+        else:
+            _fail(exc.render())
+        return 2
+    from . import litellm_config
+    from .egress import egress_base
+
+    generated = litellm_config.build_litellm_config(
+        config, egress_base(config.proxy.port, sv.connect_host(config.proxy.host)))
+    masked = litellm_config.mask_secrets(generated)
+    binary = sv.find_litellm()
+    problems = [] if binary else [f"the litellm executable was found neither beside {sys.executable} nor on PATH"]
+    missing = sv.missing_keys(config)
+    if as_json:
+        _print_json({"ok": not problems, "problems": problems, "warnings": list(config.warnings),
+                     "litellm": str(binary) if binary else None, "models_missing_keys": missing,
+                     "supermemory_backed": config.supermemory_groups, "generated_config": masked})
+        return 0 if not problems else 1
+    out.print(Text("✔ ", style="bold green") + Text(f"{ctx.config} is valid"))
+    for warning in config.warnings:
+        _warn(warning)
+    for problem in problems:
+        _fail(problem)
+    out.print(f"Supermemory-backed model groups: {', '.join(config.supermemory_groups) or '(none)'}")
+    out.print(f"litellm executable: {binary or '(not found)'}")
+    out.print(Text("# generated LiteLLM config (secrets masked; written to the state folder by `up`):",
+                   style="dim"))
+    sys.stdout.flush()
+    out.print(Text(litellm_config.render(masked).rstrip()))
+    return 0 if not problems else 1
+
+
+def route(ctx: Context, user_agent: str | None, headers: list[str], path: str, as_json: bool) -> int:
+    try:
+        config = load_config(ctx.config)
+    except ConfigError as exc:
+        _fail(exc.render())
+        return 2
+    given: dict[str, str] = {}
+    for item in headers:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            _fail(f"--header wants NAME:VALUE, got {item!r}")
+            return 2
+        given[name.strip().lower()] = value.strip()
+    if user_agent is not None:
+        given["user-agent"] = user_agent
+    try:
+        resolution = resolve(config.user_id_mappings, given, path)
+    except InvalidClientId as exc:
+        if as_json:
+            _print_json({"ok": False, "error": str(exc)})
+        else:
+            _fail(str(exc))
+        return 2
+    dropped = sorted(n for n in given if n.startswith(("x-sm-", "x-supermemory-")))
+    if as_json:
+        _print_json({"ok": True, "user_id": resolution.user_id, "source": resolution.source,
+                     "reason": resolution.detail, "path": resolution.path, "dropped_headers": dropped})
+        return 0
+    out.print(Text("memory id: ") + Text(resolution.user_id, style="bold") + Text(f"  ({resolution.detail})"))
+    if resolution.path != path:
+        out.print(f"LiteLLM sees the path: {resolution.path}")
+    if dropped:
+        out.print(f"dropped (clients cannot pick a memory by them): {', '.join(dropped)}")
+    return 0
+
+
+def schema() -> int:
+    from .schema import json_schema
+
+    _print_json(json_schema())
+    return 0
+
