@@ -31,8 +31,9 @@ from .state import StateDir
 ROOT = sv.ROOT
 LAUNCHER = ROOT / "start_proxies.py"
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+# Piped output (scripts, tests) is never cut at 80 columns.
+out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 PREFIX_STYLE = {"litellm": "cyan", "memory": "magenta", "supervisor": "yellow"}
 
@@ -97,25 +98,23 @@ def print_hints(config: Config, record: dict | None) -> None:
               + Text(f"  (LiteLLM at {litellm}; pids: {pids})"))
     out.print()
     out.print("Point each client at the memory proxy:")
-    table = Table(box=None, show_header=True, padding=(0, 2), header_style="bold")
-    table.add_column("client")
-    table.add_column("setting")
-    table.add_column("memory id")
-    for hint in client_hints(config):
-        table.add_row(hint["client"], hint["setting"], hint["user_id"])
-    table.add_row("any project", f"header {config.user_id_mappings.custom_header}: <id>, or base URL "
-                                 f"{base}/scope/<id>/v1", "<id>")
-    out.print(table)
+    rows = [(h["client"], h["setting"], h["user_id"]) for h in client_hints(config)]
+    rows.append(("Any one project", f"header {config.user_id_mappings.custom_header}: <id>, or base URL "
+                                    f"{base}/scope/<id>/v1", "<id>"))
+    width = max(len(r[0]) for r in rows) + 2
+    setting_width = max(len(r[1]) for r in rows) + 2
+    for client, setting, user_id in rows:
+        out.print(Text("  " + client.ljust(width), style="bold") + Text(setting.ljust(setting_width))
+                  + Text("memory id: ") + Text(user_id, style="cyan"))
     key_note = ("one of memory_proxy.api_keys" if config.proxy.api_keys
-                else "any (the proxy uses LiteLLM's key itself)")
+                else "any value (the proxy sends LiteLLM's own key)")
     out.print(f"API key in the client: {key_note}")
     backed = config.supermemory_groups
     missing = sv.missing_keys(config)
     ordinary = sorted({m.model_name for m in config.models if not m.supermemory_backed} - set(missing))
     out.print(f"Models with memory: {', '.join(g for g in backed if g not in missing) or '(none)'}; "
-              f"without memory: {', '.join(ordinary) or '(none)'}")
-    for name, variables in missing.items():
-        _warn(f"model {name!r} is disabled: {', '.join(variables)} not set")
+              f"without memory: {', '.join(ordinary) or '(none)'}"
+              + (f"; disabled (missing keys): {', '.join(missing)}" if missing else ""))
     out.print("Logs: python3 start_proxies.py logs -f    Status: python3 start_proxies.py status    "
               "Stop: python3 start_proxies.py down")
 
@@ -323,6 +322,8 @@ def status(ctx: Context, as_json: bool) -> int:
                 health = "[yellow]ok, LiteLLM not ready[/]"
         elif p.get("restarting"):
             health = "[yellow]restarting[/]"
+        elif p.get("starting"):
+            health = "[yellow]starting[/]"
         elif p.get("port_held_by"):
             health = f"[red]port held by {escape(p['port_held_by'])}[/]"
         elif p.get("running"):

@@ -1,0 +1,842 @@
+"""Start, watch and stop the two processes: the real ``litellm`` binary and the memory proxy.
+
+Standard library plus psutil (and the config loader) only: ``start_proxies.py status`` and
+``--help`` import this module and must answer in well under a second, so nothing here pulls
+in LiteLLM, Starlette or httpx at import time. Health probes use ``http.client``.
+
+One supervisor runs per state folder: the foreground ``up`` command itself, or a background
+process started by ``up --detach``. It records every pid it owns in ``processes.json``
+(with each process's creation time, so a recycled pid is never signalled), restarts a child
+that dies with back-off, and stops both children when it is told to stop.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+
+from .config import Config, ConfigError, load_config
+from .state import MASTER_KEY_ENV, StateDir, atomic_write
+
+ROOT = Path(__file__).resolve().parent.parent
+EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"  # same name as litellm_config.EGRESS_SECRET_ENV
+
+LITELLM, MEMORY, SUPERVISOR = "litellm", "memory_proxy", "supervisor"
+LOG_NAMES = {LITELLM: "litellm", MEMORY: "memory", SUPERVISOR: "supervisor"}
+RECORD_VERSION = 1
+
+STARTUP_TIMEOUT = 180.0  # LiteLLM needs 8-13 s on an idle 2-core machine, far more under load
+MEMORY_STARTUP_TIMEOUT = 60.0
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+STABLE_AFTER = 60.0  # a child that ran this long before dying restarts with the first back-off again
+HANG_LIMIT = 90.0  # a child answering nothing for this long is killed (and then restarted)
+PROBE_EVERY = 5.0
+STOP_GRACE = 10.0
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
+
+
+class LaunchError(Exception):
+    """Startup failed; ``message`` says why, ``log_tail`` shows the failing process's last output."""
+
+    def __init__(self, message: str, log_tail: str | None = None, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.log_tail = log_tail
+        self.exit_code = exit_code  # 2: the config is wrong
+
+
+class Interrupted(Exception):
+    """Told to stop while still starting."""
+
+
+# --- small helpers -----------------------------------------------------------------------
+
+
+def find_litellm() -> Path | None:
+    """The ``litellm`` executable beside the running interpreter (a venv need not be
+    activated), else the first one on ``PATH``."""
+    beside = Path(sys.executable).parent / "litellm"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("litellm")
+    return Path(found) if found else None
+
+
+def connect_host(host: str) -> str:
+    """Where a local client reaches a server bound to ``host``."""
+    if host in ("", "0.0.0.0", "localhost"):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "::1"
+    return host
+
+
+def url_host(host: str) -> str:
+    host = connect_host(host)
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could not bind ``host:port`` (uvicorn binds with SO_REUSEADDR too)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError:
+            return True
+    return False
+
+
+def describe_process(pid: int) -> str:
+    try:
+        proc = psutil.Process(pid)
+        cmd = " ".join(proc.cmdline()) or proc.name()
+    except (psutil.Error, OSError):
+        return f"pid {pid}"
+    if len(cmd) > 100:
+        cmd = cmd[:97] + "..."
+    return f"pid {pid} ({cmd})"
+
+
+def port_holder(port: int) -> str | None:
+    """Which process listens on ``port``, as ``pid N (command)``; None if it cannot be told."""
+    try:
+        connections = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return None
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            if conn.pid:
+                return describe_process(conn.pid)
+            return "a process of another user (try: sudo ss -ltnp 'sport = :%d')" % port
+    return None
+
+
+def port_problem(port: int, host: str, what: str) -> str | None:
+    if not port_in_use(port, "127.0.0.1" if host in ("", "localhost") else host):
+        return None
+    holder = port_holder(port)
+    by = f"taken by {holder}" if holder else "taken by another process"
+    return f"port {port} ({what}) is {by}; stop it or choose another port in the config"
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
+    """(status, body) of a plain GET, or (None, b"") when nothing answered in time.
+    No proxies from the environment, no redirects, no LiteLLM imports."""
+    parts = urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        response = conn.getresponse()
+        return response.status, response.read(65536)
+    except (OSError, http.client.HTTPException):
+        return None, b""
+    finally:
+        conn.close()
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    return http_get(url, timeout)[0]
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a text file ('' if there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def follow(paths: Mapping[str, Path], stop: threading.Event, *, from_end: bool = True,
+           poll: float = 0.2) -> Iterator[tuple[str, str]]:
+    """Yield ``(name, line)`` as lines are appended to any of ``paths`` until ``stop`` is set.
+    Copes with files that appear later, are truncated or are rotated."""
+    handles: dict[str, Any] = {}
+    inodes: dict[str, int] = {}
+    partial: dict[str, str] = {name: "" for name in paths}
+    first = True
+    try:
+        while not stop.is_set():
+            got = False
+            for name, path in paths.items():
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                f = handles.get(name)
+                if f is None or inodes.get(name) != st.st_ino or st.st_size < f.tell():
+                    if f is not None:
+                        f.close()
+                    f = handles[name] = open(path, "rb")
+                    inodes[name] = st.st_ino
+                    if first and from_end:
+                        f.seek(0, os.SEEK_END)
+                chunk = f.read(256 * 1024)
+                if not chunk:
+                    continue
+                got = True
+                text = partial[name] + chunk.decode("utf-8", "replace")
+                *complete, partial[name] = text.split("\n")
+                for line in complete:
+                    yield name, line.rstrip("\r")
+            first = False
+            if not got:
+                stop.wait(poll)
+    finally:
+        for f in handles.values():
+            f.close()
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def missing_keys(config: Config) -> dict[str, list[str]]:
+    """Model group -> environment variables it lacks (such models are left out of LiteLLM)."""
+    out: dict[str, list[str]] = {}
+    for model in config.models:
+        if model.missing_env:
+            names = out.setdefault(model.model_name, [])
+            names.extend(n for n in model.missing_env if n not in names)
+    return out
+
+
+# --- process records ---------------------------------------------------------------------
+
+
+def read_record(state: StateDir) -> dict | None:
+    try:
+        data = json.loads(state.processes.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("version") == RECORD_VERSION else None
+
+
+def write_record(state: StateDir, record: dict) -> None:
+    atomic_write(state.processes, json.dumps(record, indent=1, sort_keys=True) + "\n", mode=0o600)
+
+
+def remove_record(state: StateDir) -> None:
+    try:
+        state.processes.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def live_process(entry: Mapping[str, Any] | None) -> psutil.Process | None:
+    """The recorded process if it still runs and is the same one (pid and creation time)."""
+    if not entry or not entry.get("pid"):
+        return None
+    try:
+        proc = psutil.Process(int(entry["pid"]))
+        if abs(proc.create_time() - float(entry.get("create_time") or 0)) > 0.05:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.Error, ValueError, TypeError):
+        return None
+
+
+def running_supervisor(state: StateDir) -> psutil.Process | None:
+    record = read_record(state)
+    return live_process((record or {}).get("processes", {}).get(SUPERVISOR)) if record else None
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+# --- the supervisor ----------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    port: int
+    alive_url: str  # any HTTP answer means the process is alive
+    ready_url: str  # 200 means it serves requests
+    proc: subprocess.Popen | None = None
+    create_time: float | None = None
+    started_at: float = 0.0  # wall clock
+    started_mono: float = 0.0
+    restarts: int = 0
+    backoff: float = BACKOFF_FIRST
+    restart_at: float | None = None  # monotonic
+    last_answer: float = 0.0
+    last_probe: float = 0.0
+    awaiting_ready: bool = False
+
+
+@dataclass
+class Supervisor:
+    """Runs the startup sequence, then watches both children until told to stop."""
+
+    config_path: Path
+    state: StateDir
+    mode: str = "foreground"  # or "detached"
+    litellm_url: str | None = None  # set: use that LiteLLM, start only the memory proxy
+    startup_timeout: float = STARTUP_TIMEOUT
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    on_event: Callable[[str], None] | None = None
+    on_phase: Callable[[str], None] | None = None
+    python: str = field(default_factory=lambda: sys.executable)
+
+    def __post_init__(self) -> None:
+        self.stop_event = threading.Event()
+        self.children: dict[str, Child] = {}
+        self.config: Config | None = None
+        self.phase = "starting"
+        self.record_state = "starting"
+        self.error: dict | None = None
+        self.started_at = time.time()
+        self.events: list[str] = []
+
+    # -- reporting --
+
+    def event(self, message: str) -> None:
+        """Something an operator should know: logged to supervisor.log (and shown in the foreground)."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        line = f"{stamp} {message}"
+        self.events = (self.events + [line])[-20:]
+        path = self.state.log_file(LOG_NAMES[SUPERVISOR])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
+        if self.on_event:
+            self.on_event(message)
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self.save_record()
+        if self.on_phase:
+            self.on_phase(phase)
+
+    def save_record(self) -> None:
+        config = self.config
+        processes: dict[str, dict] = {
+            SUPERVISOR: {"pid": os.getpid(), "create_time": _create_time(os.getpid()), "port": None,
+                         "log": str(self.state.log_file(LOG_NAMES[SUPERVISOR]))},
+        }
+        for name, child in self.children.items():
+            running = child.proc is not None and child.proc.poll() is None
+            processes[name] = {
+                "pid": child.proc.pid if running else None,
+                "create_time": child.create_time if running else None,
+                "port": child.port,
+                "url": f"http://{url_host('127.0.0.1')}:{child.port}",
+                "restarts": child.restarts,
+                "started_at": child.started_at if running else None,
+                "log": str(self.state.log_file(LOG_NAMES[name])),
+                "restarting": child.restart_at is not None,
+                "starting": running and child.awaiting_ready,
+            }
+        record = {
+            "version": RECORD_VERSION,
+            "state": self.record_state,
+            "phase": self.phase,
+            "error": self.error,
+            "mode": self.mode,
+            "config": str(self.config_path),
+            "state_dir": str(self.state.root),
+            "started_at": self.started_at,
+            "external_litellm": self.litellm_url,
+            "litellm_url": self.litellm_url or (f"http://127.0.0.1:{config.proxy.litellm_port}" if config else None),
+            "memory_proxy_url": (f"http://{url_host(config.proxy.host)}:{config.proxy.port}" if config else None),
+            "models_missing_keys": missing_keys(config) if config else {},
+            "events": self.events,
+            "processes": processes,
+        }
+        write_record(self.state, record)
+
+    # -- startup --
+
+    def preflight(self) -> Config:
+        """Config, ports and binary: everything that can be refused before anything starts."""
+        try:
+            config = load_config(self.config_path, self.environ)
+        except ConfigError as exc:
+            raise LaunchError(exc.render(), exit_code=2) from None
+        problems = []
+        proxy = config.proxy
+        problem = port_problem(proxy.port, proxy.host, "memory proxy, memory_proxy.port")
+        if problem:
+            problems.append(problem)
+        if not self.litellm_url:
+            problem = port_problem(proxy.litellm_port, "127.0.0.1", "LiteLLM, memory_proxy.litellm_port")
+            if problem:
+                problems.append(problem)
+            if find_litellm() is None:
+                problems.append(f"the litellm executable was found neither beside {sys.executable} nor on PATH; "
+                                "run `python3 start_proxies.py up` once to create the virtual environment")
+        elif not self.environ.get(MASTER_KEY_ENV):
+            problems.append(f"--litellm-url needs {MASTER_KEY_ENV} set to your key for that LiteLLM server "
+                            "(the memory proxy sends it in place of each client's key)")
+        if problems:
+            raise LaunchError("; ".join(problems) if len(problems) == 1 else
+                              "\n".join(f"- {p}" for p in problems))
+        return config
+
+    def start(self) -> None:
+        """Bring both processes up and healthy, or raise LaunchError with nothing left running."""
+        self.state.ensure()
+        self.set_phase("checking the config, ports and binary")
+        self.config = config = self.preflight()
+        proxy = config.proxy
+        master_key = self.state.master_key(self.environ)
+        egress_secret = secrets.token_urlsafe(32)
+        base_env = dict(self.environ)
+        no_proxy = ",".join(filter(None, [base_env.get("NO_PROXY") or base_env.get("no_proxy"),
+                                          "127.0.0.1,localhost,::1"]))
+        base_env.update(NO_PROXY=no_proxy, no_proxy=no_proxy, PYTHONUNBUFFERED="1")
+
+        if not self.litellm_url:
+            from . import litellm_config  # yaml only; imported here to keep `status` lean
+            from .egress import egress_base  # httpx/starlette: only the supervisor needs it
+
+            generated = litellm_config.build_litellm_config(
+                config, egress_base(proxy.port, connect_host(proxy.host)), self.environ)
+            atomic_write(self.state.litellm_config, litellm_config.render(generated), mode=0o600)
+            binary = find_litellm()
+            assert binary is not None  # preflight checked
+            env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True")
+            env[MASTER_KEY_ENV] = master_key
+            env[EGRESS_SECRET_ENV] = egress_secret
+            base = f"http://127.0.0.1:{proxy.litellm_port}"
+            self.children[LITELLM] = Child(
+                LITELLM,
+                [str(binary), "--config", str(self.state.litellm_config), "--host", "127.0.0.1",
+                 "--port", str(proxy.litellm_port)],
+                env, self.state.root, proxy.litellm_port, base + "/health/liveliness", base + "/health/readiness")
+            self.event(f"starting LiteLLM ({binary}) on 127.0.0.1:{proxy.litellm_port}")
+            self._spawn(self.children[LITELLM])
+            deadline = time.monotonic() + self.startup_timeout
+            self.set_phase(f"waiting for LiteLLM: GET {base}/health/liveliness")
+            self._wait_until(self.children[LITELLM], self.children[LITELLM].alive_url, deadline, "LiteLLM")
+            self.set_phase(f"waiting for LiteLLM: GET {base}/health/readiness")
+            self._wait_until(self.children[LITELLM], self.children[LITELLM].ready_url, deadline, "LiteLLM")
+            self.event(f"LiteLLM is ready (pid {self.children[LITELLM].proc.pid}, "
+                       f"{time.monotonic() - self.children[LITELLM].started_mono:.1f} s)")
+            litellm_url = base
+        else:
+            litellm_url = self.litellm_url.rstrip("/")
+            status = http_status(litellm_url + "/health/readiness", timeout=5)
+            if status != 200:
+                self.event(f"warning: the LiteLLM at {litellm_url} is not ready (GET /health/readiness: "
+                           f"{status or 'no answer'}); the memory proxy answers 503 until it is")
+
+        env = dict(base_env)
+        env[MASTER_KEY_ENV] = master_key
+        env[EGRESS_SECRET_ENV] = egress_secret
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), base_env.get("PYTHONPATH")]))
+        argv = [self.python, "-m", "memory_proxy", "--config", str(self.config_path),
+                "--state-dir", str(self.state.root), "--litellm-url", litellm_url]
+        mp_base = f"http://{url_host(proxy.host)}:{proxy.port}"
+        self.children[MEMORY] = Child(MEMORY, argv, env, ROOT, proxy.port, mp_base + "/health", mp_base + "/health")
+        self.event(f"starting the memory proxy on {proxy.host}:{proxy.port}")
+        self._spawn(self.children[MEMORY])
+        self.set_phase(f"waiting for the memory proxy: GET {mp_base}/health")
+        deadline = time.monotonic() + MEMORY_STARTUP_TIMEOUT
+        accept = (200, 503) if self.litellm_url else (200,)
+        self._wait_until(self.children[MEMORY], mp_base + "/health", deadline, "the memory proxy", accept)
+        self.record_state = "running"
+        self.set_phase("running")
+        self.event(f"memory proxy is ready on {mp_base} (pid {self.children[MEMORY].proc.pid})")
+
+    def _spawn(self, child: Child) -> None:
+        log_path = self.state.log_file(LOG_NAMES[child.name])
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if log_path.stat().st_size > LOG_ROTATE_BYTES:
+                os.replace(log_path, log_path.with_suffix(".log.1"))
+        except FileNotFoundError:
+            pass
+        with open(log_path, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start_proxies: starting {child.name}: "
+                      f"{' '.join(child.argv)}\n".encode())
+            log.flush()
+            # Own session: a Ctrl+C in the terminal reaches the supervisor only, which stops the
+            # children in order; and the whole group can be killed if a child forked helpers.
+            child.proc = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, env=child.env, cwd=child.cwd,
+                                          start_new_session=True, close_fds=True)
+        child.create_time = _create_time(child.proc.pid)
+        child.started_at = time.time()
+        child.started_mono = child.last_answer = time.monotonic()
+        child.restart_at = None
+        self.save_record()
+
+    def _wait_until(self, child: Child, url: str, deadline: float, what: str,
+                    accept: tuple[int, ...] = (200,)) -> None:
+        assert child.proc is not None
+        path = urlsplit(url).path
+        while True:
+            if self.stop_event.is_set():
+                raise Interrupted()
+            code = child.proc.poll()
+            if code is not None:
+                raise LaunchError(f"{what} exited during startup ({describe_exit(code)}) before answering "
+                                  f"{path}; last lines of {self.state.log_file(LOG_NAMES[child.name])}:",
+                                  tail(self.state.log_file(LOG_NAMES[child.name]), 25))
+            if http_status(url, timeout=2.0) in accept:
+                return
+            if time.monotonic() > deadline:
+                raise LaunchError(f"{what} did not answer {path} with {accept[0]} in time; last lines of "
+                                  f"{self.state.log_file(LOG_NAMES[child.name])}:",
+                                  tail(self.state.log_file(LOG_NAMES[child.name]), 25))
+            self.stop_event.wait(0.25)
+
+    # -- watching --
+
+    def monitor(self, tick: float = 0.5) -> None:
+        """Until told to stop: restart a child that died (with back-off), kill one that hangs."""
+        while not self.stop_event.wait(tick):
+            for child in self.children.values():
+                self._watch(child)
+
+    def _watch(self, child: Child) -> None:
+        now = time.monotonic()
+        label = "LiteLLM" if child.name == LITELLM else "the memory proxy"
+        if child.proc is not None:
+            code = child.proc.poll()
+            if code is None:
+                if child.awaiting_ready and http_status(child.ready_url, timeout=1.0) == 200:
+                    child.awaiting_ready = False
+                    child.last_answer = now
+                    self.event(f"{label} is ready again (pid {child.proc.pid}, "
+                               f"{now - child.started_mono:.1f} s after the restart)")
+                    self.save_record()
+                elif now - child.last_probe >= PROBE_EVERY:
+                    child.last_probe = now
+                    if http_status(child.alive_url, timeout=3.0) is not None:
+                        child.last_answer = now
+                    elif now - child.last_answer > (self.startup_timeout if child.awaiting_ready else HANG_LIMIT):
+                        self.event(f"{label} (pid {child.proc.pid}) has not answered for "
+                                   f"{now - child.last_answer:.0f} s; killing it so it is restarted")
+                        self._stop([child], grace=5.0)
+                return
+            ran = time.time() - child.started_at
+            if ran >= STABLE_AFTER:
+                child.backoff = BACKOFF_FIRST
+            delay = child.backoff
+            child.backoff = min(child.backoff * 2, BACKOFF_MAX)
+            self.event(f"{label} (pid {child.proc.pid}) exited ({describe_exit(code)}) after {ran:.0f} s; "
+                       f"restarting in {delay:g} s"
+                       + ("; meanwhile the memory proxy answers 503" if child.name == LITELLM else ""))
+            child.proc = None
+            child.restart_at = now + delay
+            self.save_record()
+        elif child.restart_at is not None and now >= child.restart_at:
+            child.restarts += 1
+            child.awaiting_ready = True
+            try:
+                self._spawn(child)
+            except OSError as exc:
+                delay = child.backoff
+                child.backoff = min(child.backoff * 2, BACKOFF_MAX)
+                child.restart_at = now + delay
+                self.event(f"could not restart {label}: {exc}; trying again in {delay:g} s")
+                return
+            self.event(f"{label} restarted (pid {child.proc.pid}, restart #{child.restarts})")
+
+    # -- stopping --
+
+    def _stop(self, children: list[Child], grace: float = STOP_GRACE) -> None:
+        procs = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
+        for proc in procs:
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for proc in procs:  # helpers a child forked into its group
+            _signal_group(proc.pid, signal.SIGKILL)
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        live = [c for name in (MEMORY, LITELLM) if (c := self.children.get(name)) is not None
+                and c.proc is not None and c.proc.poll() is None]
+        if live:
+            self.event("stopping: SIGTERM to " + ", ".join(f"{c.name} (pid {c.proc.pid})" for c in live))
+        self.record_state = "stopping"
+        try:
+            self.save_record()
+        except OSError:
+            pass
+        # The memory proxy first: it then refuses new requests while LiteLLM finishes its own.
+        if MEMORY in self.children:
+            self._stop([self.children[MEMORY]])
+        self._stop([c for n, c in self.children.items() if n != MEMORY])
+        for child in self.children.values():
+            child.restart_at = None
+
+    def fail(self, exc: LaunchError) -> None:
+        self.record_state = "failed"
+        self.error = {"message": exc.message, "log_tail": exc.log_tail}
+        self.event(f"startup failed: {exc.message}")
+        self.shutdown()
+        self.record_state = "failed"
+        self.save_record()
+
+    def install_signal_handlers(self, *, hangup_stops: bool) -> None:
+        def handler(signum, frame):  # noqa: ARG001
+            self.stop_event.set()
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGHUP, handler if hangup_stops else signal.SIG_IGN)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal a child's process group (each child leads its own session), else the child."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def run_detached(config_path: Path, state: StateDir, litellm_url: str | None,
+                 startup_timeout: float) -> int:
+    """The body of the hidden ``_supervise`` command that ``up --detach`` starts in the background."""
+    sup = Supervisor(config_path, state, mode="detached", litellm_url=litellm_url, startup_timeout=startup_timeout)
+    sup.install_signal_handlers(hangup_stops=False)
+    try:
+        sup.start()
+    except LaunchError as exc:
+        sup.fail(exc)
+        return 1
+    except Interrupted:
+        sup.shutdown()
+        remove_record(state)
+        return 130
+    except BaseException as exc:
+        sup.fail(LaunchError(f"the supervisor crashed: {type(exc).__name__}: {exc}"))
+        raise
+    try:
+        sup.monitor()
+    finally:
+        sup.shutdown()
+        remove_record(state)
+        sup.event("stopped")
+    return 0
+
+
+# --- status and down -------------------------------------------------------------------
+
+
+def _entry_status(name: str, entry: Mapping[str, Any] | None, probe_url: str | None,
+                  port: int | None) -> dict:
+    proc = live_process(entry)
+    info: dict[str, Any] = {"pid": proc.pid if proc else None, "port": port, "running": proc is not None,
+                            "healthy": False, "uptime_s": None, "rss_mb": None}
+    if entry and entry.get("restarts") is not None:
+        info["restarts"] = entry["restarts"]
+    if entry and entry.get("restarting") and proc is None:
+        info["restarting"] = True
+    if entry and entry.get("starting") and proc is not None:
+        info["starting"] = True
+    if proc is not None:
+        try:
+            info["uptime_s"] = round(time.time() - proc.create_time(), 1)
+            info["rss_mb"] = round(proc.memory_info().rss / 2**20, 1)
+        except psutil.Error:
+            pass
+    if probe_url is not None:
+        code, body = http_get(probe_url, timeout=2.0)
+        info["health_url"] = probe_url
+        info["health_status"] = code
+        if name == MEMORY:
+            info["healthy"] = proc is not None and code in (200, 503)
+            try:
+                info["litellm_ready"] = bool(json.loads(body)["litellm"]["ready"])
+            except (ValueError, KeyError, TypeError):
+                info["litellm_ready"] = False
+        else:
+            info["healthy"] = code == 200 and (proc is not None or entry is None)
+    else:
+        info["healthy"] = proc is not None
+    return info
+
+
+def collect_status(state: StateDir, config_path: Path) -> dict:
+    """Everything ``status`` shows, as plain data; ``healthy`` only when every part is."""
+    record = read_record(state)
+    result: dict[str, Any] = {"healthy": False, "state_dir": str(state.root), "config": str(config_path),
+                              "running": False, "state": None, "processes": {}, "models_missing_keys": {},
+                              "problems": []}
+    if record and record.get("state") in ("running", "starting", "stopping") and live_process(
+            record.get("processes", {}).get(SUPERVISOR)):
+        result["running"] = True
+        result["state"] = record.get("state")
+        result["phase"] = record.get("phase")
+        result["mode"] = record.get("mode")
+        result["config"] = record.get("config")
+        result["models_missing_keys"] = record.get("models_missing_keys") or {}
+        result["memory_proxy_url"] = record.get("memory_proxy_url")
+        result["litellm_url"] = record.get("litellm_url")
+        procs = record.get("processes", {})
+        result["processes"][SUPERVISOR] = _entry_status(SUPERVISOR, procs.get(SUPERVISOR), None, None)
+        external = record.get("external_litellm")
+        if external:
+            info = _entry_status(LITELLM, None, external.rstrip("/") + "/health/readiness", None)
+            info["external_url"] = external
+            result["processes"][LITELLM] = info
+        else:
+            entry = procs.get(LITELLM) or {}
+            port = entry.get("port")
+            result["processes"][LITELLM] = _entry_status(
+                LITELLM, entry, f"http://127.0.0.1:{port}/health/readiness" if port else None, port)
+        entry = procs.get(MEMORY) or {}
+        port = entry.get("port")
+        result["processes"][MEMORY] = _entry_status(
+            MEMORY, entry, f"{record.get('memory_proxy_url')}/health" if port else None, port)
+        result["healthy"] = all(p["healthy"] for p in result["processes"].values())
+        for name in (LITELLM, MEMORY):
+            p = result["processes"][name]
+            if not p["healthy"]:
+                why = ("restarting" if p.get("restarting") else "starting" if p.get("starting") else
+                       "not running" if not p.get("pid") and not p.get("external_url") else "not healthy")
+                result["problems"].append(f"{name} is {why}")
+    else:
+        if record and record.get("state") == "failed" and record.get("error"):
+            result["state"] = "failed"
+            result["problems"].append("the last start failed: " + record["error"]["message"])
+        else:
+            result["problems"].append("not running (start it with: python3 start_proxies.py up)")
+        config: Config | None = None
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            result["problems"].append(exc.render())
+        if config is not None:
+            result["models_missing_keys"] = missing_keys(config)
+            for name, port, host in ((MEMORY, config.proxy.port, config.proxy.host),
+                                     (LITELLM, config.proxy.litellm_port, "127.0.0.1")):
+                info = {"pid": None, "port": port, "running": False, "healthy": False, "uptime_s": None,
+                        "rss_mb": None}
+                if port_in_use(port, host):
+                    info["port_held_by"] = port_holder(port) or "another process"
+                result["processes"][name] = info
+        result["processes"][SUPERVISOR] = {"pid": None, "port": None, "running": False, "healthy": False,
+                                           "uptime_s": None, "rss_mb": None}
+    return result
+
+
+@dataclass
+class DownReport:
+    stopped: list[str] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)
+    ports_busy: list[str] = field(default_factory=list)
+    nothing: bool = False
+
+
+def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
+    """Stop what the record names: the supervisor first (it stops its children in order), then
+    any recorded child still alive, by pid and group; SIGKILL after ``grace``; ports checked."""
+    report = DownReport()
+    record = read_record(state)
+    if record is None:
+        report.nothing = True
+        return report
+    entries = record.get("processes", {})
+    procs: dict[str, psutil.Process] = {}
+    for name in (SUPERVISOR, MEMORY, LITELLM):
+        proc = live_process(entries.get(name))
+        if proc is not None:
+            procs[name] = proc
+    descendants: list[psutil.Process] = []
+    for proc in procs.values():
+        try:
+            descendants.extend(proc.children(recursive=True))
+        except psutil.Error:
+            pass
+    if not procs:
+        report.nothing = True
+
+    def wait(targets: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+        _, alive = psutil.wait_procs(targets, timeout=seconds)
+        return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    sup = procs.pop(SUPERVISOR, None)
+    if sup is not None:
+        try:
+            sup.send_signal(signal.SIGTERM)
+            report.stopped.append(f"supervisor (pid {sup.pid})")
+        except psutil.Error:
+            pass
+        if wait([sup], grace):
+            report.killed.append(f"supervisor (pid {sup.pid})")
+            try:
+                sup.kill()
+            except psutil.Error:
+                pass
+    children = [p for p in procs.values() if p.is_running()]
+    for name, proc in procs.items():
+        if proc in children:
+            _signal_group(proc.pid, signal.SIGTERM)
+            report.stopped.append(f"{name} (pid {proc.pid})")
+        else:
+            report.stopped.append(f"{name} (pid {proc.pid}, stopped by the supervisor)")
+    for proc in wait(children, STOP_GRACE):
+        _signal_group(proc.pid, signal.SIGKILL)
+        report.killed.append(f"pid {proc.pid}")
+    for proc in descendants:
+        try:
+            if proc.is_running():
+                proc.kill()
+                report.killed.append(f"pid {proc.pid} (child of a recorded process)")
+        except psutil.Error:
+            pass
+    ports = [(entries.get(n) or {}).get("port") for n in (MEMORY, LITELLM)]
+    deadline = time.monotonic() + 5.0
+    for port in filter(None, ports):
+        while port_in_use(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if port_in_use(port):
+            report.ports_busy.append(f"port {port} is still taken by {port_holder(port) or 'another process'}")
+    remove_record(state)
+    return report

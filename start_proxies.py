@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""LiteLLM Memory Proxy launcher: starts, watches and stops LiteLLM and the memory proxy.
+
+    python3 start_proxies.py up            # first run creates .venv, then streams both logs
+    python3 start_proxies.py up --detach   # returns once both are healthy
+    python3 start_proxies.py status | down | logs -f | check | route --user-agent UA
+
+Thin on purpose: the commands live in memory_proxy/console.py, the process handling in
+memory_proxy/supervisor.py. It never imports LiteLLM, so status and --help answer at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from memory_proxy import bootstrap  # noqa: E402  (standard library only)
+
+bootstrap.reexec_in_venv()
+
+import typer  # noqa: E402
+
+from memory_proxy.state import STATE_DIR_ENV, StateDir, default_state_dir  # noqa: E402
+
+DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="One local endpoint for every AI client: LiteLLM's models plus per-client memory.")
+
+
+class LogName(str, Enum):
+    all = "all"
+    memory = "memory"
+    litellm = "litellm"
+    supervisor = "supervisor"
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", envvar="MEMORY_PROXY_CONFIG",
+                                show_default="config/config.yaml of this checkout",
+                                help="The config file (LiteLLM's format plus our sections)."),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", envvar=STATE_DIR_ENV,
+                                             show_default="$XDG_STATE_HOME/litellm-memory-proxy",
+                                             help="Where pids, logs, the generated LiteLLM config, the master "
+                                                  "key and the cookie jar live; one per installation."),
+) -> None:
+    ctx.obj = (config.expanduser().resolve(), StateDir((state_dir or default_state_dir()).expanduser().resolve()))
+
+
+def _console(ctx: typer.Context):
+    """The command implementations, imported only when a command runs (keeps --help instant)."""
+    from memory_proxy import console
+
+    return console, console.Context(*ctx.obj)
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    detach: bool = typer.Option(False, "--detach", "-d", help="Return once both are healthy; leave them running."),
+    litellm_url: Optional[str] = typer.Option(None, "--litellm-url", metavar="URL",
+                                              help="Start only the memory proxy, in front of a LiteLLM that runs "
+                                                   "elsewhere (needs LITELLM_MASTER_KEY: your key for it)."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds LiteLLM may take to become ready."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result (with --detach)."),
+) -> None:
+    """Start LiteLLM and the memory proxy (foreground: streams both logs, Ctrl+C stops both)."""
+    c, cx = _console(ctx)
+    raise typer.Exit(c.up(cx, detach=detach, litellm_url=litellm_url, timeout=timeout, as_json=as_json))
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+    """Pid, port, health, uptime and memory of each process; exit 0 only when all is healthy."""
+    c, cx = _console(ctx)
+    raise typer.Exit(c.status(cx, as_json))
+
+
+@app.command()
+def down(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+    """Stop what `up` started, by its recorded pids; leaves no process or port behind."""
+    c, cx = _console(ctx)
+    raise typer.Exit(c.down(cx, as_json))
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    which: LogName = typer.Argument(LogName.all, help="memory, litellm, supervisor or all."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    lines: int = typer.Option(50, "--lines", "-n", help="How many past lines to show."),
+) -> None:
+    """Show (and follow) the logs of the running or last run."""
+    c, cx = _console(ctx)
+    raise typer.Exit(c.logs(cx, which.value, follow, lines))
+
+
+@app.command()
+def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+    """Validate the config and print the generated LiteLLM config (secrets masked)."""
+    c, cx = _console(ctx)
+    raise typer.Exit(c.check(cx, as_json))
+
+
+@app.command()
+def route(
+    ctx: typer.Context,
+    user_agent: Optional[str] = typer.Option(None, "--user-agent", "-A", metavar="UA"),
+    header: list[str] = typer.Option([], "--header", "-H", metavar="NAME:VALUE", help="Repeatable."),
+    path: str = typer.Option("/v1/chat/completions", "--path", help="Request path, e.g. /scope/<id>/v1/..."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable."),
+) -> None:
+    """Which memory id a client would get, and why (starts nothing)."""
+    c, cx = _console(ctx)
+    raise typer.Exit(c.route(cx, user_agent, header, path, as_json))
+
+
+@app.command()
+def schema() -> None:
+    """Print a JSON Schema of the config file, for editors."""
+    from memory_proxy import console
+
+    raise typer.Exit(console.schema())
+
+
+@app.command("_supervise", hidden=True)
+def supervise(
+    ctx: typer.Context,
+    litellm_url: Optional[str] = typer.Option(None, "--litellm-url"),
+    timeout: float = typer.Option(180.0, "--timeout"),
+) -> None:
+    """The background supervisor that `up --detach` starts."""
+    c, cx = _console(ctx)
+    raise typer.Exit(c.supervise(cx, litellm_url, timeout))
+
+
+if __name__ == "__main__":
+    app()
