@@ -1,0 +1,146 @@
+"""Processes over time: LiteLLM dying and coming back, the operator script, the
+``--litellm-url`` mode, and ``down``/``up`` leaving nothing behind but the cookies.
+
+These run after the client tests (file order) because they restart things.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+
+from .conftest import ROOT, cli_env, config_text, free_port, port_taken
+
+CHAT = "/v1/chat/completions"
+PLAIN = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "are you there?"}]}
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if text in cmdline and proc.pid != os.getpid():
+            found.append(f"{proc.pid}: {cmdline}")
+    return found
+
+
+def test_killed_litellm_is_restarted_and_the_proxy_answers_503_meanwhile(stack):
+    before = stack.status()
+    litellm = before["processes"]["litellm"]
+    memory_pid = before["processes"]["memory_proxy"]["pid"]
+    os.kill(litellm["pid"], signal.SIGKILL)
+    answers = []
+    with stack.client() as client:
+        for _ in range(30):
+            started = time.monotonic()
+            answer = client.post(CHAT, json=PLAIN)
+            answers.append((answer.status_code, time.monotonic() - started))
+            if answer.status_code == 503:
+                assert answer.headers.get("retry-after")
+                assert answer.json()["error"]["type"] == "service_unavailable"
+                break
+            time.sleep(0.1)
+        assert answers[-1][0] == 503, answers
+        assert answers[-1][1] < 1.0, f"the 503 took {answers[-1][1]:.2f} s"
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["litellm"]["ready"] is False
+        assert health.json()["memory_proxy"]["status"] == "ok"
+        after = stack.wait_healthy(changed_from=litellm["pid"])
+        assert after["processes"]["litellm"]["restarts"] == litellm["restarts"] + 1
+        assert after["processes"]["memory_proxy"]["pid"] == memory_pid, "the memory proxy kept running"
+        answer = client.post(CHAT, json=PLAIN)
+        assert answer.status_code == 200, answer.text
+    log = (stack.state / "logs" / "supervisor.log").read_text()
+    assert f"LiteLLM (pid {litellm['pid']}) exited (signal SIGKILL)" in log
+    assert "LiteLLM restarted" in log and "LiteLLM is ready again" in log
+
+
+def test_restart_script_works_from_any_directory(stack, tmp_path):
+    script = ROOT / "scripts" / "restart_litellm.sh"
+    before = stack.status()["processes"]["litellm"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.Popen(["bash", str(script), "--config", str(stack.config), "--state-dir", str(stack.state)],
+                            cwd=elsewhere, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    codes = set()
+    with stack.client() as client:
+        while proc.poll() is None:
+            codes.add(client.post(CHAT, json=PLAIN).status_code)
+            time.sleep(0.5)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, out + err
+    assert f"recorded pid {before['pid']}" in out and "LiteLLM is back" in out
+    after = stack.status()
+    assert after["healthy"]
+    assert after["processes"]["litellm"]["pid"] != before["pid"]
+    assert after["processes"]["litellm"]["restarts"] == before["restarts"] + 1
+    assert 503 in codes, codes  # the proxy answered while LiteLLM was away
+    nothing = subprocess.run(["bash", str(script), "--state-dir", str(tmp_path / "no-state")], cwd=elsewhere,
+                             env=stack.env, capture_output=True, text=True, timeout=60)
+    assert nothing.returncode == 1 and "no running LiteLLM is recorded" in nothing.stderr
+
+
+def test_litellm_url_mode_starts_only_the_memory_proxy(stack, tmp_path):
+    port = free_port()
+    config = tmp_path / "remote.yaml"
+    config.write_text(config_text(stack.provider_port, stack.supermemory_port, port, free_port()))
+    state = tmp_path / "state"
+    url = f"http://127.0.0.1:{stack.litellm_port}"
+    refused = stack.cli("up", "--detach", "--litellm-url", url, config=config, state=state)
+    assert refused.returncode != 0 and "LITELLM_MASTER_KEY" in refused.stderr
+    key = (stack.state / "litellm_master_key").read_text().strip()
+    env = cli_env(LITELLM_MASTER_KEY=key)
+    litellm_pid = stack.status()["processes"]["litellm"]["pid"]
+    started = stack.cli("up", "--detach", "--litellm-url", url, config=config, state=state, env=env)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        status = json.loads(stack.cli("status", "--json", config=config, state=state, env=env).stdout)
+        assert status["healthy"] and status["processes"]["litellm"]["external_url"] == url
+        assert status["processes"]["litellm"]["pid"] is None
+        assert not (state / "litellm_config.generated.yaml").exists()
+        import httpx
+
+        answer = httpx.post(f"http://127.0.0.1:{port}{CHAT}", json=PLAIN, headers={"user-agent": "curl/8.5.0"},
+                            trust_env=False, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-supermemory-user-id"] == "curl"
+    finally:
+        stopped = stack.cli("down", config=config, state=state, env=env)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not port_taken(port)
+    assert stack.status()["processes"]["litellm"]["pid"] == litellm_pid, "the shared LiteLLM was left alone"
+
+
+def test_down_leaves_nothing_behind_and_up_keeps_the_cookies(stack):
+    record = stack.record()
+    recorded = {name: (entry["pid"], entry["create_time"]) for name, entry in record["processes"].items()}
+    assert set(recorded) == {"supervisor", "litellm", "memory_proxy"}
+    jar = json.loads((stack.state / "supermemory_cookies.json").read_text())
+    clearance = next(c["value"] for c in jar["cookies"] if c["name"] == "cf_clearance")
+
+    result = stack.cli("down", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name, (pid, create_time) in recorded.items():
+        alive = psutil.pid_exists(pid) and abs(psutil.Process(pid).create_time() - create_time) < 0.05
+        assert not alive, f"{name} (pid {pid}) is still running"
+    assert not processes_mentioning(str(stack.state)), processes_mentioning(str(stack.state))
+    assert not port_taken(stack.proxy_port) and not port_taken(stack.litellm_port)
+    assert not (stack.state / "processes.json").exists()
+    status = stack.cli("status", "--json", timeout=30)
+    assert status.returncode == 1 and json.loads(status.stdout)["running"] is False
+    again = stack.cli("down", timeout=30)
+    assert again.returncode == 0 and "Nothing was running" in again.stdout
+
+    stack.up()
+    since = stack.request_count()
+    with stack.client() as client:
+        answer = client.post(CHAT, json={"model": "memory/gpt-4o-mini",
+                                         "messages": [{"role": "user", "content": "after the restart"}]})
+    assert answer.status_code == 200, answer.text
+    (call,) = [r for r in stack.requests_since(since) if r["path"].startswith("/v3/")]
+    assert call["cookies"].get("cf_clearance") == clearance, "the cookie jar did not outlive down/up"
