@@ -405,7 +405,7 @@ def check(ctx: Context, as_json: bool) -> int:
         config, egress_base(config.proxy.port, sv.connect_host(config.proxy.host)))
     masked = litellm_config.mask_secrets(generated)
     binary = sv.find_litellm()
-    problems = [] if binary else [f"the litellm executable was found neither beside {sys.executable} nor on PATH"]
+    problems = [] if binary else [sv.litellm_missing()]
     missing = sv.missing_keys(config)
     if as_json:
         _print_json({"ok": not problems, "problems": problems, "warnings": list(config.warnings),

@@ -68,14 +68,28 @@ class Interrupted(Exception):
 # --- small helpers -----------------------------------------------------------------------
 
 
+LITELLM_BINARY_ENV = "MEMORY_PROXY_LITELLM"
+
+
 def find_litellm() -> Path | None:
-    """The ``litellm`` executable beside the running interpreter (a venv need not be
-    activated), else the first one on ``PATH``."""
+    """``$MEMORY_PROXY_LITELLM`` if set, else the ``litellm`` executable beside the running
+    interpreter (so a venv need not be activated), else the first one on ``PATH``."""
+    override = os.environ.get(LITELLM_BINARY_ENV)
+    if override:
+        path = Path(override).expanduser()
+        return path if path.is_file() and os.access(path, os.X_OK) else None
     beside = Path(sys.executable).parent / "litellm"
     if beside.is_file() and os.access(beside, os.X_OK):
         return beside
     found = shutil.which("litellm")
     return Path(found) if found else None
+
+
+def litellm_missing() -> str:
+    if os.environ.get(LITELLM_BINARY_ENV):
+        return f"{LITELLM_BINARY_ENV}={os.environ[LITELLM_BINARY_ENV]} is not an executable file"
+    return (f"the litellm executable was found neither beside {sys.executable} nor on PATH; "
+            "`python3 start_proxies.py up` installs it into .venv")
 
 
 def connect_host(host: str) -> str:
@@ -190,6 +204,9 @@ def follow(paths: Mapping[str, Path], stop: threading.Event, *, from_end: bool =
                 if f is None or inodes.get(name) != st.st_ino or st.st_size < f.tell():
                     if f is not None:
                         f.close()
+                    if partial[name]:  # the old file's unfinished last line
+                        yield name, partial[name]
+                        partial[name] = ""
                     f = handles[name] = open(path, "rb")
                     inodes[name] = st.st_ino
                     if first and from_end:
@@ -406,8 +423,7 @@ class Supervisor:
             if problem:
                 problems.append(problem)
             if find_litellm() is None:
-                problems.append(f"the litellm executable was found neither beside {sys.executable} nor on PATH; "
-                                "run `python3 start_proxies.py up` once to create the virtual environment")
+                problems.append(litellm_missing())
         elif not self.environ.get(MASTER_KEY_ENV):
             problems.append(f"--litellm-url needs {MASTER_KEY_ENV} set to your key for that LiteLLM server "
                             "(the memory proxy sends it in place of each client's key)")

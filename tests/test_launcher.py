@@ -1,0 +1,243 @@
+"""The launcher without LiteLLM: its CLI answers, pid records, restarts with back-off, and
+what ``down`` may and may not signal. The full chain with the real binary is in tests/e2e."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from memory_proxy import supervisor as sv
+from memory_proxy.state import StateDir
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = """
+model_list:
+  - model_name: plain
+    litellm_params: {model: openai/x, api_base: "http://127.0.0.1:9/v1", api_key: os.environ/LAUNCHER_TEST_KEY}
+user_id_mappings:
+  header_patterns:
+    - {header: user-agent, pattern: '^claude-cli/', user_id: claude-cli}
+memory_proxy:
+  port: %(port)d
+  litellm_port: %(litellm_port)d
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG % {"port": free_port(), "litellm_port": free_port()})
+    return path
+
+
+def cli(tmp_path: Path, config: Path, *args: str, timeout: float = 60, **env_extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LAUNCHER_TEST_KEY", "MEMORY_PROXY_STATE_DIR", "MEMORY_PROXY_LITELLM")}
+    env["MEMORY_PROXY_VENV"] = sys.prefix  # this interpreter has every dependency: no .venv is created
+    env.update(env_extra)
+    return subprocess.run([sys.executable, str(ROOT / "start_proxies.py"), "--config", str(config),
+                           "--state-dir", str(tmp_path / "state"), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+
+
+def test_help_and_status_answer_quickly_without_litellm(tmp_path, config):
+    started = time.monotonic()
+    result = cli(tmp_path, config, "--help")
+    assert result.returncode == 0
+    for command in ("up", "status", "down", "logs", "check", "route"):
+        assert command in result.stdout
+    status = cli(tmp_path, config, "status", "--json")
+    elapsed = time.monotonic() - started
+    assert status.returncode == 1  # nothing runs
+    data = json.loads(status.stdout)
+    assert data["running"] is False and data["healthy"] is False
+    assert data["models_missing_keys"] == {"plain": ["LAUNCHER_TEST_KEY"]}
+    assert elapsed < 5, f"--help and status took {elapsed:.1f} s"
+    probe = subprocess.run([sys.executable, "-c", "import sys, memory_proxy.console, memory_proxy.supervisor; "
+                            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+                            "('litellm', 'starlette', 'httpx', 'uvicorn')))"],
+                           capture_output=True, text=True, cwd=ROOT, check=True)
+    assert probe.stdout.strip() == "[]", "status must not import LiteLLM, Starlette, httpx or uvicorn"
+
+
+def test_route_explains_the_id(tmp_path, config):
+    result = cli(tmp_path, config, "route", "--user-agent", "claude-cli/2.0.14 (external, cli)", "--json")
+    assert json.loads(result.stdout)["user_id"] == "claude-cli"
+    result = cli(tmp_path, config, "route", "-A", "claude-cli/2", "-H", "x-memory-user-id: my-project",
+                 "-H", "x-sm-user-id: victim")
+    assert result.returncode == 0 and "my-project" in result.stdout and "x-sm-user-id" in result.stdout
+    result = cli(tmp_path, config, "route", "--path", "/scope/team-a/v1/chat/completions", "--json")
+    data = json.loads(result.stdout)
+    assert (data["user_id"], data["source"], data["path"]) == ("team-a", "scope_path", "/v1/chat/completions")
+    result = cli(tmp_path, config, "route", "-H", "x-memory-user-id: bad id!")
+    assert result.returncode == 2 and "invalid client id" in result.stderr
+    schema = json.loads(cli(tmp_path, config, "schema").stdout)
+    assert "memory_proxy" in schema["properties"]
+
+
+def test_up_refuses_a_taken_port_and_names_the_holder(tmp_path, config):
+    port = int(config.read_text().split("port: ")[1].split()[0])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        result = cli(tmp_path, config, "up", "--detach")
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and f"pid {os.getpid()}" in result.stderr, result.stderr
+    assert not (tmp_path / "state" / "processes.json").exists()
+    down = cli(tmp_path, config, "down")
+    assert down.returncode == 0 and "Nothing was running" in down.stdout
+
+
+def test_logs_shows_the_tail(tmp_path, config):
+    log = StateDir(tmp_path / "state").log_file("litellm")
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    result = cli(tmp_path, config, "logs", "litellm", "-n", "3")
+    assert result.stdout.splitlines() == ["line 97", "line 98", "line 99"]
+    result = cli(tmp_path, config, "logs")
+    assert "[litellm]" in result.stdout and "line 99" in result.stdout
+
+
+def test_find_litellm_prefers_the_one_beside_the_interpreter(tmp_path, monkeypatch):
+    beside, on_path = tmp_path / "venv" / "bin", tmp_path / "elsewhere"
+    for folder in (beside, on_path):
+        folder.mkdir(parents=True)
+        (folder / "litellm").write_text("#!/bin/sh\n")
+        (folder / "litellm").chmod(0o755)
+    monkeypatch.delenv("MEMORY_PROXY_LITELLM", raising=False)
+    monkeypatch.setattr(sys, "executable", str(beside / "python"))
+    monkeypatch.setenv("PATH", str(on_path))
+    assert sv.find_litellm() == beside / "litellm"
+    (beside / "litellm").unlink()
+    assert sv.find_litellm() == on_path / "litellm"
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert sv.find_litellm() is None
+
+
+def fake_litellm(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "fake-litellm"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def leftovers(text: str) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if text in " ".join(proc.info["cmdline"] or []) and proc.pid != os.getpid():
+            found.append(" ".join(proc.info["cmdline"]))
+    return found
+
+
+def test_litellm_exiting_early_fails_up_with_its_log_and_leaves_nothing(tmp_path, config):
+    binary = fake_litellm(tmp_path, 'echo "ImportError: something is broken in the venv"; exit 1')
+    result = cli(tmp_path, config, "up", "--detach", MEMORY_PROXY_LITELLM=str(binary))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "LiteLLM exited during startup (exit code 1)" in result.stderr
+    assert "ImportError: something is broken in the venv" in result.stderr
+    assert not (tmp_path / "state" / "processes.json").exists()
+    assert not leftovers(str(tmp_path / "state"))
+
+
+def test_litellm_never_ready_times_out_and_is_killed(tmp_path, config):
+    binary = fake_litellm(tmp_path, 'echo "still importing..."; sleep 313')  # a child in its group
+    result = cli(tmp_path, config, "up", "--timeout", "1.5", MEMORY_PROXY_LITELLM=str(binary))  # foreground
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "did not answer /health/liveliness" in result.stderr and "still importing..." in result.stderr
+    assert not leftovers(str(tmp_path / "state")) and not leftovers("sleep 313")
+    check = cli(tmp_path, config, "check", MEMORY_PROXY_LITELLM=str(tmp_path / "missing"))
+    assert check.returncode == 1 and "MEMORY_PROXY_LITELLM" in check.stderr
+
+
+def sleeper(seconds: float = 60) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"], start_new_session=True)
+
+
+def test_records_are_checked_by_creation_time(tmp_path):
+    proc = sleeper()
+    try:
+        created = psutil.Process(proc.pid).create_time()
+        assert sv.live_process({"pid": proc.pid, "create_time": created}) is not None
+        assert sv.live_process({"pid": proc.pid, "create_time": created + 100}) is None  # a recycled pid
+        state = StateDir(tmp_path)
+        sv.write_record(state, {"version": sv.RECORD_VERSION, "processes": {
+            "litellm": {"pid": proc.pid, "create_time": created + 100, "port": None}}})
+        report = sv.stop_recorded(state, grace=1)
+        assert report.nothing and proc.poll() is None, "down must not signal a pid that was reused"
+        assert not state.processes.exists()
+        sv.write_record(state, {"version": sv.RECORD_VERSION, "processes": {
+            "litellm": {"pid": proc.pid, "create_time": created, "port": None}}})
+        report = sv.stop_recorded(state, grace=1)
+        proc.wait(timeout=10)  # (already reaped by psutil.wait_procs: this process is its parent)
+        assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+        assert report.stopped == [f"litellm (pid {proc.pid})"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_dead_child_is_restarted_with_back_off(tmp_path):
+    sup = sv.Supervisor(tmp_path / "config.yaml", StateDir(tmp_path).ensure())
+    closed = f"http://127.0.0.1:{free_port()}/health"
+    child = sv.Child("litellm", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ), tmp_path,
+                     1, closed, closed)
+    sup.children["litellm"] = child
+    sup._spawn(child)
+    child.proc.wait(timeout=10)
+    sup._watch(child)
+    assert child.proc is None and child.restart_at is not None and child.backoff == 2 * sv.BACKOFF_FIRST
+    record = sv.read_record(sup.state)
+    assert record["processes"]["litellm"]["pid"] is None and record["processes"]["litellm"]["restarting"]
+    child.argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    child.restart_at = time.monotonic()
+    sup._watch(child)
+    try:
+        assert child.proc is not None and child.proc.poll() is None and child.restarts == 1
+        assert sv.read_record(sup.state)["processes"]["litellm"]["pid"] == child.proc.pid
+        log = sup.state.log_file("supervisor").read_text()
+        assert "exited (exit code 3)" in log and "restarting in 1 s" in log and "restarted (pid" in log
+    finally:
+        sup.shutdown()
+    assert child.proc.poll() is not None
+
+
+def test_follow_sees_appended_created_and_truncated_files(tmp_path):
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("old line\n")
+    stop = threading.Event()
+    seen: list[tuple[str, str]] = []
+
+    def reader():
+        for item in sv.follow({"a": a, "b": b}, stop, poll=0.02):
+            seen.append(item)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    time.sleep(0.1)
+    with open(a, "a") as f:
+        f.write("new line\npart")
+    b.write_text("b appeared\n")
+    time.sleep(0.2)
+    a.write_text("after truncation\n")
+    deadline = time.monotonic() + 5
+    while ("a", "after truncation") not in seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    thread.join(timeout=2)
+    assert ("a", "old line") not in seen
+    assert ("a", "new line") in seen and ("b", "b appeared") in seen and ("a", "after truncation") in seen
