@@ -2,19 +2,20 @@
 # Restart LiteLLM under the running supervisor (when it misbehaves, or to pick up a new
 # LiteLLM version in the venv) without touching the memory proxy.
 #
-#   scripts/restart_litellm.sh [--config PATH] [--state-dir DIR] [--timeout SECONDS]
+#   scripts/restart_litellm.sh [--config PATH] [--state-dir DIR] [--timeout SECONDS] [--kill]
 #
-# Sends SIGTERM to the LiteLLM pid recorded in the state folder (checked by
-# `start_proxies.py status` to still be that process), lets the supervisor restart it with
-# the same generated config, and waits until `status` is healthy again. Meanwhile the memory
-# proxy answers 503 with Retry-After. Works from any directory; never signals anything but
-# the recorded pid. Exit 0 when LiteLLM is back and healthy, 1 otherwise.
+# Sends SIGTERM (--kill: SIGKILL, for a LiteLLM that hangs) to the LiteLLM pid recorded in
+# the state folder (checked by `start_proxies.py status` to still be that process), lets the
+# supervisor restart it with the same generated config, and waits until `status` is healthy
+# again; meanwhile the memory proxy answers 503 with Retry-After. Works from any directory;
+# never signals anything but the recorded pid. Exit 0 once LiteLLM is back and healthy.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${MEMORY_PROXY_PYTHON:-python3}"
 launcher=("$PYTHON" "$ROOT/start_proxies.py")
 timeout=180
+sig=TERM
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -24,6 +25,8 @@ while [[ $# -gt 0 ]]; do
     --timeout)
       [[ $# -ge 2 ]] || { echo "--timeout needs a value" >&2; exit 2; }
       timeout="$2"; shift 2 ;;
+    --kill)
+      sig=KILL; shift ;;
     -h|--help)
       sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *)
@@ -56,8 +59,8 @@ if [[ "$old_pid" == "-" ]]; then
   exit 1
 fi
 
-echo "stopping LiteLLM (recorded pid $old_pid); the supervisor restarts it"
-kill -TERM "$old_pid"
+echo "stopping LiteLLM (recorded pid $old_pid, SIG$sig); the supervisor restarts it"
+kill -s "$sig" "$old_pid"
 
 start=$SECONDS
 while (( SECONDS - start < timeout )); do
