@@ -48,7 +48,7 @@ def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, 
         extra[EGRESS_SECRET_HEADER] = f"os.environ/{EGRESS_SECRET_ENV}"
         params["extra_headers"] = extra
 
-    groups = config.supermemory_groups
+    groups = sorted({m.model_name for m in config.models if m.supermemory_backed and not m.missing_env})
     if groups:
         settings = raw.get("litellm_settings") or {}
         group_settings = settings.get("model_group_settings") or {}
