@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import httpx
@@ -44,9 +45,19 @@ def _raw_upstream_path(request: Request, resolution: Resolution) -> bytes:
     return rest.encode("latin-1") if scope is not None else raw
 
 
-async def relay(request: Request) -> Response:
-    runtime: Runtime = request.state.runtime
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class Admission:
+    """A request the front door let in: its id, whose it is, and the headers every answer carries."""
+
+    request_id: str
+    resolution: Resolution
+    extra: list[tuple[str, str]]  # x-supermemory-user-id and x-request-id, for the response
+
+
+def admit(runtime: Runtime, request: Request) -> Admission | Response:
+    """The front door's checks, shared by binary and SDK mode, in this order: method (405),
+    header size (431), front-door key (401), client id (400), ``/memory-routing/info``
+    (answered here), per-client rate limit (429). A Response is the final answer."""
     request_id = uuid.uuid4().hex
     if request.method not in METHODS:
         return error_response(405, f"method {request.method} is not supported", headers={"x-request-id": request_id})
@@ -68,8 +79,23 @@ async def relay(request: Request) -> Response:
         runtime.count(resolution.user_id, error=True)
         return error_response(429, f"client {resolution.user_id} is over memory_proxy.requests_per_minute",
                               headers={**dict(extra), "retry-after": runtime.limiter.retry_after(wait)})
-    if (request.method == "GET" and resolution.path.rstrip("/") in ("/v1/models", "/models")
-            and "anthropic-version" in request.headers):
+    return Admission(request_id, resolution, extra)
+
+
+def wants_anthropic_models(request: Request, resolution: Resolution) -> bool:
+    """``GET /v1/models`` from a caller that speaks Anthropic (``anthropic-version`` header)."""
+    return (request.method == "GET" and resolution.path.rstrip("/") in ("/v1/models", "/models")
+            and "anthropic-version" in request.headers)
+
+
+async def relay(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    started = time.perf_counter()
+    admitted = admit(runtime, request)
+    if isinstance(admitted, Response):
+        return admitted
+    request_id, resolution, extra = admitted.request_id, admitted.resolution, admitted.extra
+    if wants_anthropic_models(request, resolution):
         return await anthropic_models(runtime, request, extra)
 
     try:
@@ -140,18 +166,25 @@ async def _request_content(runtime: Runtime, request: Request):
     if "json" not in request.headers.get("content-type", ""):
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         return stream_body(request, limit) if has_body else None
-    body = await read_body(request, limit)
+    return clean_json_body(await read_body(request, limit))[0]
+
+
+def clean_json_body(body: bytes) -> tuple[bytes, object]:
+    """A JSON request body checked and cleaned for LiteLLM: (bytes to send on, parsed value).
+
+    Raises ValueError (-> 400) when it does not parse. LiteLLM sends a body's
+    ``extra_headers`` upstream verbatim, overriding the memory headers, so they are dropped.
+    An empty body is passed on as it is (parsed: None)."""
     if not body.strip():
-        return body
+        return body, None
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"request body is not valid JSON: {exc}") from None
-    # LiteLLM sends a body's extra_headers upstream verbatim, overriding the memory headers.
     if isinstance(data, dict) and "extra_headers" in data:
         del data["extra_headers"]
-        return json.dumps(data).encode()
-    return body
+        return json.dumps(data).encode(), data
+    return body, data
 
 
 def routing_info(runtime: Runtime, resolution: Resolution, extra: list[tuple[str, str]]) -> JSONResponse:
@@ -183,13 +216,24 @@ async def anthropic_models(runtime: Runtime, request: Request, extra: list[tuple
     if answer.status_code != 200:
         return Response(answer.content, answer.status_code, headers=dict(extra),
                         media_type=answer.headers.get("content-type"))
+    return JSONResponse(anthropic_model_listing(listing), headers=dict(extra))
+
+
+def anthropic_model_listing(listing: dict) -> dict:
+    """An OpenAI-shaped ``/v1/models`` listing in Anthropic's shape."""
     data = []
     for model in listing.get("data", []):
         created = datetime.fromtimestamp(model.get("created") or 0, tz=timezone.utc)
         data.append({"type": "model", "id": model["id"], "display_name": model["id"],
                      "created_at": created.isoformat().replace("+00:00", "Z")})
-    return JSONResponse({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                         "last_id": data[-1]["id"] if data else None}, headers=dict(extra))
+    return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
+
+
+def proxy_status(runtime: Runtime) -> dict:
+    """The memory proxy's own part of ``/health`` (both modes)."""
+    return {"status": "ok", "pid": runtime.pid, "uptime_s": round(time.time() - runtime.started, 1),
+            "supermemory_errors": runtime.supermemory_errors}
 
 
 async def health(request: Request) -> JSONResponse:
@@ -208,7 +252,6 @@ async def health(request: Request) -> JSONResponse:
     ready = litellm["ready"]
     return JSONResponse({
         "status": "ok" if ready else "degraded",
-        "memory_proxy": {"status": "ok", "pid": runtime.pid, "uptime_s": round(time.time() - runtime.started, 1),
-                         "supermemory_errors": runtime.supermemory_errors},
+        "memory_proxy": proxy_status(runtime),
         "litellm": litellm,
     }, status_code=200 if ready else 503)
