@@ -8,6 +8,7 @@ LiteLLM; Starlette/httpx are imported only by ``check`` (for the egress address)
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from rich.text import Text
 from . import supervisor as sv
 from .config import Config, ConfigError, load_config
 from .routing import InvalidClientId, resolve
-from .state import StateDir
+from .state import StateDir, default_state_dir
 
 ROOT = sv.ROOT
 LAUNCHER = ROOT / "start_proxies.py"
@@ -53,6 +54,16 @@ class Context:
     config: Path
     state: StateDir
 
+    @property
+    def command(self) -> str:
+        """How to call the launcher again for this same installation."""
+        parts = ["python3", "start_proxies.py"]
+        if self.config != ROOT / "config" / "config.yaml":
+            parts += ["--config", str(self.config)]
+        if self.state.root != default_state_dir().expanduser().resolve():
+            parts += ["--state-dir", str(self.state.root)]
+        return " ".join(shlex.quote(p) for p in parts)
+
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -60,14 +71,14 @@ def _print_json(data: Any) -> None:
 
 
 def _fail(message: str, log_tail: str | None = None) -> None:
-    err.print(Text("✘ ", style="bold red") + Text(message))
+    err.print(Text.assemble(("✘ ", "bold red"), message))
     if log_tail:
         for line in log_tail.splitlines():
             err.print(Text("    " + line, style="dim"))
 
 
 def _warn(message: str) -> None:
-    err.print(Text("! ", style="bold yellow") + Text(message))
+    err.print(Text.assemble(("! ", "bold yellow"), message))
 
 
 # --- client hints ----------------------------------------------------------------------
@@ -88,14 +99,14 @@ def client_hints(config: Config) -> list[dict[str, str]]:
     return hints
 
 
-def print_hints(config: Config, record: dict | None) -> None:
+def print_hints(config: Config, record: dict | None, command: str = "python3 start_proxies.py") -> None:
     base = proxy_base(config)
     procs = (record or {}).get("processes", {})
     pids = ", ".join(f"{name} {procs[name]['pid']}" for name in (sv.MEMORY, sv.LITELLM, sv.SUPERVISOR)
                      if procs.get(name, {}).get("pid"))
     litellm = (record or {}).get("litellm_url") or f"http://127.0.0.1:{config.proxy.litellm_port}"
-    out.print(Text("✔ ", style="bold green") + Text(f"LiteLLM Memory Proxy is up on {base}", style="bold")
-              + Text(f"  (LiteLLM at {litellm}; pids: {pids})"))
+    out.print(Text.assemble(("✔ ", "bold green"), (f"LiteLLM Memory Proxy is up on {base}", "bold"),
+                            f"  (LiteLLM at {litellm}; pids: {pids})"))
     out.print()
     out.print("Point each client at the memory proxy:")
     rows = [(h["client"], h["setting"], h["user_id"]) for h in client_hints(config)]
@@ -104,8 +115,8 @@ def print_hints(config: Config, record: dict | None) -> None:
     width = max(len(r[0]) for r in rows) + 2
     setting_width = max(len(r[1]) for r in rows) + 2
     for client, setting, user_id in rows:
-        out.print(Text("  " + client.ljust(width), style="bold") + Text(setting.ljust(setting_width))
-                  + Text("memory id: ") + Text(user_id, style="cyan"))
+        out.print(Text.assemble(("  " + client.ljust(width), "bold"), setting.ljust(setting_width),
+                                "memory id: ", (user_id, "cyan")))
     key_note = ("one of memory_proxy.api_keys" if config.proxy.api_keys
                 else "any value (the proxy sends LiteLLM's own key)")
     out.print(f"API key in the client: {key_note}")
@@ -115,8 +126,7 @@ def print_hints(config: Config, record: dict | None) -> None:
     out.print(f"Models with memory: {', '.join(g for g in backed if g not in missing) or '(none)'}; "
               f"without memory: {', '.join(ordinary) or '(none)'}"
               + (f"; disabled (missing keys): {', '.join(missing)}" if missing else ""))
-    out.print("Logs: python3 start_proxies.py logs -f    Status: python3 start_proxies.py status    "
-              "Stop: python3 start_proxies.py down")
+    out.print(f"Logs: {command} logs -f\nStatus: {command} status\nStop: {command} down")
 
 
 # --- up ----------------------------------------------------------------------------------
@@ -131,7 +141,7 @@ def _already_running(ctx: Context, as_json: bool) -> int:
     status = sv.collect_status(ctx.state, ctx.config)
     sup = status["processes"].get(sv.SUPERVISOR, {})
     message = (f"already running from {ctx.state.root} (supervisor pid {sup.get('pid')}, {status.get('mode')}); "
-               "run `python3 start_proxies.py down` first to restart with a changed config")
+               f"run `{ctx.command} down` first to restart with a changed config")
     if as_json:
         _print_json({"ok": status["healthy"], "already_running": True, "message": message, "status": status})
     else:
@@ -159,7 +169,7 @@ def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, a
             _warn(warning)
     if detach:
         return _up_detached(ctx, config, litellm_url, timeout, as_json)
-    return _up_foreground(sup, config, as_json)
+    return _up_foreground(sup, config, ctx.command)
 
 
 def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout: float, as_json: bool) -> int:
@@ -217,7 +227,7 @@ def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout:
                      "state_dir": str(state.root), "clients": client_hints(config),
                      "models_missing_keys": record.get("models_missing_keys", {})})
     else:
-        print_hints(config, record)
+        print_hints(config, record, ctx.command)
     return 0
 
 
@@ -233,11 +243,11 @@ def _stop_starting(state: StateDir, proc: subprocess.Popen) -> None:
     sv.stop_recorded(state, grace=5.0)
 
 
-def _up_foreground(sup: sv.Supervisor, config: Config, as_json: bool) -> int:
+def _up_foreground(sup: sv.Supervisor, config: Config, command: str) -> int:
     state = sup.state
 
     def show_event(message: str) -> None:
-        err.print(Text("[supervisor] ", style=PREFIX_STYLE["supervisor"]) + Text(message))
+        err.print(Text.assemble(("[supervisor] ", PREFIX_STYLE["supervisor"]), message))
 
     sup.on_event = show_event
     sup.install_signal_handlers(hangup_stops=True)
@@ -257,7 +267,7 @@ def _up_foreground(sup: sv.Supervisor, config: Config, as_json: bool) -> int:
         sv.remove_record(state)
         _fail("interrupted; nothing is left running")
         return 130
-    print_hints(config, sv.read_record(state))
+    print_hints(config, sv.read_record(state), command)
     out.print(Text("Streaming both logs; Ctrl+C stops both.", style="dim"))
     streamer = threading.Thread(target=_stream_logs, args=(state, ["litellm", "memory"], sup.stop_event, True),
                                 daemon=True)
@@ -268,7 +278,7 @@ def _up_foreground(sup: sv.Supervisor, config: Config, as_json: bool) -> int:
         sup.shutdown()
         sv.remove_record(state)
         streamer.join(timeout=1)
-        show_event("stopped; both processes are down")
+        show_event("stopped; nothing is left running")
     return 0
 
 
@@ -278,7 +288,7 @@ def _stream_logs(state: StateDir, names: list[str], stop: threading.Event, from_
     width = max(len(n) for n in names) + 2
     for name, line in sv.follow(paths, stop, from_end=from_end):
         if prefix:
-            out.print(Text(f"[{name}]".ljust(width) + " ", style=PREFIX_STYLE.get(name, "")) + Text(line))
+            out.print(Text.assemble((f"[{name}]".ljust(width) + " ", PREFIX_STYLE.get(name, "")), line))
         else:
             out.print(Text(line))
 
@@ -353,7 +363,7 @@ def down(ctx: Context, as_json: bool) -> int:
     if report.nothing and not report.stopped:
         out.print(f"Nothing was running from {ctx.state.root}.")
     else:
-        out.print(Text("✔ ", style="bold green") + Text("stopped " + ", ".join(report.stopped)))
+        out.print(Text.assemble(("✔ ", "bold green"), "stopped " + ", ".join(report.stopped)))
         if report.killed:
             _warn("had to SIGKILL: " + ", ".join(report.killed))
     for busy in report.ports_busy:
@@ -373,7 +383,7 @@ def logs(ctx: Context, which: str, follow: bool, lines: int) -> int:
         text = sv.tail(path, lines)
         for line in text.splitlines():
             if multiple:
-                out.print(Text(f"[{name}]".ljust(13), style=PREFIX_STYLE.get(name, "")) + Text(line))
+                out.print(Text.assemble((f"[{name}]".ljust(13), PREFIX_STYLE.get(name, "")), line))
             else:
                 out.print(Text(line))
     if follow:
@@ -412,7 +422,7 @@ def check(ctx: Context, as_json: bool) -> int:
                      "litellm": str(binary) if binary else None, "models_missing_keys": missing,
                      "supermemory_backed": config.supermemory_groups, "generated_config": masked})
         return 0 if not problems else 1
-    out.print(Text("✔ ", style="bold green") + Text(f"{ctx.config} is valid"))
+    out.print(Text.assemble(("✔ ", "bold green"), f"{ctx.config} is valid"))
     for warning in config.warnings:
         _warn(warning)
     for problem in problems:
@@ -454,7 +464,7 @@ def route(ctx: Context, user_agent: str | None, headers: list[str], path: str, a
         _print_json({"ok": True, "user_id": resolution.user_id, "source": resolution.source,
                      "reason": resolution.detail, "path": resolution.path, "dropped_headers": dropped})
         return 0
-    out.print(Text("memory id: ") + Text(resolution.user_id, style="bold") + Text(f"  ({resolution.detail})"))
+    out.print(Text.assemble("memory id: ", (resolution.user_id, "bold"), f"  ({resolution.detail})"))
     if resolution.path != path:
         out.print(f"LiteLLM sees the path: {resolution.path}")
     if dropped:

@@ -109,6 +109,7 @@ class Stack:
     proxy_port: int
     litellm_port: int
     env: dict[str, str] = field(default_factory=cli_env)
+    last_up: subprocess.CompletedProcess | None = None
 
     @property
     def proxy_url(self) -> str:
@@ -157,6 +158,7 @@ class Stack:
         assert result.returncode == 0, f"up --detach failed:\n{result.stdout}\n{result.stderr}\n" + \
             (self.state / "logs" / "litellm.log").read_text(errors="replace")[-3000:] \
             if (self.state / "logs" / "litellm.log").exists() else ""
+        self.last_up = result
         return result
 
 

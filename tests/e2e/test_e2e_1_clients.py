@@ -44,6 +44,19 @@ def assert_no_memory_headers(record: dict) -> None:
     assert not leaked, f"an ordinary provider got memory headers {leaked} on {record['path']}"
 
 
+def test_up_printed_what_to_put_in_each_client(stack):
+    printed = stack.last_up.stdout
+    base = stack.proxy_url
+    for line_start, setting, user_id in (("PyCharm AI Assistant", f"URL {base}/v1", "pycharm-ai"),
+                                         ("Claude Code", f"ANTHROPIC_BASE_URL={base}", "claude-cli"),
+                                         ("OpenAI Python SDK", f'base_url="{base}/v1"', "openai-python")):
+        (line,) = [line for line in printed.splitlines() if line.strip().startswith(line_start)]
+        assert setting in line and line.endswith(f"memory id: {user_id}"), line
+    assert f"{base}/scope/<id>/v1" in printed
+    assert f"--state-dir {stack.state} down" in printed
+    assert "disabled (missing keys): needs-a-key" in printed
+
+
 def test_status_reports_both_processes_healthy(stack):
     result = stack.cli("status", "--json", timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -59,6 +72,12 @@ def test_status_reports_both_processes_healthy(stack):
     assert human.returncode == 0
     assert "healthy" in human.stdout and str(stack.litellm_port) in human.stdout
     assert "E2E_NEVER_SET_KEY" in human.stderr
+    again = stack.cli("up", "--detach", timeout=60)
+    assert again.returncode == 0 and "already running" in again.stderr, again.stdout + again.stderr
+    assert f"--state-dir {stack.state}" in again.stderr  # how to reach this installation
+    with stack.client() as client:  # the model without its key was left out of LiteLLM
+        answer = client.post(CHAT, json={"model": "needs-a-key", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 400 and "needs-a-key" in answer.json()["error"]["message"]
     master_key = (stack.state / "litellm_master_key").read_text().strip()
     for text in (result.stdout, human.stdout, human.stderr, (stack.state / "processes.json").read_text(),
                  (stack.state / "logs" / "supervisor.log").read_text()):

@@ -140,7 +140,7 @@ def test_foreground_up_streams_prefixed_logs_and_ctrl_c_stops_it(stack, tmp_path
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(lines) + rest
-    assert "stopped; both processes are down" in rest
+    assert "stopped; nothing is left running" in rest
     assert not port_taken(port) and not (state / "processes.json").exists()
     assert not processes_mentioning(str(state))
 
@@ -149,6 +149,10 @@ def test_down_leaves_nothing_behind_and_up_keeps_the_cookies(stack):
     record = stack.record()
     recorded = {name: (entry["pid"], entry["create_time"]) for name, entry in record["processes"].items()}
     assert set(recorded) == {"supervisor", "litellm", "memory_proxy"}
+    with stack.client() as client:  # at least one Supermemory exchange, so there are cookies to keep
+        answer = client.post(CHAT, json={"model": "memory/gpt-4o-mini",
+                                         "messages": [{"role": "user", "content": "before the restart"}]})
+    assert answer.status_code == 200, answer.text
     jar = json.loads((stack.state / "supermemory_cookies.json").read_text())
     clearance = next(c["value"] for c in jar["cookies"] if c["name"] == "cf_clearance")
 
