@@ -20,7 +20,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -57,7 +56,8 @@ class Context:
     @property
     def command(self) -> str:
         """How to call the launcher again for this same installation."""
-        parts = ["python3", "start_proxies.py"]
+        launcher = LAUNCHER.name if Path.cwd() == ROOT else str(LAUNCHER)
+        parts = ["python3", launcher]
         if self.config != ROOT / "config" / "config.yaml":
             parts += ["--config", str(self.config)]
         if self.state.root != default_state_dir().expanduser().resolve():
@@ -132,7 +132,9 @@ def print_hints(config: Config, record: dict | None, command: str = "python3 sta
 # --- up ----------------------------------------------------------------------------------
 
 
-def _progress() -> Progress:
+def _progress():
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # only `up` needs it
+
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                     console=err, transient=True)
 

@@ -79,8 +79,9 @@ def test_status_reports_both_processes_healthy(stack):
         answer = client.post(CHAT, json={"model": "needs-a-key", "messages": [{"role": "user", "content": "hi"}]})
     assert answer.status_code == 400 and "needs-a-key" in answer.json()["error"]["message"]
     master_key = (stack.state / "litellm_master_key").read_text().strip()
+    logs = [(stack.state / "logs" / f"{name}.log").read_text() for name in ("supervisor", "litellm", "memory")]
     for text in (result.stdout, human.stdout, human.stderr, (stack.state / "processes.json").read_text(),
-                 (stack.state / "logs" / "supervisor.log").read_text()):
+                 (stack.state / "litellm_config.generated.yaml").read_text(), *logs):
         assert master_key not in text and SM_KEY not in text and stack.env["OPENAI_API_KEY"] not in text
 
 
