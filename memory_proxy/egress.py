@@ -105,7 +105,8 @@ async def relay(request: Request) -> Response:
         runtime.supermemory_errors += 1
         log.warning("client=%s Supermemory could not add memory: %s", user_id,
                     upstream.headers["x-supermemory-error"][:200])
-    relayed = h.response_headers(upstream.headers.multi_items())
+    # The session's jar keeps Supermemory's cookies; LiteLLM would hand them to clients as llm_provider-set-cookie.
+    relayed = [(n, v) for n, v in h.response_headers(upstream.headers.multi_items()) if n != "set-cookie"]
     if upstream.is_stream_consumed:  # read above to look for a Cloudflare refusal
         await upstream.aclose()
         return _plain(upstream, relayed)

@@ -321,7 +321,8 @@ def test_egress_sets_supermemory_headers_and_keeps_memories_apart(emu, proxy):
 
 def test_cookies_kept_between_requests_and_across_restart(emu, tmp_path):
     with running_proxy(emu.url, state_dir=tmp_path) as server:
-        assert egress(server, emu).status_code == 200
+        first_answer = egress(server, emu)
+        assert first_answer.status_code == 200 and "set-cookie" not in first_answer.headers  # kept in the jar only
         assert egress(server, emu).status_code == 200
     jar = tmp_path / "supermemory_cookies.json"
     assert stat.S_IMODE(os.stat(jar).st_mode) == 0o600
