@@ -1,0 +1,540 @@
+"""Parity of the two modes: the same scenarios against binary mode and SDK mode, same outcome.
+
+- binary: the real ``litellm`` binary (beside ``sys.executable``) started once for this module
+  with the generated config, ``memory_proxy.app.create_app`` in front of it;
+- sdk: ``memory_proxy.sdk_mode.create_sdk_app`` (LiteLLM's Router in this test process).
+
+Both talk to one emulator process listening on two ports that share state: port A plays
+OpenAI/Anthropic, port B Supermemory's router, so Supermemory-backed models have
+``api_base: http://127.0.0.1:B/v3/http://127.0.0.1:A[/v1]``. Every scenario runs once per
+mode (the emulator reset in between) and the two outcomes -- status, body, the headers and
+key that reached the emulator, stream events -- are normalized (ids, timestamps, request
+ids dropped) and compared; each test also checks the expected outcome itself, so the two
+modes cannot agree on something wrong. What cannot be the same is listed in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memory_proxy.app import create_app
+from memory_proxy.config import parse_config
+from memory_proxy.egress import egress_base
+from memory_proxy.litellm_config import EGRESS_SECRET_ENV, build_litellm_config, render
+from tests.servers import ServerThread
+
+ROOT = Path(__file__).resolve().parents[1]
+FRONT_KEY = "front-door-key-0123456789abcdef"
+MASTER = "sk-parity-master-" + "7" * 24
+SECRET = "parity-egress-secret-0123456789"
+SM_KEY = "sm-parity-supermemory-key"
+OPENAI_KEY, ANTHROPIC_KEY = "sk-parity-openai", "sk-ant-parity"
+PYCHARM = "OpenAIClientImpl/Java unknown"
+CLAUDE = "claude-cli/2.0.14 (external, cli)"
+MODES = ("binary", "sdk")
+READ_TIMEOUT = 8
+ENV = {"OPENAI_API_KEY": OPENAI_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY, "SUPERMEMORY_API_KEY": SM_KEY,
+       "FRONT_KEY": FRONT_KEY}
+VOLATILE = {"id", "created", "request_id", "x-request-id", "system_fingerprint"}
+TRANSPORT_HEADERS = {"host", "content-length", "connection", "accept", "accept-encoding", "cookie", "x-request-id"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, deadline: float, proc: subprocess.Popen | None = None) -> None:
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer 200 in time")
+
+
+def config_text(provider: int, supermemory: int, proxy_port: int, litellm_port: int) -> str:
+    a, b = f"http://127.0.0.1:{provider}", f"http://127.0.0.1:{supermemory}"
+    return f"""
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: claude-3-5-haiku-latest
+    litellm_params: {{model: anthropic/claude-3-5-haiku-latest, api_base: "{a}", api_key: os.environ/ANTHROPIC_API_KEY}}
+  - model_name: memory/gpt-4o-mini
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{b}/v3/{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: claude-sonnet-4-5
+    litellm_params: {{model: anthropic/claude-3-5-haiku-latest, api_base: "{b}/v3/{a}",
+                      api_key: os.environ/ANTHROPIC_API_KEY}}
+  - model_name: embed
+    litellm_params: {{model: openai/text-embedding-3-small, api_base: "{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
+user_id_mappings:
+  header_patterns:
+    - {{header: user-agent, pattern: '^OpenAIClientImpl/Java', user_id: pycharm-ai}}
+    - {{header: user-agent, pattern: '^claude-cli/', user_id: claude-cli}}
+  default_user_id: default-dev
+memory_proxy:
+  port: {proxy_port}
+  litellm_port: {litellm_port}
+  api_keys: [os.environ/FRONT_KEY]
+  timeouts: {{connect: 2, read: {READ_TIMEOUT}}}
+  supermemory: {{base_url: "{b}", api_key: os.environ/SUPERMEMORY_API_KEY, cloudflare_retry_delay: 0.05}}
+"""
+
+
+@dataclass
+class Stacks:
+    emulator: str  # the provider port's URL (control endpoints too)
+    urls: dict[str, str]  # mode -> memory proxy URL
+    sdk_app: object  # the running SDK app (its state holds the runtime and the Router)
+
+    def reset(self) -> None:
+        httpx.post(self.emulator + "/_emulator/reset")
+
+    def records(self) -> list[dict]:
+        return httpx.get(self.emulator + "/_emulator/requests").json()
+
+    def fault(self, mode: str, **extra) -> None:
+        httpx.post(self.emulator + "/_emulator/faults", json={"mode": mode, **extra})
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parity")
+    provider, supermemory, binary_port, litellm_port, sdk_port = (free_port() for _ in range(5))
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(ENV, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=MASTER, **{EGRESS_SECRET_ENV: SECRET})
+    config = parse_config(config_text(provider, supermemory, binary_port, litellm_port), tmp / "config.yaml", env)
+    generated = tmp / "litellm_config.yaml"
+    generated.write_text(render(build_litellm_config(config, egress_base(binary_port), env)))
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tests.emulator", "--port", str(provider), "--port", str(supermemory)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "emulator.log", "w")))
+        litellm = Path(sys.executable).parent / "litellm"
+        procs.append(subprocess.Popen(
+            [str(litellm), "--config", str(generated), "--host", "127.0.0.1", "--port", str(litellm_port)],
+            cwd=tmp, env=env, stdout=open(tmp / "litellm.log", "w"), stderr=subprocess.STDOUT))
+        # LiteLLM boots in its process while this one imports LiteLLM for the SDK app.
+        from memory_proxy.sdk_mode import create_sdk_app
+
+        deadline = time.monotonic() + 120
+        wait_http(f"http://127.0.0.1:{provider}/health/liveliness", deadline, procs[0])
+        sdk_app = create_sdk_app(config, master_key=MASTER, egress_secret=SECRET, port=sdk_port,
+                                 state_dir=tmp / "sdk-state", environ=env)
+        binary_app = create_app(config, litellm_url=f"http://127.0.0.1:{litellm_port}", master_key=MASTER,
+                                egress_secret=SECRET, state_dir=tmp / "binary-state")
+        with ServerThread(sdk_app, port=sdk_port) as sdk_server:
+            wait_http(f"http://127.0.0.1:{litellm_port}/health/liveliness", deadline, procs[1])
+            wait_http(f"http://127.0.0.1:{litellm_port}/health/readiness", deadline, procs[1])
+            with ServerThread(binary_app, port=binary_port) as binary_server:
+                yield Stacks(f"http://127.0.0.1:{provider}", {"binary": binary_server.url, "sdk": sdk_server.url},
+                             sdk_app)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def call(url: str, path: str, body=None, *, method: str = "POST", headers: dict | None = None,
+         key: str | None = FRONT_KEY, content: bytes | None = None) -> httpx.Response:
+    headers = dict(headers or {})
+    if key is not None:
+        headers.setdefault("authorization", f"Bearer {key}")
+    if content is not None:
+        headers.setdefault("content-type", "application/json")
+        return httpx.request(method, url + path, content=content, headers=headers, timeout=60)
+    return httpx.request(method, url + path, json=body, headers=headers, timeout=60)
+
+
+def strip_volatile(value):
+    if isinstance(value, dict):
+        return {k: strip_volatile(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [strip_volatile(v) for v in value]
+    return value
+
+
+def sse_events(text: str) -> list:
+    """An SSE body as [(event or None, parsed data)], ids and timestamps removed."""
+    events = []
+    for block in text.split("\n\n"):
+        name, data = None, None
+        for line in block.splitlines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data = line[5:].strip()
+        if data is None:
+            continue
+        events.append((name, data if data == "[DONE]" else strip_volatile(json.loads(data))))
+    return events
+
+
+def answer(response: httpx.Response) -> dict:
+    """What a client sees, normalized."""
+    ctype = response.headers.get("content-type", "").split(";")[0]
+    if ctype == "text/event-stream":
+        body = sse_events(response.text)
+    else:
+        try:
+            body = strip_volatile(response.json())
+        except ValueError:
+            body = response.text
+    return {"status": response.status_code, "type": ctype, "client_id": response.headers.get("x-supermemory-user-id"),
+            "body": body}
+
+
+def upstream(records: list[dict], request_ids: set[str] = frozenset()) -> list[dict]:
+    """What reached the emulator: path, headers (transport ones aside) and body."""
+    seen = []
+    for r in records:
+        headers = {k: v for k, v in r["headers"].items() if k not in TRANSPORT_HEADERS}
+        forwarded_id = r["headers"].get("x-request-id")
+        if forwarded_id is not None:  # only ever our own request id, forwarded for backed models
+            assert forwarded_id in request_ids, forwarded_id
+            headers["x-request-id"] = "<ours>"
+        seen.append({"method": r["method"], "path": r["path"], "query": r["query"], "headers": headers,
+                     "body": r["body"]})
+    return seen
+
+
+def in_both(stacks: Stacks, scenario: Callable[[str], list[httpx.Response]], *,
+            before: Callable[[], None] | None = None) -> dict[str, dict]:
+    """Run ``scenario(url)`` once per mode from a fresh emulator; return mode -> outcome."""
+    outcomes = {}
+    for mode in MODES:
+        stacks.reset()
+        if before:
+            before()
+        responses = scenario(stacks.urls[mode])
+        ids = {r.headers.get("x-request-id") for r in responses}
+        outcomes[mode] = {"answers": [answer(r) for r in responses], "upstream": upstream(stacks.records(), ids)}
+    return outcomes
+
+
+def assert_same(outcomes: dict[str, dict]) -> dict:
+    assert outcomes["binary"] == outcomes["sdk"]
+    return outcomes["binary"]
+
+
+def chat(model: str, text: str = "hello there", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def message(model: str, text: str = "hello there", **extra) -> dict:
+    return {"model": model, "max_tokens": 32, "messages": [{"role": "user", "content": text}], **extra}
+
+
+# --- ids, headers, keys ----------------------------------------------------------------------
+
+
+CLIENTS = [({"user-agent": PYCHARM}, "pycharm-ai"), ({"user-agent": CLAUDE}, "claude-cli"),
+           ({"user-agent": "curl/8.0"}, "default-dev"), ({"user-agent": CLAUDE, "x-memory-user-id": "proj-1"}, "proj-1")]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", chat("memory/gpt-4o-mini")),
+    ("/v1/messages", message("claude-sonnet-4-5")),
+    ("/v1/chat/completions", chat("claude-sonnet-4-5")),
+    ("/v1/messages", message("memory/gpt-4o-mini")),
+], ids=["chat-openai", "messages-anthropic", "chat-anthropic", "messages-openai"])
+def test_ids_resolved_and_supermemory_headers_on_backed_models(stacks, path, body):
+    def scenario(url):
+        responses = [call(url, path, body, headers=headers) for headers, _ in CLIENTS]
+        responses.append(call(url, "/scope/my-project" + path, body, headers={"user-agent": PYCHARM}))
+        return responses
+    same = assert_same(in_both(stacks, scenario))
+    expected = [user for _, user in CLIENTS] + ["my-project"]
+    assert [a["status"] for a in same["answers"]] == [200] * len(expected)
+    assert [a["client_id"] for a in same["answers"]] == expected
+    assert [u["headers"]["x-sm-user-id"] for u in same["upstream"]] == expected
+    for seen in same["upstream"]:
+        assert seen["path"].startswith("/v3/http://127.0.0.1:")
+        assert seen["headers"]["x-supermemory-api-key"] == SM_KEY
+        assert seen["headers"]["x-request-id"] == "<ours>"
+        assert not {"x-supermemory-user-id", "x-memory-proxy-egress-secret", "x-memory-user-id"} & set(seen["headers"])
+        assert FRONT_KEY not in json.dumps(seen) and MASTER not in json.dumps(seen)
+        provider_key = seen["headers"].get("x-api-key") or seen["headers"].get("authorization")
+        assert provider_key in (ANTHROPIC_KEY, f"Bearer {OPENAI_KEY}")
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", chat("gpt-4o-mini")),
+    ("/v1/messages", message("claude-3-5-haiku-latest")),
+    ("/v1/chat/completions", chat("claude-3-5-haiku-latest")),
+    ("/v1/embeddings", {"model": "embed", "input": ["a", "b"]}),
+], ids=["chat-openai", "messages-anthropic", "chat-anthropic", "embeddings"])
+def test_ordinary_models_get_no_memory_headers(stacks, path, body):
+    headers = {"user-agent": CLAUDE, "x-claude-code-session-id": "sess-1", "x-custom-thing": "yes",
+               "anthropic-version": "2023-06-01", "anthropic-beta": "beta-1", "x-stainless-lang": "python"}
+    same = assert_same(in_both(stacks, lambda url: [call(url, path, body, headers=headers)]))
+    [got] = same["answers"]
+    assert (got["status"], got["client_id"]) == (200, "claude-cli")
+    [seen] = same["upstream"]
+    assert seen["path"].startswith("/v1/")
+    assert not any(name.startswith(("x-sm-", "x-supermemory-", "x-memory-")) for name in seen["headers"])
+    assert "x-custom-thing" not in seen["headers"] and "x-claude-code-session-id" not in seen["headers"]
+    assert "x-request-id" not in seen["headers"]
+    assert FRONT_KEY not in json.dumps(seen) and MASTER not in json.dumps(seen)
+
+
+def test_claude_code_headers_reach_supermemory_as_conversation(stacks):
+    headers = {"user-agent": CLAUDE, "x-claude-code-session-id": "sess-42", "x-custom-thing": "yes",
+               "anthropic-version": "2023-06-01", "anthropic-beta": "beta-1", "x-stainless-lang": "python"}
+    same = assert_same(in_both(stacks, lambda url: [
+        call(url, "/v1/messages?beta=true", message("claude-sonnet-4-5"), headers=headers),
+        call(url, "/v1/chat/completions", chat("memory/gpt-4o-mini"), headers=headers)]))
+    for seen in same["upstream"]:
+        assert seen["headers"]["x-sm-conversation-id"] == "sess-42"
+        assert seen["headers"]["x-custom-thing"] == "yes" and seen["headers"]["anthropic-beta"] == "beta-1"
+        assert seen["query"] == ""  # LiteLLM drops the client's query string in both modes
+
+
+def test_forged_memory_headers_and_body_extra_headers_change_nothing(stacks):
+    body = chat("memory/gpt-4o-mini", extra_headers={"x-supermemory-user-id": "victim", "x-sm-user-id": "victim"})
+    forged = {"user-agent": PYCHARM, "x-sm-user-id": "victim", "x-supermemory-user-id": "victim",
+              "x-supermemory-api-key": "stolen", "x-memory-proxy-egress-secret": "guess"}
+    same = assert_same(in_both(stacks, lambda url: [call(url, "/v1/chat/completions", body, headers=forged)]))
+    [seen] = same["upstream"]
+    assert seen["headers"]["x-sm-user-id"] == "pycharm-ai"
+    assert seen["headers"]["x-supermemory-api-key"] == SM_KEY
+    assert "extra_headers" not in seen["body"]
+
+
+# --- streaming -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "memory/gpt-4o-mini", "claude-sonnet-4-5"])
+def test_openai_stream_events(stacks, model):
+    same = assert_same(in_both(stacks, lambda url: [
+        call(url, "/v1/chat/completions", chat(model, "a longer message", stream=True),
+             headers={"user-agent": PYCHARM})]))
+    [got] = same["answers"]
+    assert got["type"] == "text/event-stream" and got["body"][-1] == (None, "[DONE]")
+    chunks = [data for _, data in got["body"][:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == model for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "echo: a longer message"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("model", ["claude-3-5-haiku-latest", "claude-sonnet-4-5", "memory/gpt-4o-mini"])
+def test_anthropic_stream_events(stacks, model):
+    same = assert_same(in_both(stacks, lambda url: [
+        call(url, "/v1/messages", message(model, "a longer message", stream=True), headers={"user-agent": CLAUDE})]))
+    [got] = same["answers"]
+    names = [name for name, _ in got["body"]]
+    assert names[0] == "message_start" and names[-1] == "message_stop"
+    assert {"content_block_start", "content_block_delta", "content_block_stop", "message_delta"} <= set(names)
+    assert got["body"][0][1]["message"]["model"] == model
+    text = "".join(d["delta"]["text"] for n, d in got["body"] if n == "content_block_delta")
+    assert text == "echo: a longer message"
+
+
+@pytest.mark.parametrize("path, body, marker", [
+    ("/v1/chat/completions", chat("gpt-4o-mini", stream=True), "error"),
+    ("/v1/messages", message("claude-3-5-haiku-latest", stream=True), "error"),
+], ids=["openai", "anthropic"])
+def test_stream_broken_upstream_ends_with_an_error_event(stacks, path, body, marker):
+    outcomes = in_both(stacks, lambda url: [call(url, path, body)],
+                       before=lambda: stacks.fault("close_mid_stream"))
+    same = assert_same(outcomes)
+    [got] = same["answers"]
+    assert got["status"] == 200
+    name, data = got["body"][-1]
+    assert "error" in data and (name == "error" if path == "/v1/messages" else name is None)
+
+
+def test_client_disconnect_cancels_the_upstream(stacks):
+    for mode in MODES:
+        stacks.reset()
+        stacks.fault("endless_stream", delay=0.05)
+        with httpx.stream("POST", stacks.urls[mode] + "/v1/chat/completions",
+                          json=chat("gpt-4o-mini", stream=True),
+                          headers={"authorization": f"Bearer {FRONT_KEY}"}, timeout=30) as r:
+            it = r.iter_raw()
+            next(it)
+            next(it)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            stats = httpx.get(stacks.emulator + "/_emulator/stats").json()
+            if stats["client_disconnects"] == 1 and stats["active_streams"] == 0:
+                break
+            time.sleep(0.05)
+        assert (mode, stats["client_disconnects"], stats["active_streams"]) == (mode, 1, 0)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+ERROR_CASES = {
+    "unknown-model-chat": ("/v1/chat/completions", chat("no-such-model"), {}, 400),
+    "unknown-model-messages": ("/v1/messages", message("no-such-model"), {}, 400),
+    "unknown-model-embeddings": ("/v1/embeddings", {"model": "no-such-model", "input": "x"}, {}, 400),
+    "missing-messages": ("/v1/chat/completions", {"model": "gpt-4o-mini"}, {}, 400),
+    "missing-max-tokens": ("/v1/messages", {"model": "claude-sonnet-4-5", "messages": []}, {}, 400),
+    "api-base-in-body": ("/v1/chat/completions", chat("gpt-4o-mini", api_base="http://evil.example"), {}, 401),
+    "bad-custom-id": ("/v1/chat/completions", chat("memory/gpt-4o-mini"), {"x-memory-user-id": "has space"}, 400),
+    "bad-scope-id": ("/scope/" + "a" * 129 + "/v1/chat/completions", chat("gpt-4o-mini"), {}, 400),
+    "unknown-path": ("/v1/no/such/thing", {}, {}, 404),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_error_statuses_and_bodies(stacks, case):
+    path, body, headers, status = ERROR_CASES[case]
+    same = assert_same(in_both(stacks, lambda url: [call(url, path, body, headers=headers)]))
+    [got] = same["answers"]
+    assert got["status"] == status
+    error = got["body"]["error"]
+    assert error["message"] and error["type"]
+    if path.endswith("/messages") and status != 401:
+        assert got["body"]["type"] == "error"  # Anthropic's shape on /v1/messages, in both modes
+    assert same["upstream"] == []
+
+
+def test_malformed_json_wrong_method_and_body_limits(stacks):
+    same = assert_same(in_both(stacks, lambda url: [
+        call(url, "/v1/chat/completions", content=b"{not json"),
+        call(url, "/v1/messages", content=b"[1, "),
+        call(url, "/v1/chat/completions", method="GET"),
+        call(url, "/v1/models", method="POST"),
+    ]))
+    assert [(a["status"], a["body"]["error"]["code"]) for a in same["answers"]] == [
+        (400, "invalid_json"), (400, "invalid_json"), (405, "method_not_allowed"), (405, "method_not_allowed")]
+
+
+@pytest.mark.parametrize("fault, path, body, status", [
+    ("error_400", "/v1/chat/completions", chat("gpt-4o-mini"), 400),
+    ("error_400", "/v1/messages", message("claude-3-5-haiku-latest"), 400),
+    ("error_400", "/v1/chat/completions", chat("memory/gpt-4o-mini", stream=True), 400),
+    ("error_400", "/v1/messages", message("claude-sonnet-4-5", stream=True), 400),
+])
+def test_upstream_errors_pass_through_the_same(stacks, fault, path, body, status):
+    same = assert_same(in_both(stacks, lambda url: [call(url, path, body)],
+                               before=lambda: stacks.fault(fault, count=5)))
+    [got] = same["answers"]
+    assert got["status"] == status and "Emulated fault" in json.dumps(got["body"])
+
+
+def test_upstream_timeout_is_504(stacks):
+    outcomes = in_both(stacks, lambda url: [call(url, "/v1/chat/completions", chat("gpt-4o-mini"))],
+                       before=lambda: stacks.fault("slow", delay=READ_TIMEOUT + 4))
+    for outcome in outcomes.values():  # what reached the emulator may include LiteLLM's retries
+        outcome.pop("upstream")
+    [got] = assert_same(outcomes)["answers"]
+    assert got["status"] == 504 and got["body"]["error"]["code"] == "upstream_timeout"
+
+
+def test_front_door_key(stacks):
+    same = assert_same(in_both(stacks, lambda url: [
+        call(url, "/v1/chat/completions", chat("gpt-4o-mini"), key=None),
+        call(url, "/v1/chat/completions", chat("gpt-4o-mini"), key="wrong-key-0123456789"),
+        call(url, "/v1/models", method="GET", key=None),
+        call(url, "/memory-routing/info", method="GET", key=None),
+        call(url, "/v1/messages", message("claude-3-5-haiku-latest"), key=None,
+             headers={"x-api-key": FRONT_KEY}),
+    ]))
+    assert [a["status"] for a in same["answers"]] == [401, 401, 401, 401, 200]
+    assert same["answers"][0]["body"]["error"]["type"] == "authentication_error"
+    assert all(u["headers"].get("x-api-key") == ANTHROPIC_KEY for u in same["upstream"])
+
+
+# --- models, memory --------------------------------------------------------------------------
+
+
+def test_models_in_both_shapes(stacks):
+    same = assert_same(in_both(stacks, lambda url: [
+        call(url, "/v1/models", method="GET"),
+        call(url, "/models", method="GET"),
+        call(url, "/v1/models", method="GET", headers={"anthropic-version": "2023-06-01", "user-agent": CLAUDE}),
+    ]))
+    assert [a["status"] for a in same["answers"]] == [200, 200, 200] and same["upstream"] == []
+    names = ["gpt-4o-mini", "claude-3-5-haiku-latest", "memory/gpt-4o-mini", "claude-sonnet-4-5", "embed"]
+    for mode in MODES:  # the normalized comparison above drops "id": compare the names as they are
+        openai_shape = call(stacks.urls[mode], "/v1/models", method="GET").json()
+        anthropic_shape = call(stacks.urls[mode], "/v1/models", method="GET",
+                               headers={"anthropic-version": "2023-06-01"}).json()
+        assert openai_shape["object"] == "list" and [m["id"] for m in openai_shape["data"]] == names, mode
+        assert all(m["object"] == "model" and m["owned_by"] == "openai" for m in openai_shape["data"])
+        assert [m["id"] for m in anthropic_shape["data"]] == names and anthropic_shape["has_more"] is False
+        assert anthropic_shape["first_id"] == names[0] and anthropic_shape["data"][0]["type"] == "model"
+
+
+@pytest.mark.parametrize("path, make", [("/v1/chat/completions", chat), ("/v1/messages", message)])
+def test_memory_is_kept_per_id(stacks, path, make):
+    model = "memory/gpt-4o-mini" if path.endswith("completions") else "claude-sonnet-4-5"
+
+    def scenario(url):
+        return [call(url, path, make(model, "My name is Alice"), headers={"x-memory-user-id": "alice-id"}),
+                call(url, path, make(model, "What is my name?"), headers={"x-memory-user-id": "alice-id"}),
+                call(url, path, make(model, "What is my name?"), headers={"x-memory-user-id": "bob-id"}),
+                call(url, "/scope/alice-id" + path, make(model, "What is my name?"))]
+    same = assert_same(in_both(stacks, scenario))
+    replies = [a["body"]["choices"][0]["message"]["content"] if "choices" in a["body"] else a["body"]["content"][0]["text"]
+               for a in same["answers"]]
+    assert replies == ["echo: My name is Alice", "Your name is Alice.", "I don't know your name.",
+                       "Your name is Alice."]
+    assert [u["headers"]["x-sm-user-id"] for u in same["upstream"]] == ["alice-id", "alice-id", "bob-id", "alice-id"]
+
+
+def test_cookies_held_by_the_egress_in_both_modes(stacks):
+    same = assert_same(in_both(stacks, lambda url: [
+        call(url, "/v1/chat/completions", chat("memory/gpt-4o-mini")) for _ in range(3)]))
+    assert [a["status"] for a in same["answers"]] == [200, 200, 200]
+    for mode in MODES:  # cookie values differ per mode; their presence must not
+        stacks.reset()
+        for _ in range(2):
+            call(stacks.urls[mode], "/v1/chat/completions", chat("memory/gpt-4o-mini"))
+        first, second = stacks.records()
+        assert "cf_clearance" in second["cookies"] and "__cf_bm" in second["cookies"], mode
+
+
+# --- what is SDK mode's own ----------------------------------------------------------------------
+
+
+def test_health_says_which_mode(stacks):
+    binary = httpx.get(stacks.urls["binary"] + "/health").json()
+    sdk = httpx.get(stacks.urls["sdk"] + "/health").json()
+    assert binary["litellm"]["ready"] is True and "mode" not in binary["litellm"]
+    assert sdk["status"] == "ok" and sdk["litellm"]["ready"] is True and sdk["litellm"]["mode"] == "sdk"
+    assert sdk["litellm"]["version"] and sdk["memory_proxy"]["status"] == "ok"
+
+
+def test_sdk_mode_runs_litellm_on_the_apps_session(stacks):
+    import litellm
+
+    backend, runtime = stacks.sdk_app.state.sdk, stacks.sdk_app.state.runtime
+    assert litellm.aclient_session is runtime.litellm  # the app's own session, which keeps no cookies
+    assert len(runtime.litellm.cookies.jar) == 0
+    assert len(runtime.supermemory.cookies.jar) > 0  # the egress's session holds Supermemory's cookies
+    secrets = {d["litellm_params"].get("extra_headers", {}).get("x-memory-proxy-egress-secret")
+               for d in backend.settings.model_list if d["model_name"] in backend.settings.backed_groups}
+    assert secrets == {SECRET}  # resolved by value, never an os.environ/ reference
+    assert all(not str(v).startswith("os.environ/") for d in backend.settings.model_list
+               for v in d["litellm_params"].values())
