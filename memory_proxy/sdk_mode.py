@@ -33,10 +33,11 @@ Choices forced by LiteLLM's code (1.108):
   the one binary mode uses towards LiteLLM), so LiteLLM's OpenAI-SDK providers send
   through a session the app opens and closes. LiteLLM's Anthropic handler ignores
   ``aclient_session`` and keeps its own cached httpx handler (which never stores cookies).
-  LiteLLM never talks to Supermemory directly here: the cookie-persistent session is the
-  egress's, as in binary mode. Giving LiteLLM that jar too would store Supermemory's
-  cookies a second time under the egress's loopback address (they come back relayed)
-  and replay them from there.
+  LiteLLM never talks to Supermemory directly here: every Supermemory-backed call passes
+  this process's egress, whose session is the cookie-persistent one, exactly as in binary
+  mode, so Cloudflare's cookies hold. LiteLLM's own session stays cookie-less like the
+  binary's: it speaks to every provider on behalf of every client, and a jar there would
+  keep provider cookies across clients and write them into Supermemory's jar file.
 - Request checks and error bodies come from LiteLLM's own proxy helpers
   (``is_request_body_safe``, ``raise_if_required_body_param_missing``,
   ``raise_if_mock_testing_params_disallowed``, ``ProxyModelNotFoundError``,
