@@ -633,3 +633,49 @@ def create_sdk_app(
         Route("/{path:path}", AnyMethod(handle)),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m memory_proxy.sdk_mode --config ... --state-dir ... [--port P]``: the memory
+    proxy in SDK mode, alone (no LiteLLM process). The egress secret comes from
+    ``MEMORY_PROXY_EGRESS_SECRET`` when set (else a fresh one: nothing outside needs it)."""
+    import argparse
+    import secrets
+    import sys
+    from pathlib import Path
+
+    import uvicorn
+
+    from .config import ConfigError, is_loopback, load_config
+    from .litellm_config import EGRESS_SECRET_ENV
+    from .state import StateDir, default_state_dir
+
+    parser = argparse.ArgumentParser(prog="python -m memory_proxy.sdk_mode", description=main.__doc__)
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument("--host", default=None, help="default: memory_proxy.host")
+    parser.add_argument("--port", type=int, default=None, help="default: memory_proxy.port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    host = args.host or config.proxy.host
+    port = args.port or config.proxy.port
+    if not is_loopback(host) and not config.proxy.api_keys:
+        print(f"refusing to listen on {host}: set memory_proxy.api_keys (front-door keys) first", file=sys.stderr)
+        return 2
+    state = StateDir(args.state_dir or default_state_dir()).ensure()
+    app = create_sdk_app(config, master_key=state.master_key(), port=port, host=host, state_dir=state.root,
+                         egress_secret=os.environ.get(EGRESS_SECRET_ENV) or secrets.token_urlsafe(32))
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
+                timeout_graceful_shutdown=5, proxy_headers=False, timeout_keep_alive=75)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""SDK mode on its own: the command-line entry, and what its lifespan does to LiteLLM's globals.
+
+Parity with binary mode is tested in ``tests/test_parity.py``. Here the emulator runs in this
+process on two ports serving one app (one state): providers on A, Supermemory on B.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memory_proxy.config import parse_config
+from tests import emulator
+from tests.servers import ServerThread
+
+ROOT = Path(__file__).resolve().parents[1]
+SM_KEY = "sm-sdk-test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def emu():
+    app = emulator.create_app(chunk_delay=0.01)
+    with ServerThread(app) as providers, ServerThread(app) as supermemory:
+        yield providers, supermemory
+
+
+def config_text(providers: str, supermemory: str, port: int, extra: str = "") -> str:
+    return f"""
+model_list:
+  - model_name: plain
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{providers}/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: memory
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{supermemory}/v3/{providers}/v1",
+                      api_key: os.environ/OPENAI_API_KEY}}
+litellm_settings: {{drop_params: true}}
+memory_proxy:
+  port: {port}
+  supermemory: {{base_url: "{supermemory}", api_key: os.environ/SUPERMEMORY_API_KEY, cloudflare_retry_delay: 0.05}}
+{extra}"""
+
+
+ENV = {"OPENAI_API_KEY": "sk-openai-sdk-test", "SUPERMEMORY_API_KEY": SM_KEY}
+
+
+def test_command_line_entry_serves_and_keeps_cookies(emu, tmp_path):
+    providers, supermemory = emu
+    httpx.post(providers.url + "/_emulator/reset")
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(providers.url, supermemory.url, port))
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(ENV, PYTHONPATH=str(ROOT))
+    env.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)  # the entry point must set it itself
+    log = open(tmp_path / "sdk.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "memory_proxy.sdk_mode", "--config", str(config),
+                             "--state-dir", str(tmp_path / "state")], cwd=tmp_path, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "sdk.log").read_text()[-2000:]
+            try:
+                health = httpx.get(base + "/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "SDK mode did not start"
+                time.sleep(0.2)
+        assert health.status_code == 200 and health.json()["litellm"]["mode"] == "sdk"
+        for _ in range(2):
+            r = httpx.post(base + "/v1/chat/completions", timeout=30, headers={"x-memory-user-id": "cli-test"},
+                           json={"model": "memory", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200, r.text
+        r = httpx.post(base + "/v1/chat/completions", timeout=30,
+                       json={"model": "plain", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200 and r.headers["x-supermemory-user-id"] == "default-dev"
+        seen = httpx.get(providers.url + "/_emulator/requests").json()
+        assert [s["headers"].get("x-sm-user-id") for s in seen] == ["cli-test", "cli-test", None]
+        assert set(seen[1]["cookies"]) == {"cf_clearance", "__cf_bm"}  # the egress kept them
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+    jar = json.loads((tmp_path / "state" / "supermemory_cookies.json").read_text())
+    assert {c["name"] for c in jar["cookies"]} == {"cf_clearance", "__cf_bm"}  # saved at shutdown
+
+
+def test_lifespan_sets_and_restores_litellm_globals(emu, tmp_path):
+    from memory_proxy.sdk_mode import _litellm, create_sdk_app
+
+    litellm = _litellm()
+    providers, supermemory = emu
+    port = free_port()
+    config = parse_config(config_text(providers.url, supermemory.url, port), tmp_path / "c.yaml", ENV)
+    before = (litellm.aclient_session, litellm.drop_params)
+    app = create_sdk_app(config, master_key="unused-master-key", egress_secret="s" * 32, port=port,
+                         environ=ENV)
+    with ServerThread(app, port=port):
+        runtime = app.state.runtime
+        assert litellm.aclient_session is runtime.litellm
+        assert litellm.drop_params is True  # litellm_settings applied, as the LiteLLM proxy does
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
+                       json={"model": "plain", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
+    assert (litellm.aclient_session, litellm.drop_params) == before
+
+
+def test_unknown_router_settings_are_ignored_not_fatal(emu, tmp_path, caplog):
+    from memory_proxy.sdk_mode import create_sdk_app
+
+    providers, supermemory = emu
+    port = free_port()
+    extra = "router_settings: {num_retries: 0, no_such_router_setting: 1}"
+    config = parse_config(config_text(providers.url, supermemory.url, port, extra), tmp_path / "c.yaml", ENV)
+    app = create_sdk_app(config, master_key="unused-master-key", egress_secret="s" * 32, port=port, environ=ENV)
+    with ServerThread(app, port=port):
+        assert app.state.sdk.router.num_retries == 0
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["litellm"]["models"] == 2
+    assert "no_such_router_setting" in caplog.text
