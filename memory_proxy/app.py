@@ -18,6 +18,7 @@ from .config import Config
 from .errors import error_response
 from .runtime import Runtime
 from .state import StateDir
+from .transport import AsyncClient, Transport
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
@@ -60,16 +61,19 @@ def create_app(
     timeouts = config.proxy.timeouts
     timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30)
+    # LiteLLM's server (uvicorn) closes idle connections after 5 s: reusing one as it closes
+    # would fail the request, so ours are dropped first.
+    litellm_limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=4)
     jar_path = StateDir(state_dir).cookie_jar if state_dir is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict]:
         jar = cookie_store.load(jar_path) if jar_path else http.cookiejar.CookieJar()
         async with (
-            httpx.AsyncClient(timeout=timeout, limits=limits, transport=litellm_transport,
-                              cookies=http.cookiejar.CookieJar(_NoCookies()), trust_env=False) as litellm,
-            httpx.AsyncClient(timeout=timeout, limits=limits, transport=supermemory_transport,
-                              cookies=jar, trust_env=False) as supermemory,
+            AsyncClient(timeout=timeout, transport=litellm_transport or Transport(limits=litellm_limits),
+                        cookies=http.cookiejar.CookieJar(_NoCookies()), trust_env=False) as litellm,
+            AsyncClient(timeout=timeout, transport=supermemory_transport or Transport(limits=limits),
+                        cookies=jar, trust_env=False) as supermemory,
         ):
             runtime = Runtime(config, litellm, supermemory, httpx.URL(litellm_url), master_key, egress_secret,
                               jar_path)

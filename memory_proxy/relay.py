@@ -8,6 +8,7 @@ error event in the stream's own format (SSE) and the stream then ends cleanly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -97,25 +98,30 @@ class RelayResponse(Response):
         self.on_complete = on_complete
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A plain asyncio task watches for the disconnect and cancels this one (an anyio task
+        # group per response cost more than the rest of the relay; see the README, Benchmark).
+        task = asyncio.current_task()
+        gone = False
+
+        async def watch_disconnect() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch_disconnect())
         completed = False
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_disconnect, receive, tg.cancel_scope)
-                completed = await self._copy(send)
-                tg.cancel_scope.cancel()
+            completed = await self._copy(send)
+        except asyncio.CancelledError:
+            if not gone or task.uncancel() > 0:  # cancelled by someone else too: let it through
+                raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.upstream.aclose()
+            watcher.cancel()
+            await self.upstream.aclose()  # never suspends for long: closing, not reading
             if self.on_complete:
                 self.on_complete(self.status_code, completed)
-
-    @staticmethod
-    async def _watch_disconnect(receive: Receive, cancel_scope: anyio.CancelScope) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                cancel_scope.cancel()
-                return
 
     async def _copy(self, send: Send) -> bool:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

@@ -32,6 +32,7 @@ class Runtime:
     requests: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     supermemory_errors: int = 0
+    _targets: dict[bytes, httpx.URL] = field(default_factory=dict, repr=False)  # parsing a URL costs ~50 us
     limiter: RateLimiter | None = None
 
     def __post_init__(self) -> None:
@@ -45,5 +46,10 @@ class Runtime:
 
     def litellm_target(self, raw_path: bytes) -> httpx.URL:
         """LiteLLM's URL for a raw path (with query), kept byte for byte."""
-        prefix = self.litellm_url.raw_path.rstrip(b"/")
-        return self.litellm_url.copy_with(raw_path=prefix + raw_path)
+        url = self._targets.get(raw_path)
+        if url is None:
+            prefix = self.litellm_url.raw_path.rstrip(b"/")
+            url = self.litellm_url.copy_with(raw_path=prefix + raw_path)
+            if len(self._targets) < 1024:
+                self._targets[raw_path] = url
+        return url
