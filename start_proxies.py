@@ -34,11 +34,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="One local endpoint for every AI client: LiteLLM's models plus per-client memory.")
 
 
+class Mode(str, Enum):
+    binary = "binary"
+    sdk = "sdk"
+    both = "both"
+
+
 class LogName(str, Enum):
     all = "all"
     memory = "memory"
     litellm = "litellm"
     supervisor = "supervisor"
+    memory_sdk = "memory_sdk"
 
 
 @app.callback()
@@ -71,10 +78,17 @@ def up(
                                                    "elsewhere (needs LITELLM_MASTER_KEY: your key for it)."),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds LiteLLM may take to become ready."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result (with --detach)."),
+    mode: Optional[Mode] = typer.Option(None, "--mode", show_default="the last mode used, else binary",
+                                        help="binary: the litellm binary behind the memory proxy; sdk: LiteLLM's "
+                                             "Router inside the memory proxy; both: binary on memory_proxy.port "
+                                             "plus an SDK-backed proxy on --sdk-port. Remembered in the state folder."),
+    sdk_port: Optional[int] = typer.Option(None, "--sdk-port", show_default="memory_proxy.port + 2 (8766)",
+                                           help="Port of the SDK-backed proxy in --mode both."),
 ) -> None:
     """Start LiteLLM and the memory proxy (foreground: streams both logs, Ctrl+C stops both)."""
     c, cx = _console(ctx)
-    raise typer.Exit(c.up(cx, detach=detach, litellm_url=litellm_url, timeout=timeout, as_json=as_json))
+    raise typer.Exit(c.up(cx, detach=detach, litellm_url=litellm_url, timeout=timeout, as_json=as_json,
+                          mode=mode.value if mode else None, sdk_port=sdk_port))
 
 
 @app.command()
@@ -136,10 +150,12 @@ def supervise(
     ctx: typer.Context,
     litellm_url: Optional[str] = typer.Option(None, "--litellm-url"),
     timeout: float = typer.Option(180.0, "--timeout"),
+    mode: Mode = typer.Option(Mode.binary, "--mode"),
+    sdk_port: Optional[int] = typer.Option(None, "--sdk-port"),
 ) -> None:
     """The background supervisor that `up --detach` starts."""
     c, cx = _console(ctx)
-    raise typer.Exit(c.supervise(cx, litellm_url, timeout))
+    raise typer.Exit(c.supervise(cx, litellm_url, timeout, mode.value, sdk_port))
 
 
 if __name__ == "__main__":

@@ -26,16 +26,17 @@ from rich.text import Text
 from . import supervisor as sv
 from .config import Config, ConfigError, load_config
 from .routing import InvalidClientId, resolve
-from .state import StateDir, default_state_dir
+from .state import StateDir, atomic_write, default_state_dir
 
 ROOT = sv.ROOT
 LAUNCHER = ROOT / "start_proxies.py"
+MODE_FILE = "mode"  # the state folder remembers the last `up --mode` here
 
 # Piped output (scripts, tests) is never cut at 80 columns.
 out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
-PREFIX_STYLE = {"litellm": "cyan", "memory": "magenta", "supervisor": "yellow"}
+PREFIX_STYLE = {"litellm": "cyan", "memory": "magenta", "supervisor": "yellow", "memory_sdk": "blue"}
 
 # Typical clients, the headers they send, and how to point each at the proxy ({base} = proxy URL).
 CLIENTS: list[tuple[str, dict[str, str], str]] = [
@@ -99,14 +100,43 @@ def client_hints(config: Config) -> list[dict[str, str]]:
     return hints
 
 
+def remembered_mode(state: StateDir) -> str | None:
+    """The mode of the last successful ``up`` (``binary``, ``sdk`` or ``both``), if any."""
+    try:
+        mode = (state.root / MODE_FILE).read_text().strip()
+    except OSError:
+        return None
+    return mode if mode in sv.BACKENDS else None
+
+
+def remember_mode(state: StateDir, mode: str) -> None:
+    atomic_write(state.root / MODE_FILE, mode + "\n", mode=0o600)
+
+
+def mode_line(record: dict | None) -> str:
+    record = record or {}
+    backend = record.get("backend") or "binary"
+    procs = record.get("processes", {})
+    if backend == "sdk":
+        return "mode sdk: LiteLLM's Router runs inside the memory proxy (no litellm process)"
+    if backend == "both":
+        sdk = procs.get(sv.SDK, {})
+        return (f"mode both: binary-backed on {record.get('memory_proxy_url')}, "
+                f"SDK-backed on {sdk.get('url')} (pid {sdk.get('pid')})")
+    return "mode binary: the litellm binary behind the memory proxy"
+
+
 def print_hints(config: Config, record: dict | None, command: str = "python3 start_proxies.py") -> None:
     base = proxy_base(config)
     procs = (record or {}).get("processes", {})
-    pids = ", ".join(f"{name} {procs[name]['pid']}" for name in (sv.MEMORY, sv.LITELLM, sv.SUPERVISOR)
+    pids = ", ".join(f"{name} {procs[name]['pid']}" for name in (sv.MEMORY, sv.SDK, sv.LITELLM, sv.SUPERVISOR)
                      if procs.get(name, {}).get("pid"))
     litellm = (record or {}).get("litellm_url") or f"http://127.0.0.1:{config.proxy.litellm_port}"
+    if (record or {}).get("backend") == "sdk":
+        litellm = "in-process (SDK mode)"
     out.print(Text.assemble(("✔ ", "bold green"), (f"LiteLLM Memory Proxy is up on {base}", "bold"),
                             f"  (LiteLLM at {litellm}; pids: {pids})"))
+    out.print(mode_line(record))
     out.print()
     out.print("Point each client at the memory proxy:")
     rows = [(h["client"], h["setting"], h["user_id"]) for h in client_hints(config)]
@@ -151,13 +181,19 @@ def _already_running(ctx: Context, as_json: bool) -> int:
     return 0 if status["healthy"] else 1
 
 
-def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, as_json: bool) -> int:
+def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, as_json: bool,
+       mode: str | None = None, sdk_port: int | None = None) -> int:
     state = ctx.state.ensure()
     if sv.running_supervisor(state) is not None:
         return _already_running(ctx, as_json)
     sv.remove_record(state)  # stale: nothing of it runs any more
+    mode = mode or remembered_mode(state) or "binary"
+    if mode == "sdk" and litellm_url:
+        message = "--litellm-url needs --mode binary or both (in sdk mode LiteLLM runs inside the memory proxy)"
+        _print_json({"ok": False, "error": message}) if as_json else _fail(message)
+        return 2
     sup = sv.Supervisor(ctx.config, state, mode="detached" if detach else "foreground",
-                        litellm_url=litellm_url, startup_timeout=timeout)
+                        litellm_url=litellm_url, startup_timeout=timeout, backend=mode, sdk_port=sdk_port)
     try:
         config = sup.preflight()
     except sv.LaunchError as exc:
@@ -170,14 +206,17 @@ def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, a
         for warning in config.warnings:
             _warn(warning)
     if detach:
-        return _up_detached(ctx, config, litellm_url, timeout, as_json)
+        return _up_detached(ctx, config, litellm_url, timeout, as_json, mode, sdk_port)
     return _up_foreground(sup, config, ctx.command)
 
 
-def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout: float, as_json: bool) -> int:
+def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout: float, as_json: bool,
+                 mode: str = "binary", sdk_port: int | None = None) -> int:
     state = ctx.state
     argv = [sys.executable, str(LAUNCHER), "--config", str(ctx.config), "--state-dir", str(state.root),
-            "_supervise", "--timeout", str(timeout)]
+            "_supervise", "--timeout", str(timeout), "--mode", mode]
+    if sdk_port:
+        argv += ["--sdk-port", str(sdk_port)]
     if litellm_url:
         argv += ["--litellm-url", litellm_url]
     log_path = state.log_file("supervisor")
@@ -223,8 +262,11 @@ def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout:
         else:
             _fail(*failure)
         return 1
+    remember_mode(state, mode)
     if as_json:
-        _print_json({"ok": True, "memory_proxy_url": proxy_base(config), "litellm_url": record.get("litellm_url"),
+        _print_json({"ok": True, "mode": mode, "memory_proxy_url": proxy_base(config),
+                     "sdk_url": record.get("processes", {}).get(sv.SDK, {}).get("url"),
+                     "litellm_url": record.get("litellm_url"),
                      "pids": {n: e.get("pid") for n, e in record.get("processes", {}).items()},
                      "state_dir": str(state.root), "clients": client_hints(config),
                      "models_missing_keys": record.get("models_missing_keys", {})})
@@ -269,9 +311,11 @@ def _up_foreground(sup: sv.Supervisor, config: Config, command: str) -> int:
         sv.remove_record(state)
         _fail("interrupted; nothing is left running")
         return 130
+    remember_mode(state, sup.backend)
     print_hints(config, sv.read_record(state), command)
     out.print(Text("Streaming both logs; Ctrl+C stops both.", style="dim"))
-    streamer = threading.Thread(target=_stream_logs, args=(state, ["litellm", "memory"], sup.stop_event, True),
+    streamer = threading.Thread(target=_stream_logs, args=(state, {"binary": ["litellm", "memory"], "sdk": ["memory"]}.get(
+                                    sup.backend, ["litellm", "memory", "memory_sdk"]), sup.stop_event, True),
                                 daemon=True)
     streamer.start()
     try:
@@ -295,8 +339,9 @@ def _stream_logs(state: StateDir, names: list[str], stop: threading.Event, from_
             out.print(Text(line))
 
 
-def supervise(ctx: Context, litellm_url: str | None, timeout: float) -> int:
-    return sv.run_detached(ctx.config, ctx.state, litellm_url, timeout)
+def supervise(ctx: Context, litellm_url: str | None, timeout: float, mode: str = "binary",
+              sdk_port: int | None = None) -> int:
+    return sv.run_detached(ctx.config, ctx.state, litellm_url, timeout, mode, sdk_port)
 
 
 # --- status / down / logs ----------------------------------------------------------------
@@ -321,16 +366,18 @@ def status(ctx: Context, as_json: bool) -> int:
     headline = ("[bold green]healthy[/]" if result["healthy"] else
                 "[bold yellow]degraded[/]" if result["running"] else "[bold red]not running[/]")
     out.print(f"LiteLLM Memory Proxy: {headline}  (state {escape(result['state_dir'])})")
+    if result["running"]:
+        out.print(f"mode: {result.get('backend') or 'binary'}")
     table = Table(box=None, padding=(0, 2), header_style="bold")
     for column in ("process", "pid", "port", "health", "uptime", "memory", "restarts"):
         table.add_column(column)
-    for name in (sv.MEMORY, sv.LITELLM, sv.SUPERVISOR):
+    for name in (sv.MEMORY, sv.SDK, sv.LITELLM, sv.SUPERVISOR):
         p = result["processes"].get(name)
         if p is None:
             continue
         if p.get("healthy"):
             health = "[green]ok[/]"
-            if name == sv.MEMORY and p.get("litellm_ready") is False:
+            if name in (sv.MEMORY, sv.SDK) and p.get("litellm_ready") is False:
                 health = "[yellow]ok, LiteLLM not ready[/]"
         elif p.get("restarting"):
             health = "[yellow]restarting[/]"
@@ -375,6 +422,8 @@ def down(ctx: Context, as_json: bool) -> int:
 
 def logs(ctx: Context, which: str, follow: bool, lines: int) -> int:
     names = ["supervisor", "litellm", "memory"] if which == "all" else [which]
+    if which == "all" and ctx.state.log_file("memory_sdk").exists():
+        names.append("memory_sdk")
     multiple = len(names) > 1
     for name in names:
         path = ctx.state.log_file(name)

@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"  # same name as litellm_config.EGRESS_SECRET_ENV
 
 LITELLM, MEMORY, SUPERVISOR = "litellm", "memory_proxy", "supervisor"
-LOG_NAMES = {LITELLM: "litellm", MEMORY: "memory", SUPERVISOR: "supervisor"}
+SDK = "memory_proxy_sdk"  # the SDK-backed memory proxy beside the binary one (mode "both")
+LOG_NAMES = {LITELLM: "litellm", MEMORY: "memory", SUPERVISOR: "supervisor", SDK: "memory_sdk"}
+BACKENDS = ("binary", "sdk", "both")  # `up --mode`
 RECORD_VERSION = 1
 
 STARTUP_TIMEOUT = 180.0  # LiteLLM needs 8-13 s on an idle 2-core machine, far more under load
@@ -334,6 +336,8 @@ class Supervisor:
     on_event: Callable[[str], None] | None = None
     on_phase: Callable[[str], None] | None = None
     python: str = field(default_factory=lambda: sys.executable)
+    backend: str = "binary"  # binary | sdk | both (`up --mode`)
+    sdk_port: int | None = None  # mode both: the SDK-backed proxy's port (default memory_proxy.port + 2)
 
     def __post_init__(self) -> None:
         self.stop_event = threading.Event()
@@ -393,6 +397,7 @@ class Supervisor:
             "phase": self.phase,
             "error": self.error,
             "mode": self.mode,
+            "backend": self.backend,
             "config": str(self.config_path),
             "state_dir": str(self.state.root),
             "started_at": self.started_at,
@@ -418,7 +423,13 @@ class Supervisor:
         problem = port_problem(proxy.port, proxy.host, "memory proxy, memory_proxy.port")
         if problem:
             problems.append(problem)
-        if not self.litellm_url:
+        if self.backend == "both":
+            problem = port_problem(self.sdk_port_for(config), proxy.host, "SDK-backed memory proxy, --sdk-port")
+            if problem:
+                problems.append(problem)
+        if self.backend == "sdk":
+            pass  # LiteLLM runs inside the memory proxy: no binary, no LiteLLM port
+        elif not self.litellm_url:
             problem = port_problem(proxy.litellm_port, "127.0.0.1", "LiteLLM, memory_proxy.litellm_port")
             if problem:
                 problems.append(problem)
@@ -431,6 +442,30 @@ class Supervisor:
             raise LaunchError("; ".join(problems) if len(problems) == 1 else
                               "\n".join(f"- {p}" for p in problems))
         return config
+
+    def sdk_port_for(self, config: Config) -> int:
+        return self.sdk_port or config.proxy.port + 2
+
+    def _sdk_child(self, name: str, port: int, base_env: dict[str, str], master_key: str) -> Child:
+        env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True")
+        env[MASTER_KEY_ENV] = master_key
+        env[EGRESS_SECRET_ENV] = secrets.token_urlsafe(32)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), base_env.get("PYTHONPATH")]))
+        argv = [self.python, "-m", "memory_proxy.sdk_mode", "--config", str(self.config_path),
+                "--state-dir", str(self.state.root), "--port", str(port)]
+        base = f"http://{url_host(self.config.proxy.host)}:{port}"
+        return Child(name, argv, env, ROOT, port, base + "/health", base + "/health")
+
+    def _start_sdk(self, name: str, port: int, base_env: dict[str, str], master_key: str) -> None:
+        child = self.children[name] = self._sdk_child(name, port, base_env, master_key)
+        self.event(f"starting the SDK-backed memory proxy (LiteLLM's Router in-process) on "
+                   f"{self.config.proxy.host}:{port}")
+        self._spawn(child)
+        self.set_phase(f"waiting for the SDK-backed memory proxy: GET {child.ready_url}")
+        self._wait_until(child, child.ready_url, time.monotonic() + self.startup_timeout,
+                         "the SDK-backed memory proxy")
+        self.event(f"SDK-backed memory proxy is ready on {child.ready_url[:-len('/health')]} "
+                   f"(pid {child.proc.pid}, {time.monotonic() - child.started_mono:.1f} s)")
 
     def start(self) -> None:
         """Bring both processes up and healthy, or raise LaunchError with nothing left running."""
@@ -445,6 +480,11 @@ class Supervisor:
                                           "127.0.0.1,localhost,::1"]))
         base_env.update(NO_PROXY=no_proxy, no_proxy=no_proxy, PYTHONUNBUFFERED="1")
 
+        if self.backend == "sdk":
+            self._start_sdk(MEMORY, proxy.port, base_env, master_key)
+            self.record_state = "running"
+            self.set_phase("running")
+            return
         if not self.litellm_url:
             from . import litellm_config  # yaml only; imported here to keep `status` lean
             from .egress import egress_base  # httpx/starlette: only the supervisor needs it
@@ -494,9 +534,11 @@ class Supervisor:
         deadline = time.monotonic() + MEMORY_STARTUP_TIMEOUT
         accept = (200, 503) if self.litellm_url else (200,)
         self._wait_until(self.children[MEMORY], mp_base + "/health", deadline, "the memory proxy", accept)
+        self.event(f"memory proxy is ready on {mp_base} (pid {self.children[MEMORY].proc.pid})")
+        if self.backend == "both":
+            self._start_sdk(SDK, self.sdk_port_for(config), base_env, master_key)
         self.record_state = "running"
         self.set_phase("running")
-        self.event(f"memory proxy is ready on {mp_base} (pid {self.children[MEMORY].proc.pid})")
 
     def _spawn(self, child: Child) -> None:
         log_path = self.state.log_file(LOG_NAMES[child.name])
@@ -551,7 +593,7 @@ class Supervisor:
 
     def _watch(self, child: Child) -> None:
         now = time.monotonic()
-        label = "LiteLLM" if child.name == LITELLM else "the memory proxy"
+        label = {LITELLM: "LiteLLM", SDK: "the SDK-backed memory proxy"}.get(child.name, "the memory proxy")
         if child.proc is not None:
             code = child.proc.poll()
             if code is None:
@@ -612,7 +654,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.stop_event.set()
-        live = [c for name in (MEMORY, LITELLM) if (c := self.children.get(name)) is not None
+        live = [c for name in (MEMORY, SDK, LITELLM) if (c := self.children.get(name)) is not None
                 and c.proc is not None and c.proc.poll() is None]
         if live:
             self.event("stopping: SIGTERM to " + ", ".join(f"{c.name} (pid {c.proc.pid})" for c in live))
@@ -622,9 +664,10 @@ class Supervisor:
         except OSError:
             pass
         # The memory proxy first: it then refuses new requests while LiteLLM finishes its own.
-        if MEMORY in self.children:
-            self._stop([self.children[MEMORY]])
-        self._stop([c for n, c in self.children.items() if n != MEMORY])
+        front = [self.children[n] for n in (MEMORY, SDK) if n in self.children]
+        if front:
+            self._stop(front)
+        self._stop([c for n, c in self.children.items() if n not in (MEMORY, SDK)])
         for child in self.children.values():
             child.restart_at = None
 
@@ -656,9 +699,10 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def run_detached(config_path: Path, state: StateDir, litellm_url: str | None,
-                 startup_timeout: float) -> int:
+                 startup_timeout: float, backend: str = "binary", sdk_port: int | None = None) -> int:
     """The body of the hidden ``_supervise`` command that ``up --detach`` starts in the background."""
-    sup = Supervisor(config_path, state, mode="detached", litellm_url=litellm_url, startup_timeout=startup_timeout)
+    sup = Supervisor(config_path, state, mode="detached", litellm_url=litellm_url, startup_timeout=startup_timeout,
+                     backend=backend, sdk_port=sdk_port)
     sup.install_signal_handlers(hangup_stops=False)
     try:
         sup.start()
@@ -705,7 +749,7 @@ def _entry_status(name: str, entry: Mapping[str, Any] | None, probe_url: str | N
         code, body = http_get(probe_url, timeout=2.0)
         info["health_url"] = probe_url
         info["health_status"] = code
-        if name == MEMORY:
+        if name in (MEMORY, SDK):
             info["healthy"] = proc is not None and code in (200, 503)
             try:
                 info["litellm_ready"] = bool(json.loads(body)["litellm"]["ready"])
@@ -730,6 +774,7 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         result["state"] = record.get("state")
         result["phase"] = record.get("phase")
         result["mode"] = record.get("mode")
+        result["backend"] = record.get("backend") or "binary"
         result["config"] = record.get("config")
         result["models_missing_keys"] = record.get("models_missing_keys") or {}
         result["memory_proxy_url"] = record.get("memory_proxy_url")
@@ -737,7 +782,9 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         procs = record.get("processes", {})
         result["processes"][SUPERVISOR] = _entry_status(SUPERVISOR, procs.get(SUPERVISOR), None, None)
         external = record.get("external_litellm")
-        if external:
+        if result["backend"] == "sdk":
+            pass  # LiteLLM runs inside the memory proxy: no litellm row
+        elif external:
             info = _entry_status(LITELLM, None, external.rstrip("/") + "/health/readiness", None)
             info["external_url"] = external
             result["processes"][LITELLM] = info
@@ -750,9 +797,15 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         port = entry.get("port")
         result["processes"][MEMORY] = _entry_status(
             MEMORY, entry, f"{record.get('memory_proxy_url')}/health" if port else None, port)
+        if SDK in procs:
+            entry = procs.get(SDK) or {}
+            result["processes"][SDK] = _entry_status(SDK, entry, (entry.get("url") + "/health") if entry.get("url")
+                                                     else None, entry.get("port"))
         result["healthy"] = all(p["healthy"] for p in result["processes"].values())
-        for name in (LITELLM, MEMORY):
-            p = result["processes"][name]
+        for name in (LITELLM, MEMORY, SDK):
+            p = result["processes"].get(name)
+            if p is None:
+                continue
             if not p["healthy"]:
                 why = ("restarting" if p.get("restarting") else "starting" if p.get("starting") else
                        "not running" if not p.get("pid") and not p.get("external_url") else "not healthy")
@@ -800,7 +853,7 @@ def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
         return report
     entries = record.get("processes", {})
     procs: dict[str, psutil.Process] = {}
-    for name in (SUPERVISOR, MEMORY, LITELLM):
+    for name in (SUPERVISOR, MEMORY, SDK, LITELLM):
         proc = live_process(entries.get(name))
         if proc is not None:
             procs[name] = proc
@@ -847,7 +900,7 @@ def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
                 report.killed.append(f"pid {proc.pid} (child of a recorded process)")
         except psutil.Error:
             pass
-    ports = [(entries.get(n) or {}).get("port") for n in (MEMORY, LITELLM)]
+    ports = [(entries.get(n) or {}).get("port") for n in (MEMORY, SDK, LITELLM)]
     deadline = time.monotonic() + 5.0
     for port in filter(None, ports):
         while port_in_use(port) and time.monotonic() < deadline:

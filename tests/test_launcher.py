@@ -241,3 +241,31 @@ def test_follow_sees_appended_created_and_truncated_files(tmp_path):
     thread.join(timeout=2)
     assert ("a", "old line") not in seen
     assert ("a", "new line") in seen and ("b", "b appeared") in seen and ("a", "after truncation") in seen
+
+
+def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_path):
+    from memory_proxy import console
+
+    state = StateDir(tmp_path / "state").ensure()
+    assert console.remembered_mode(state) is None
+    console.remember_mode(state, "sdk")
+    assert console.remembered_mode(state) == "sdk"
+    (state.root / console.MODE_FILE).write_text("nonsense\n")
+    assert console.remembered_mode(state) is None  # ignored: `up` falls back to binary
+
+    port, litellm_port = free_port(), free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG % {"port": port, "litellm_port": litellm_port})
+    env = dict(os.environ, LAUNCHER_TEST_KEY="x")
+    with socket.socket() as held:  # LiteLLM's port taken: only binary mode minds
+        held.bind(("127.0.0.1", litellm_port))
+        held.listen()
+        sv.Supervisor(config, state, environ=env, backend="sdk").preflight()
+        with pytest.raises(sv.LaunchError, match="memory_proxy.litellm_port"):
+            sv.Supervisor(config, state, environ=env, backend="binary").preflight()
+    sdk_port = free_port()
+    with socket.socket() as held:  # the SDK-backed proxy's port taken: mode both refuses
+        held.bind(("127.0.0.1", sdk_port))
+        held.listen()
+        with pytest.raises(sv.LaunchError, match="--sdk-port"):
+            sv.Supervisor(config, state, environ=env, backend="both", sdk_port=sdk_port).preflight()
