@@ -18,6 +18,7 @@ import uvicorn
 
 from .app import create_app
 from .config import ConfigError, is_loopback, load_config
+from .http_protocol import protocol_class
 from .litellm_config import EGRESS_SECRET_ENV
 from .state import StateDir, default_state_dir
 
@@ -59,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     # No X-Forwarded-* rewriting: the proxy is the front door. IDEs keep their connections open.
     uvicorn.run(app, host=host, port=args.port or proxy.port, log_level="warning",
                 access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                loop="auto", http="auto", proxy_headers=False, timeout_keep_alive=75)
+                loop="auto", proxy_headers=False, timeout_keep_alive=75,
+                # uvicorn's parser (httptools when installed) with JSON errors and a bounded
+                # request head; no WebSocket upgrades (nothing here serves them).
+                http=protocol_class(proxy.max_header_bytes), ws="none",
+                h11_max_incomplete_event_size=proxy.max_header_bytes + 16 * 1024)
     return 0
 
 

@@ -1,0 +1,100 @@
+"""uvicorn's HTTP/1.1 protocol with the proxy's own answers for what it cannot parse.
+
+uvicorn answers a request its parser rejects (a method token such as ``FOO``, a control
+character in a header, broken chunked framing, a request line with a space, ...) with a
+plain-text ``400 Invalid HTTP request received.`` before the app sees anything, and with
+httptools it buffers a request's head without limit (200 MB of header grew the process
+by 350 MB, for good). This subclass keeps uvicorn's parser and flow and changes two things:
+
+- every such refusal is OpenAI-style JSON, naming what the parser disliked;
+- a request line plus headers over ``limit`` bytes is refused with 431 as soon as that
+  much has arrived, so memory stays bounded whatever a client sends.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .errors import error_body
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Base
+
+    HTTPTOOLS = True
+except ImportError:  # no httptools: uvicorn's h11 protocol, whose own head limit applies
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _Base
+
+    HTTPTOOLS = False
+
+_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+
+
+def json_error_bytes(status: int, message: str, code: str | None = None) -> bytes:
+    body = json.dumps(error_body(status, message, code)).encode()
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body))) + body
+
+
+class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
+    """Set ``limit`` (bytes of request line plus headers) in a subclass: see ``protocol_class``."""
+
+    limit = 128 * 1024
+
+    def connection_made(self, transport) -> None:  # noqa: ANN001
+        self._head_bytes = 0
+        self._in_head = True
+        self._refused = False
+        self._completed = False
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:  # answered already: drain and drop whatever is still coming
+            return
+        self._completed = False
+        super().data_received(data)
+        # Count what arrived while a head was (and still is) incomplete. A piece in which a
+        # message ended is not counted: it may hold a body; that undercounts by one piece at most.
+        if HTTPTOOLS and self._in_head and not self._completed and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limit:
+                self._refuse(431, f"the request line and headers are over {self.limit} bytes",
+                             "headers_too_large")
+
+    # httptools' callbacks (h11 has none; the counting above is for httptools only)
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+        self._completed = True
+
+    def send_400_response(self, msg: str) -> None:
+        # Called by uvicorn inside its ``except <parser error>`` block: name what failed.
+        exc = sys.exc_info()[1]
+        detail = f": {exc}" if exc is not None and str(exc) else ""
+        self._refuse(400, f"invalid HTTP request{detail} (the proxy speaks HTTP/1.1 with "
+                          "standard methods and printable ASCII headers)", "invalid_http")
+
+    def _refuse(self, status: int, message: str, code: str) -> None:
+        """Answer, then half-close: a client still sending (a huge header) gets to read the
+        answer instead of a reset; the connection is closed for good a second later."""
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True
+        self.transport.write(json_error_bytes(status, message, code))
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except (OSError, RuntimeError):
+            pass
+        self.loop.call_later(1.0, self.transport.close)
+
+
+def protocol_class(max_header_bytes: int) -> type:
+    """The protocol for ``uvicorn.run(http=...)``: heads are cut off a little above the app's
+    own 431 check (``memory_proxy.max_header_bytes``), leaving room for the request line."""
+    return type("MemoryProxyHttpProtocol", (JsonErrorProtocol,), {"limit": max_header_bytes + 16 * 1024})
