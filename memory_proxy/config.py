@@ -55,6 +55,7 @@ class SupermemorySettings:
 class Timeouts:
     connect: float = 2.0
     read: float = 600.0
+    total: float = 3600.0  # the longest one answer may take, streams included (a never-ending stream is cut)
 
 
 @dataclass(frozen=True)
@@ -332,10 +333,11 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
                                  "without them the proxy only listens on loopback")
 
     tpath = path + ("timeouts",)
-    tsection = c.mapping(section.get("timeouts"), tpath, ("connect", "read"))
+    tsection = c.mapping(section.get("timeouts"), tpath, ("connect", "read", "total"))
     timeouts = Timeouts(
         connect=c.number(tsection, "connect", tpath, Timeouts.connect, integer=False, low=0.01, high=600),
         read=c.number(tsection, "read", tpath, Timeouts.read, integer=False, low=0.01, high=86400),
+        total=c.number(tsection, "total", tpath, Timeouts.total, integer=False, low=1, high=7 * 86400),
     )
 
     spath = path + ("supermemory",)

@@ -35,9 +35,9 @@ def error_response(status: int, message: str, *, code: str | None = None,
     return JSONResponse(error_body(status, message, code), status_code=status, headers=headers)
 
 
-def stream_error_event(stream_format: str, message: str) -> bytes:
+def stream_error_event(stream_format: str, message: str, status: int = 502) -> bytes:
     """One SSE event that tells a client its stream broke, in that stream's own format."""
     if stream_format == "anthropic":
         data = {"type": "error", "error": {"type": "api_error", "message": message}}
         return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
-    return f"data: {json.dumps(error_body(502, message))}\n\n".encode()
+    return f"data: {json.dumps(error_body(status, message))}\n\n".encode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -25,6 +26,10 @@ log = logging.getLogger("memory_proxy")
 
 class BodyTooLarge(Exception):
     pass
+
+
+class AnswerTooLong(Exception):
+    """The answer ran past ``memory_proxy.timeouts.total`` (a never-ending stream)."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -64,13 +69,34 @@ def upstream_failure(exc: Exception, what: str, timeout: float) -> Response:
         return error_response(503, f"{what} is not reachable (starting or restarting?); retry shortly")
     if isinstance(exc, httpx.TimeoutException):
         return error_response(504, f"{what} did not answer within {timeout:g} s")
+    if closed_without_answer(exc):  # even after one retry on a fresh connection: it died under us
+        return error_response(503, f"{what} closed the connection without answering (crashed or "
+                                   "restarting?); retry shortly", code="upstream_disconnected")
     return error_response(502, f"{what} broke the protocol: {type(exc).__name__}")
 
 
+def closed_without_answer(exc: Exception) -> bool:
+    """The upstream closed or reset the connection before sending a byte of an answer."""
+    return isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.CloseError)) or (
+        isinstance(exc, httpx.RemoteProtocolError) and "disconnect" in str(exc).lower())
+
+
 async def send_upstream(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """Send with the body still streaming in; a too-large body surfaces as BodyTooLarge."""
+    """Send with the body still streaming in; a too-large body surfaces as BodyTooLarge.
+
+    A kept-alive connection the upstream has just closed (uvicorn closes one after an
+    unhandled exception, without ``Connection: close``) fails before any answer byte; a
+    request whose body is in memory is then sent once more, on a fresh connection. A dead
+    upstream refuses that second connection, so this never delays a 503."""
     try:
-        return await client.send(request, stream=True)
+        try:
+            return await client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            if not (closed_without_answer(exc) and isinstance(request.stream, httpx.ByteStream)):
+                raise
+            log.info("%s %s: the connection closed before an answer (%s); sending once more",
+                     request.method, request.url.path, exc)
+            return await client.send(request, stream=True)
     except httpx.TransportError as exc:  # httpx wraps errors raised by our body iterator
         cause = exc.__context__ or exc.__cause__
         if isinstance(cause, BodyTooLarge):
@@ -89,8 +115,11 @@ class RelayResponse(Response):
     """An upstream answer relayed unbuffered, with disconnect-driven cancellation."""
 
     def __init__(self, upstream: httpx.Response, headers: list[tuple[str, str]], *, path: str,
-                 on_complete: Callable[[int, bool], None] | None = None) -> None:
+                 on_complete: Callable[[int, bool], None] | None = None,
+                 deadline: float | None = None, total: float | None = None) -> None:
         self.upstream = upstream
+        self.deadline = deadline  # time.monotonic() past which the answer is cut (timeouts.total)
+        self.total = total
         self.status_code = upstream.status_code
         self.raw_headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
         self.background = None
@@ -126,17 +155,27 @@ class RelayResponse(Response):
     async def _copy(self, send: Send) -> bool:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         tail = b"\n\n"
+        deadline = self.deadline
         try:
             async for chunk in self.upstream.aiter_raw():
                 if chunk:
                     tail = (tail + chunk)[-2:]
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise AnswerTooLong
         except OSError:  # the client went away while we were sending
             return False
-        except (httpx.HTTPError, anyio.BrokenResourceError) as exc:
+        except (httpx.HTTPError, anyio.BrokenResourceError, AnswerTooLong) as exc:
             log.warning("upstream stream broke after the answer started: %s", type(exc).__name__)
             if self.format:
-                event = stream_error_event(self.format, f"the upstream stream broke: {type(exc).__name__}")
+                if isinstance(exc, AnswerTooLong):
+                    status, message = 504, (f"the answer took longer than memory_proxy.timeouts.total "
+                                            f"({self.total:g} s) and was cut off")
+                elif isinstance(exc, httpx.TimeoutException):
+                    status, message = 504, "the upstream sent nothing within memory_proxy.timeouts.read"
+                else:
+                    status, message = 502, f"the upstream stream broke: {type(exc).__name__}"
+                event = stream_error_event(self.format, message, status)
                 prefix = b"" if tail == b"\n\n" else b"\n\n"  # end a half-sent event first
                 await send({"type": "http.response.body", "body": prefix + event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

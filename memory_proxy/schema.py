@@ -92,6 +92,7 @@ def json_schema() -> dict:
                         "properties": {
                             "connect": _number(Timeouts.connect, 0.01, 600),
                             "read": _number(Timeouts.read, 0.01, 86400),
+                            "total": _number(Timeouts.total, 1, 7 * 86400),
                         },
                     },
                     "supermemory": {
