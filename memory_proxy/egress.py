@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from urllib.parse import parse_qsl, unquote, urlencode
 
 import anyio
 import httpx
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from . import cookie_store
@@ -39,7 +40,7 @@ def target_url(base_url: str, raw_rest: bytes, query: bytes) -> httpx.URL | None
     decoded = unquote(rest)  # servers may decode %2e%2e into ".." before routing
     if not rest.startswith("/") or "\\" in decoded or any(part in (".", "..") for part in decoded.split("/")):
         return None
-    if any(c in rest for c in "\r\n\t #"):
+    if any(c in rest for c in "\r\n\t #?"):  # a "?" here would smuggle a query past the userId filter
         return None
     base = httpx.URL(base_url)
     params = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k != "userId"]
@@ -59,6 +60,7 @@ async def _is_cloudflare_refusal(response: httpx.Response) -> bool:
 
 async def relay(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
+    started = time.monotonic()
     offered = request.headers.get(h.EGRESS_SECRET_HEADER, "")
     if not hmac.compare_digest(offered.encode(), runtime.egress_secret.encode()):
         return error_response(403, "the egress only serves the memory proxy's own LiteLLM", code="forbidden")
@@ -76,10 +78,13 @@ async def relay(request: Request) -> Response:
         body = await read_body(request, runtime.config.proxy.max_body_bytes)
     except BodyTooLarge:
         return error_response(413, "request body is larger than memory_proxy.max_body_bytes")
-    headers = h.egress_request_headers(request.headers.items(), user_id=user_id,
-                                       api_key=runtime.config.proxy.supermemory.api_key)
+    except ClientDisconnect:
+        return error_response(400, "LiteLLM closed the connection while sending the body", code="client_gone")
+    headers = h.as_bytes(h.egress_request_headers(request.headers.items(), user_id=user_id,
+                                                  api_key=runtime.config.proxy.supermemory.api_key))
     client = runtime.supermemory
     timeout = runtime.config.proxy.timeouts.read
+    new_cookies = False
     try:
         upstream = await send_upstream(client, client.build_request(request.method, url, headers=headers,
                                                                     content=body))
@@ -110,7 +115,8 @@ async def relay(request: Request) -> Response:
     if upstream.is_stream_consumed:  # read above to look for a Cloudflare refusal
         await upstream.aclose()
         return _plain(upstream, relayed)
-    return RelayResponse(upstream, relayed, path=url.path)
+    total = runtime.config.proxy.timeouts.total
+    return RelayResponse(upstream, relayed, path=url.path, deadline=started + total, total=total)
 
 
 def _plain(upstream: httpx.Response, headers: list[tuple[str, str]]) -> Response:

@@ -85,3 +85,9 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     if chunked:
         drop = drop | {"content-length"}
     return [(n, v) for n, v in headers if n not in drop]
+
+
+def as_bytes(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Header pairs as the bytes they arrived as (ASGI servers decode them as latin-1), so a
+    non-ASCII value (``user-agent: José's IDE``) is relayed instead of failing httpx's ASCII check."""
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import httpx
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from . import headers as h
@@ -69,7 +69,10 @@ def admit(runtime: Runtime, request: Request) -> Admission | Response:
         return error_response(401, "missing or wrong memory proxy key (Authorization: Bearer or x-api-key)",
                               headers={"x-request-id": request_id})
     try:
-        resolution = resolve(runtime.config.user_id_mappings, request.headers, request.url.path)
+        # The path as sent: a /scope/<id> must be a valid id as it stands (request.url.path would
+        # turn /scope/tab%09x into the id "tabx" and /scope/a%2Fb into "a").
+        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+        resolution = resolve(runtime.config.user_id_mappings, request.headers, raw_path.decode("latin-1"))
     except InvalidClientId as exc:
         return error_response(400, str(exc), code="invalid_client_id", headers={"x-request-id": request_id})
     extra = [(h.USER_ID_HEADER, resolution.user_id), ("x-request-id", request_id)]
@@ -91,6 +94,7 @@ def wants_anthropic_models(request: Request, resolution: Resolution) -> bool:
 async def relay(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     started = time.perf_counter()
+    admitted_at = time.monotonic()
     admitted = admit(runtime, request)
     if isinstance(admitted, Response):
         return admitted
@@ -104,6 +108,8 @@ async def relay(request: Request) -> Response:
         return error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=dict(extra))
     except ValueError as exc:
         return error_response(400, str(exc), code="invalid_json", headers=dict(extra))
+    except ClientDisconnect:
+        return _client_gone(resolution, request)
 
     upstream_headers = h.ingress_request_headers(
         request.headers.items(), custom_header=runtime.config.user_id_mappings.custom_header,
@@ -111,9 +117,12 @@ async def relay(request: Request) -> Response:
     query = request.scope.get("query_string", b"")
     raw_path = _raw_upstream_path(request, resolution)
     url = runtime.litellm_target(raw_path + (b"?" + query if query else b""))
-    outgoing = runtime.litellm.build_request(request.method, url, headers=upstream_headers, content=content)
+    outgoing = runtime.litellm.build_request(request.method, url, headers=h.as_bytes(upstream_headers),
+                                             content=content)
     try:
         upstream = await send_upstream(runtime.litellm, outgoing)
+    except ClientDisconnect:  # while its body was still streaming in
+        return _client_gone(resolution, request)
     except (httpx.HTTPError, BodyTooLarge) as exc:
         runtime.count(resolution.user_id, error=True)
         response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
@@ -130,8 +139,16 @@ async def relay(request: Request) -> Response:
         log.info("client=%s %s %s -> %s %.1f ms%s", resolution.user_id, request.method, resolution.path, status,
                  (time.perf_counter() - started) * 1000, "" if completed else " (stream cut)")
 
+    total = runtime.config.proxy.timeouts.total
     return RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
-                         path=resolution.path, on_complete=done)
+                         path=resolution.path, on_complete=done, deadline=admitted_at + total, total=total)
+
+
+def _client_gone(resolution: Resolution, request: Request) -> Response:
+    """The client went away while sending its body: nothing to relay, nobody to answer."""
+    log.info("client=%s %s %s: the client went away while sending the body", resolution.user_id,
+             request.method, resolution.path)
+    return error_response(400, "the client closed the connection while sending the body", code="client_gone")
 
 
 async def _error_in_openai_shape(upstream: httpx.Response, extra: list[tuple[str, str]]) -> Response:
@@ -166,7 +183,11 @@ async def _request_content(runtime: Runtime, request: Request):
     if "json" not in request.headers.get("content-type", ""):
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         return stream_body(request, limit) if has_body else None
-    return clean_json_body(await read_body(request, limit))[0]
+    body, data = clean_json_body(await read_body(request, limit))
+    if body.strip() and not isinstance(data, dict):  # LiteLLM answers some of these with a crash (500)
+        kind = "null" if data is None else type(data).__name__
+        raise ValueError(f"request body must be a JSON object, got a JSON {kind}")
+    return body
 
 
 def clean_json_body(body: bytes) -> tuple[bytes, object]:
@@ -178,13 +199,19 @@ def clean_json_body(body: bytes) -> tuple[bytes, object]:
     if not body.strip():
         return body, None
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("request body is not valid JSON: nested too deeply") from None
     if isinstance(data, dict) and "extra_headers" in data:
         del data["extra_headers"]
         return json.dumps(data).encode(), data
     return body, data
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def routing_info(runtime: Runtime, resolution: Resolution, extra: list[tuple[str, str]]) -> JSONResponse:
