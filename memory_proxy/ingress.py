@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -260,7 +261,8 @@ def anthropic_model_listing(listing: dict) -> dict:
 def proxy_status(runtime: Runtime) -> dict:
     """The memory proxy's own part of ``/health`` (both modes)."""
     return {"status": "ok", "pid": runtime.pid, "uptime_s": round(time.time() - runtime.started, 1),
-            "supermemory_errors": runtime.supermemory_errors}
+            "supermemory_errors": runtime.supermemory_errors,
+            "tasks": len(asyncio.all_tasks())}  # a leak of cancelled relays would show here
 
 
 async def health(request: Request) -> JSONResponse:
