@@ -12,7 +12,7 @@ import time
 from http.cookiejar import Cookie, CookieJar
 from pathlib import Path
 
-from .state import atomic_write
+from .state import atomic_write, discard_partial_writes
 
 log = logging.getLogger("memory_proxy")
 
@@ -32,6 +32,7 @@ def dump(jar: CookieJar) -> str:
 
 def load(path: Path) -> CookieJar:
     """A jar with the saved cookies; an unreadable or corrupt file gives an empty jar."""
+    discard_partial_writes(path)
     jar = CookieJar()
     try:
         data = json.loads(path.read_text())

@@ -92,6 +92,7 @@ async def relay(request: Request) -> Response:
             # Refused at Cloudflare's edge, so it never reached the origin: safe to retry once.
             log.warning("client=%s Supermemory: Cloudflare refusal (1200), retrying once", user_id)
             await upstream.aclose()
+            new_cookies = "set-cookie" in upstream.headers  # the refusal's fresh cookies: keep them too
             await anyio.sleep(runtime.config.proxy.supermemory.cloudflare_retry_delay)
             upstream = await send_upstream(client, client.build_request(request.method, url, headers=headers,
                                                                         content=body))
@@ -104,7 +105,7 @@ async def relay(request: Request) -> Response:
     except httpx.HTTPError as exc:
         log.warning("client=%s Supermemory exchange failed: %s", user_id, type(exc).__name__)
         return upstream_failure(exc, "Supermemory", timeout)
-    if "set-cookie" in upstream.headers:
+    if new_cookies or "set-cookie" in upstream.headers:
         save_cookies(runtime)
     if "x-supermemory-error" in upstream.headers:
         runtime.supermemory_errors += 1

@@ -46,6 +46,17 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
         raise
 
 
+def discard_partial_writes(path: Path) -> None:
+    """Remove the temporary files of writes of ``path`` that a SIGKILL interrupted (the file
+    itself is whole: the rename never happened). Call only where no other writer of ``path``
+    runs, i.e. when its one owner starts."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            leftover.unlink()
+        except OSError:
+            pass
+
+
 @dataclass(frozen=True)
 class StateDir:
     root: Path
@@ -78,6 +89,7 @@ class StateDir:
         environ = os.environ if environ is None else environ
         if environ.get(MASTER_KEY_ENV):
             return environ[MASTER_KEY_ENV]
+        discard_partial_writes(self.master_key_file)  # a torn key from a killed first start
         try:
             key = self.master_key_file.read_text().strip()
             if key:
