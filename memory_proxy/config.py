@@ -117,17 +117,44 @@ class ConfigError(Exception):
 # --- YAML with line numbers ---------------------------------------------------------
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem],
                loader: yaml.SafeLoader) -> Any:
     """Build plain Python values from a composed YAML node, noting each key path's line."""
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
+        merged: list[tuple[dict, dict[tuple, int]]] = []
         for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG:  # ``<<: *anchor`` (or a list of them): keys written here win
+                for source in (value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]):
+                    source_lines: dict[tuple, int] = {}
+                    value = _construct(source, path, source_lines, problems, loader)
+                    if isinstance(value, dict):
+                        merged.append((value, source_lines))
+                    else:
+                        problems.append(Problem(key_node.start_mark.line + 1, _dotted(path) + ".<<",
+                                                "a merge key (<<) must name a mapping"))
+                continue
             key = _construct(key_node, path + ("<key>",), {}, problems, loader)
+            try:
+                hash(key)
+            except TypeError:
+                problems.append(Problem(key_node.start_mark.line + 1, _dotted(path) or "<top level>",
+                                        f"a key must be a plain value, not a {type(key).__name__}"))
+                continue
             if key in result:
                 problems.append(Problem(key_node.start_mark.line + 1, _dotted(path + (key,)), "duplicate key"))
             result[key] = _construct(value_node, path + (key,), lines, problems, loader)
+        for value, source_lines in merged:
+            for key, item in value.items():
+                if key not in result:
+                    result[key] = item
+                    for where, line in source_lines.items():
+                        if where[:len(path) + 1] == path + (key,):
+                            lines.setdefault(where, line)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, path + (i,), lines, problems, loader) for i, item in enumerate(node.value)]
@@ -407,11 +434,6 @@ def _models(c: _Checker, raw: Any, supermemory_base: str, supermemory_missing: t
             missing += (env_reference(params["api_base"]),)
         if backed:
             missing += supermemory_missing
-        for key in ("api_key", "aws_secret_access_key", "vertex_credentials"):
-            value = params.get(key)
-            if isinstance(value, str) and value and env_reference(value) is None:
-                c.warnings.append(f"{_dotted(path + ('litellm_params', key))}: literal secret in the "
-                                  "config; prefer an os.environ/NAME reference")
         models.append(ModelInfo(name, backed, missing))
     kinds: dict[str, set[bool]] = {}
     for m in models:
@@ -456,6 +478,50 @@ def _litellm_sections(c: _Checker, raw: dict, models: list[ModelInfo]) -> None:
                    "memory headers (the memory proxy lists the Supermemory-backed groups itself)")
 
 
+def _depth_ok(node: yaml.Node, limit: int = 100) -> None:
+    """Raise RecursionError for a document nested deeper than any config needs (the
+    reader below recurses once per level)."""
+    stack = [(node, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise RecursionError
+        if isinstance(item, yaml.MappingNode):
+            stack.extend((n, depth + 1) for pair in item.value for n in pair)
+        elif isinstance(item, yaml.SequenceNode):
+            stack.extend((n, depth + 1) for n in item.value)
+
+
+SECRET_WORDS = frozenset({"key", "apikey", "secret", "token", "password", "passwd", "credential", "credentials",
+                          "authorization", "cookie"})
+URL_PASSWORD_RE = re.compile(r"://[^/@\s:]*:([^/@\s]+)@")
+
+
+def is_secret_name(name: Any) -> bool:
+    """``api_key``, ``aws_secret_access_key``, ``vertex_credentials``, ``Authorization``, ...
+    (a word of the name, so ``max_tokens`` is not one)."""
+    return any(word in SECRET_WORDS for word in re.split(r"[^a-z0-9]+", str(name).lower()))
+
+
+def literal_secrets(value: Any, path: tuple = ()) -> list[tuple]:
+    """Key paths whose value is a secret written into the config instead of an
+    ``os.environ/NAME`` reference: a string under a secret-sounding name, or a URL with a password."""
+    found: list[tuple] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = path + (key,)
+        if isinstance(item, str):
+            if item and env_reference(item) is None and (
+                    (not isinstance(key, int) and is_secret_name(key)) or URL_PASSWORD_RE.search(item)):
+                found.append(here)
+        elif isinstance(item, list) and not isinstance(key, int) and is_secret_name(key):
+            found.extend(here + (i,) for i, v in enumerate(item)
+                         if isinstance(v, str) and v and env_reference(v) is None)
+        else:
+            found.extend(literal_secrets(item, here))
+    return found
+
+
 def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Parse and validate config text; raise ConfigError listing every problem."""
     environ = os.environ if environ is None else environ
@@ -463,11 +529,20 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     problems: list[Problem] = []
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _depth_ok(node)
+    except RecursionError:
+        raise ConfigError(path, [Problem(None, "<yaml>", "nested too deeply")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         raise ConfigError(path, [Problem(line, "<yaml>", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    raw = _construct(node, (), lines, problems, yaml.SafeLoader("")) if node is not None else {}
+    try:
+        raw = _construct(node, (), lines, problems, yaml.SafeLoader("")) if node is not None else {}
+    except yaml.YAMLError as exc:  # e.g. a tag the safe loader cannot build
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(path, [Problem(mark.line + 1 if mark else None, "<yaml>",
+                                         f"not valid here: {getattr(exc, 'problem', exc)}")]) from None
     if not isinstance(raw, dict):
         raise ConfigError(path, [Problem(1, "<top level>", "the config must be a mapping of sections")])
     c = _Checker(lines, environ)
@@ -477,6 +552,11 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     _litellm_sections(c, raw, models)
     mappings = _user_id_mappings(c, raw.get("user_id_mappings"))
     proxy = _proxy_settings(c, raw.get("memory_proxy"), any(m.supermemory_backed for m in models))
+    litellm_sections = {k: v for k, v in raw.items() if k not in OUR_SECTIONS}
+    for where in literal_secrets(litellm_sections):  # ours are warned about where they are read
+        line = next((lines[where[:cut]] for cut in range(len(where), 0, -1) if where[:cut] in lines), None)
+        c.warnings.append(f"{_dotted(where)}{f' (line {line})' if line else ''}: literal secret in the config; "
+                          "prefer an os.environ/NAME reference")
     if c.problems:
         raise ConfigError(path, c.problems)
     return Config(path, raw, mappings, proxy, tuple(models), tuple(c.warnings))
@@ -485,7 +565,13 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(path, [Problem(None, "<file>", f"cannot read the config: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(path, [Problem(line, "<file>", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                                                         f"offset {exc.start})")]) from None
     return parse_config(text, path, environ)

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from .config import OUR_SECTIONS, Config, env_reference, is_supermemory_backed, resolve_env
+from .config import (OUR_SECTIONS, URL_PASSWORD_RE, Config, env_reference, is_secret_name,
+                     is_supermemory_backed, resolve_env)
 from .headers import EGRESS_SECRET_HEADER
 from .state import MASTER_KEY_ENV
 
@@ -64,11 +65,14 @@ def render(generated: dict) -> str:
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:
-    """A copy with literal secrets replaced by ``****`` (``os.environ/`` references are kept)."""
+    """A copy with literal secrets replaced by ``****`` (``os.environ/`` references are kept):
+    values under a secret-sounding name (``config.is_secret_name``) and URL passwords."""
     if isinstance(value, dict):
         return {k: mask_secrets(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_secrets(v, key) for v in value]
-    if isinstance(value, str) and _SECRET_KEY_RE.search(key) and env_reference(value) is None:
-        return "****"
+    if isinstance(value, str) and env_reference(value) is None:
+        if is_secret_name(key) or _SECRET_KEY_RE.search(key):
+            return "****"
+        return URL_PASSWORD_RE.sub(lambda m: m.group(0).replace(m.group(1), "****"), value)
     return value
