@@ -12,6 +12,7 @@ that dies with back-off, and stops both children when it is told to stop.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -108,16 +109,21 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """True when a server could not bind ``host:port`` (uvicorn binds with SO_REUSEADDR too)."""
+def bind_error(port: int, host: str = "127.0.0.1") -> OSError | None:
+    """Why a server could not bind ``host:port`` (uvicorn binds with SO_REUSEADDR too), or None."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host.strip("[]"), port))
-        except OSError:
-            return True
-    return False
+    except OSError as exc:
+        return exc
+    return None
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could not bind ``host:port``."""
+    return bind_error(port, host) is not None
 
 
 def describe_process(pid: int) -> str:
@@ -146,8 +152,11 @@ def port_holder(port: int) -> str | None:
 
 
 def port_problem(port: int, host: str, what: str) -> str | None:
-    if not port_in_use(port, "127.0.0.1" if host in ("", "localhost") else host):
+    error = bind_error(port, "127.0.0.1" if host in ("", "localhost") else host)
+    if error is None:
         return None
+    if error.errno != errno.EADDRINUSE:  # e.g. an address this machine does not have
+        return f"cannot listen on {host}:{port} ({what}): {error.strerror or error}"
     holder = port_holder(port)
     by = f"taken by {holder}" if holder else "taken by another process"
     return f"port {port} ({what}) is {by}; stop it or choose another port in the config"
