@@ -169,7 +169,12 @@ def _split(text: str, n: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
+STAMP_EVENTS = False  # --stamp-events: the benchmark times each chunk from the moment it was sent
+
+
 def _sse(event: str | None, data: Any) -> str:
+    if STAMP_EVENTS and isinstance(data, dict):
+        data = {**data, "emulator_sent": time.monotonic()}  # CLOCK_MONOTONIC: one clock per machine
     return (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
 
 
@@ -519,7 +524,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="repeatable: every port serves the same app and state (default 8999)")
     parser.add_argument("--chunk-delay", type=float, default=0.02)
     parser.add_argument("--chunks", type=int, default=5)
+    parser.add_argument("--stamp-events", action="store_true", help="add emulator_sent (time.monotonic()) to SSE data")
     args = parser.parse_args(argv)
+    global STAMP_EVENTS
+    STAMP_EVENTS = args.stamp_events
     app = create_app(chunk_delay=args.chunk_delay, chunks=args.chunks)
     # A close_mid_stream fault is deliberate: keep its traceback out of the log.
     logging.getLogger("uvicorn.error").addFilter(
