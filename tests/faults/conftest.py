@@ -1,0 +1,357 @@
+"""Faults, bad input and secrets against the real processes.
+
+One stack per session, started the way a user starts it (``start_proxies.py up --detach``):
+the real ``litellm`` binary and the memory proxy in front of the upstream emulator, with a
+short read timeout (3 s) and a small body limit (1 MiB) so that every limit can be hit
+quickly. Modules that need another configuration start their own memory proxy (through the
+launcher with ``--litellm-url``, or ``python -m memory_proxy`` directly) next to it.
+
+Helpers come from ``tests/e2e/conftest.py`` (imported, not copied). Every secret this suite
+sets is registered in ``SECRETS`` and every state folder in ``STATE_DIRS``;
+``test_9_secrets.py`` greps every log, every output and every answer body collected in
+``SEEN`` for them. ``TALLY`` counts the faults survived and the bad inputs tried; the
+counts are printed at the end of the run (the README quotes them).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.conftest import (  # noqa: F401  (re-exported for the test modules)
+    ROOT, Stack, _wait_http, cli_env, config_text, free_port, port_taken,
+)
+
+READ_TIMEOUT = 3.0  # memory_proxy.timeouts.read of the fault stack
+TOTAL_TIMEOUT = 8.0  # memory_proxy.timeouts.total of the fault stack
+MAX_BODY = 1024 * 1024  # memory_proxy.max_body_bytes of the fault stack
+
+KEYS = {
+    "OPENAI_API_KEY": "sk-faults-openai-3f9c2a7d51e4",
+    "ANTHROPIC_API_KEY": "sk-ant-faults-8e1b6c0f2d93",
+    "SUPERMEMORY_API_KEY": "sm-faults-supermemory-5a7e9d1c",
+}
+FRONT_DOOR_KEY = "fd-faults-front-door-key-c4d8e2a6"
+SECRETS: dict[str, str] = {**KEYS, "FRONT_DOOR_KEY": FRONT_DOOR_KEY}  # name -> value; master keys added later
+STATE_DIRS: list[Path] = []
+SEEN: list[tuple[str, str]] = []  # (where, text) of outputs and answer bodies, grepped at the end
+TALLY: dict[str, Counter] = {"faults survived": Counter(), "bad inputs tried": Counter(),
+                             "load carried without an error": Counter()}
+
+CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"
+PLAIN = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+MEMORY_CHAT = {"model": "memory/gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+ANTHROPIC = {"model": "claude-3-5-haiku-latest", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
+ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
+
+
+def fault(name: str, n: int = 1) -> None:
+    TALLY["faults survived"][name] += n
+
+
+def bad_input(name: str, n: int = 1) -> None:
+    TALLY["bad inputs tried"][name] += n
+
+
+def load(name: str, n: int = 1) -> None:
+    TALLY["load carried without an error"][name] += n
+
+
+def seen(where: str, text: str | bytes) -> None:
+    SEEN.append((where, text.decode("utf-8", "replace") if isinstance(text, bytes) else text))
+
+
+def assert_openai_error(response: httpx.Response, status: int | tuple[int, ...], where: str = "") -> dict:
+    """An answer the proxy (or LiteLLM, reshaped) gives: OpenAI-style JSON with a message."""
+    statuses = status if isinstance(status, tuple) else (status,)
+    assert response.status_code in statuses, f"{where}: {response.status_code} {response.text[:500]}"
+    assert response.headers.get("content-type", "").startswith("application/json"), \
+        f"{where}: not JSON: {response.headers.get('content-type')} {response.text[:300]}"
+    body = response.json()
+    assert isinstance(body.get("error"), dict) and isinstance(body["error"].get("message"), str), \
+        f"{where}: {body}"
+    seen(f"error body ({where})", response.text)
+    return body["error"]
+
+
+# --- the emulator -----------------------------------------------------------------------
+
+
+@dataclass
+class Emulator:
+    proc: subprocess.Popen
+    provider_port: int
+    supermemory_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.provider_port}"
+
+    def fault(self, mode: str | None, count: int = 1, delay: float | None = None) -> None:
+        body: dict = {"mode": mode, "count": count}
+        if delay is not None:
+            body["delay"] = delay
+        answer = httpx.post(self.url + "/_emulator/faults", json=body, trust_env=False)
+        assert answer.status_code == 200, answer.text
+
+    def clear_fault(self) -> None:
+        self.fault(None, 0)
+
+    def stats(self) -> dict:
+        return httpx.get(self.url + "/_emulator/stats", trust_env=False).json()
+
+    def request_count(self) -> int:
+        return self.stats()["requests"]
+
+    def requests_since(self, index: int) -> list[dict]:
+        return httpx.get(self.url + "/_emulator/requests", params={"since": index}, trust_env=False).json()
+
+    def forget_requests(self) -> None:
+        httpx.delete(self.url + "/_emulator/requests", trust_env=False)
+
+    def wait_streams(self, expected: int = 0, timeout: float = 5.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if stats["active_streams"] == expected or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_emulator(root: Path, *, chunk_delay: float = 0.05, chunks: int = 5) -> Emulator:
+    """The emulator on two ports (providers; Supermemory) sharing one state, as a real process."""
+    root.mkdir(parents=True, exist_ok=True)
+    provider, supermemory = free_port(), free_port()
+    with open(root / "emulator.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.emulator", "--port", str(provider), "--port",
+                                 str(supermemory), "--chunk-delay", str(chunk_delay), "--chunks", str(chunks)],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    emu = Emulator(proc, provider, supermemory)
+    try:
+        _wait_http(f"{emu.url}/_emulator/stats")
+        _wait_http(f"http://127.0.0.1:{supermemory}/_emulator/stats")
+    except BaseException:
+        emu.stop()
+        raise
+    return emu
+
+
+# --- stacks ------------------------------------------------------------------------------
+
+
+def fault_config(emu: Emulator, proxy_port: int, litellm_port: int, extra: str = "",
+                 read_timeout: float = READ_TIMEOUT, total_timeout: float = TOTAL_TIMEOUT) -> str:
+    """The e2e config plus model groups for fault injection (so LiteLLM's per-group state after
+    an injected failure never touches the groups other tests use), small limits, and ``extra``
+    lines under ``memory_proxy``."""
+    a, b = emu.url, f"http://127.0.0.1:{emu.supermemory_port}"
+    text = config_text(emu.provider_port, emu.supermemory_port, proxy_port, litellm_port, extra)
+    text = text.replace("model_list:\n", f"""model_list:
+  - model_name: faulty
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: faulty-claude
+    litellm_params: {{model: anthropic/claude-3-5-haiku-latest, api_base: "{a}", api_key: os.environ/ANTHROPIC_API_KEY}}
+  - model_name: memory/faulty
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{b}/v3/{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
+""", 1)
+    text = text.replace("timeouts: {connect: 2, read: 60}",
+                        f"timeouts: {{connect: 2, read: {read_timeout:g}, total: {total_timeout:g}}}\n"
+                        f"  max_body_bytes: {MAX_BODY}")
+    assert f"read: {read_timeout:g}" in text and "model_name: faulty\n" in text
+    # LiteLLM's own retries (2 by default, with back-off) and cool-downs would turn an injected
+    # 500 into a 504 from the proxy's 3 s read timeout; without them the answer is LiteLLM's.
+    return text.rstrip("\n") + "\nrouter_settings:\n  num_retries: 0\n  disable_cooldowns: true\n"
+
+
+class FaultStack(Stack):
+    emu: Emulator
+
+    def pid(self, name: str) -> int:
+        return int(self.record()["processes"][name]["pid"])
+
+    def process(self, name: str) -> psutil.Process:
+        return psutil.Process(self.pid(name))
+
+    def master_key(self) -> str:
+        return (self.state / "litellm_master_key").read_text().strip()
+
+    def signal_litellm(self, sig: int) -> int:
+        """Signal the recorded LiteLLM's process group (it leads its own session)."""
+        pid = self.pid("litellm")
+        os.killpg(pid, sig)
+        return pid
+
+    def proxy_connections(self) -> list:
+        """The memory proxy's TCP connections that are not its listening socket."""
+        return [c for c in self.process("memory_proxy").net_connections(kind="tcp")
+                if c.status != psutil.CONN_LISTEN]
+
+    def logs(self) -> dict[str, str]:
+        return {p.name: p.read_text(errors="replace") for p in (self.state / "logs").glob("*.log")}
+
+
+def make_stack(root: Path, emu: Emulator, *, extra: str = "", env: dict[str, str] | None = None,
+               litellm_port: int | None = None, read_timeout: float = READ_TIMEOUT,
+               total_timeout: float = TOTAL_TIMEOUT) -> FaultStack:
+    root.mkdir(parents=True, exist_ok=True)
+    proxy_port, litellm_port = free_port(), litellm_port or free_port()
+    config = root / "config.yaml"
+    config.write_text(fault_config(emu, proxy_port, litellm_port, extra, read_timeout, total_timeout))
+    st = FaultStack(root, config, root / "state", emu.provider_port, emu.supermemory_port, proxy_port,
+                    litellm_port, env=env or cli_env(**KEYS))
+    st.emu = emu
+    STATE_DIRS.append(st.state)
+    return st
+
+
+def stop_stack(st: Stack) -> None:
+    result = st.cli("down", timeout=120)
+    seen("down", result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not port_taken(st.proxy_port), f"port {st.proxy_port} still taken after down"
+
+
+@pytest.fixture(scope="session")
+def emu(tmp_path_factory) -> Emulator:
+    emulator = start_emulator(tmp_path_factory.mktemp("faults-emulator"))
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, emu) -> FaultStack:
+    """The real chain (launcher, LiteLLM, memory proxy) in front of the emulator, once per session."""
+    if not (Path(sys.executable).parent / "litellm").exists():
+        pytest.fail("the litellm executable is missing beside the test interpreter")
+    st = make_stack(tmp_path_factory.mktemp("faults") / "stack", emu)
+    try:
+        st.up()
+        seen("up --detach", st.last_up.stdout + st.last_up.stderr)
+        SECRETS["LITELLM_MASTER_KEY (stack)"] = st.master_key()
+        st.first_proxy_pid = st.pid("memory_proxy")
+        yield st
+    finally:
+        stop_stack(st)
+        assert not port_taken(st.litellm_port)
+
+
+@pytest.fixture
+def client(stack):
+    with httpx.Client(base_url=stack.proxy_url, timeout=30, trust_env=False) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _no_fault_left(request):
+    """A fault a test set but did not use must not hit the next test."""
+    yield
+    if "emu" in request.fixturenames or "stack" in request.fixturenames:
+        try:
+            request.getfixturevalue("emu").clear_fault()
+        except Exception:  # noqa: BLE001 - the emulator fixture may be gone at session end
+            pass
+
+
+# --- directly started memory proxies -----------------------------------------------------
+
+
+@dataclass
+class DirectProxy:
+    """``python -m memory_proxy`` started by a test (no supervisor), with a known egress secret."""
+
+    proc: subprocess.Popen
+    port: int
+    state: Path
+    secret: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_direct(config: Path, state: Path, port: int, litellm_url: str, *, secret: str,
+                 master_key: str | None = "sk-faults-direct-master-0123456789", wait: bool = True,
+                 extra_args: tuple[str, ...] = (), env_extra: dict[str, str] | None = None) -> DirectProxy:
+    env = cli_env(**KEYS, FAULTS_FRONT_KEY=FRONT_DOOR_KEY, MEMORY_PROXY_EGRESS_SECRET=secret, **(env_extra or {}))
+    if master_key:
+        env["LITELLM_MASTER_KEY"] = master_key
+    env["PYTHONPATH"] = str(ROOT)
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "logs").mkdir(exist_ok=True)
+    if state not in STATE_DIRS:
+        STATE_DIRS.append(state)
+    with open(state / "logs" / "memory.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "memory_proxy", "--config", str(config), "--state-dir",
+                                 str(state), "--litellm-url", litellm_url, "--port", str(port), *extra_args],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proxy = DirectProxy(proc, port, state, secret)
+    if wait:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the memory proxy exited ({proc.returncode}): "
+                                   + (state / "logs" / "memory.log").read_text()[-2000:])
+            try:
+                if httpx.get(proxy.url + "/health", timeout=1, trust_env=False).status_code in (200, 503):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                proxy.kill()
+                raise RuntimeError("the memory proxy did not come up")
+            time.sleep(0.05)
+    return proxy
+
+
+# --- the counts at the end ---------------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not any(TALLY.values()):
+        return
+    terminalreporter.section("faults and bad input (tests/faults)")
+    for title, counter in TALLY.items():
+        terminalreporter.write_line(f"{title}: {sum(counter.values())} in {len(counter)} kinds")
+        for name, n in sorted(counter.items()):
+            terminalreporter.write_line(f"  {n:6d}  {name}")
+    for line in METRICS:
+        terminalreporter.write_line(line)
+
+
+METRICS: list[str] = []  # measured numbers (RSS growth, durations) shown at the end
+
+
+def metric(line: str) -> None:
+    METRICS.append(line)
