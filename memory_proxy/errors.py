@@ -41,3 +41,12 @@ def stream_error_event(stream_format: str, message: str, status: int = 502) -> b
         data = {"type": "error", "error": {"type": "api_error", "message": message}}
         return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
     return f"data: {json.dumps(error_body(status, message))}\n\n".encode()
+
+
+def answer_too_long(total: float) -> str:
+    """What a client reads when its answer ran past ``memory_proxy.timeouts.total``."""
+    return f"the answer took longer than memory_proxy.timeouts.total ({total:g} s) and was cut off"
+
+
+# What a client reads when a stream fell silent for longer than ``memory_proxy.timeouts.read``.
+STREAM_SILENT = "the upstream sent nothing within memory_proxy.timeouts.read"

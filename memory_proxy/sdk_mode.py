@@ -73,7 +73,7 @@ from . import egress, ingress
 from . import headers as h
 from .app import AnyMethod, _http_error, create_app
 from .config import Config, resolve_env
-from .errors import error_response, stream_error_event
+from .errors import STREAM_SILENT, answer_too_long, error_response, stream_error_event
 from .litellm_config import build_litellm_config
 from .relay import BodyTooLarge, read_body, upstream_failure
 from .runtime import Runtime
@@ -355,6 +355,7 @@ async def handle(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     sdk: SdkBackend = request.state.sdk
     started = time.perf_counter()
+    admitted_at = time.monotonic()
     admitted = ingress.admit(runtime, request)
     if isinstance(admitted, Response):
         return admitted
@@ -414,7 +415,8 @@ async def handle(request: Request) -> Response:
         done(response.status_code)
         return response
     if stream:
-        return StreamingResponse(stream_answer.body(first, read_timeout, done), 200,
+        total = runtime.config.proxy.timeouts.total
+        return StreamingResponse(stream_answer.body(first, read_timeout, done, admitted_at + total, total), 200,
                                  headers={**extra, "cache-control": "no-cache"},
                                  media_type="text/event-stream; charset=utf-8")
     done(200)
@@ -545,7 +547,10 @@ class SseAnswer:
                                param=getattr(exc, "param", "None"), code=getattr(exc, "status_code", 500))
         return f"data: {json.dumps({'error': error.to_dict()})}\n\n".encode()
 
-    async def body(self, first: bytes | None, read_timeout: float, done) -> AsyncIterator[bytes]:
+    async def body(self, first: bytes | None, read_timeout: float, done, deadline: float,
+                   total: float) -> AsyncIterator[bytes]:
+        """The events; cut with an error event after ``read_timeout`` of silence or past
+        ``deadline`` (``timeouts.total`` after admission), as binary mode's relay does."""
         completed = False
         try:
             if first is None:
@@ -563,10 +568,13 @@ class SseAnswer:
                             yield self.error_event(exc)
                             return
                     if gap.cancelled_caught:  # as binary mode's relay reports a read timeout
-                        yield stream_error_event(self.format, "the upstream stream broke: ReadTimeout")
+                        yield stream_error_event(self.format, STREAM_SILENT, 504)
                         return
                     if piece := self.encode(chunk):
                         yield piece
+                    if time.monotonic() > deadline:
+                        yield stream_error_event(self.format, answer_too_long(total), 504)
+                        return
                 if self.restamper is not None and (held := self.restamper.flush()):
                     yield held
                 completed = True
@@ -647,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .config import ConfigError, is_loopback, load_config
+    from .http_protocol import protocol_class
     from .litellm_config import EGRESS_SECRET_ENV
     from .state import StateDir, default_state_dir
 
@@ -672,8 +681,12 @@ def main(argv: list[str] | None = None) -> int:
     state = StateDir(args.state_dir or default_state_dir()).ensure()
     app = create_sdk_app(config, master_key=state.master_key(), port=port, host=host, state_dir=state.root,
                          egress_secret=os.environ.get(EGRESS_SECRET_ENV) or secrets.token_urlsafe(32))
+    # The same server settings as binary mode's memory proxy (memory_proxy/__main__.py): JSON
+    # errors from the HTTP parser and a bounded request head.
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
-                timeout_graceful_shutdown=5, proxy_headers=False, timeout_keep_alive=75)
+                timeout_graceful_shutdown=5, loop="auto", proxy_headers=False, timeout_keep_alive=75,
+                http=protocol_class(config.proxy.max_header_bytes), ws="none",
+                h11_max_incomplete_event_size=config.proxy.max_header_bytes + 16 * 1024)
     return 0
 
 

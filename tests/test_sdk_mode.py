@@ -20,7 +20,7 @@ import pytest
 
 from memory_proxy.config import parse_config
 from tests import emulator
-from tests.servers import ServerThread
+from tests.servers import ServerThread, raw_http
 
 ROOT = Path(__file__).resolve().parents[1]
 SM_KEY = "sm-sdk-test-key"
@@ -82,6 +82,11 @@ def test_command_line_entry_serves_and_keeps_cookies(emu, tmp_path):
                 assert time.monotonic() < deadline, "SDK mode did not start"
                 time.sleep(0.2)
         assert health.status_code == 200 and health.json()["litellm"]["mode"] == "sdk"
+        # The same server settings as binary mode: the HTTP parser's refusals are JSON errors.
+        status, answer = raw_http(port, "POST /v1/chat/completions HTTP/1.1", {"bad header": "x"})
+        assert status == 400 and json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"], answer
+        status, answer = raw_http(port, "GET /v1/models HTTP/1.1", {"x-pad": "a" * 70_000})
+        assert status == 431 and b'"error"' in answer, answer[:300]
         for _ in range(2):
             r = httpx.post(base + "/v1/chat/completions", timeout=30, headers={"x-memory-user-id": "cli-test"},
                            json={"model": "memory", "messages": [{"role": "user", "content": "hi"}]})
@@ -132,3 +137,38 @@ def test_unknown_router_settings_are_ignored_not_fatal(emu, tmp_path, caplog):
         assert app.state.sdk.router.num_retries == 0
         assert httpx.get(f"http://127.0.0.1:{port}/health").json()["litellm"]["models"] == 2
     assert "no_such_router_setting" in caplog.text
+
+
+def test_streams_are_cut_at_the_total_timeout_in_both_formats(emu, tmp_path):
+    """``memory_proxy.timeouts.total`` bounds an answer in SDK mode as in binary mode: a
+    never-ending stream ends with an error event in its own format and LiteLLM's upstream
+    request is closed."""
+    from memory_proxy.sdk_mode import create_sdk_app
+
+    providers, supermemory = emu
+    port = free_port()
+    extra = "  timeouts: {read: 5, total: 1.5}"
+    config = parse_config(config_text(providers.url, supermemory.url, port, extra), tmp_path / "c.yaml", ENV)
+    app = create_sdk_app(config, master_key="unused-master-key", egress_secret="s" * 32, port=port, environ=ENV)
+    base = f"http://127.0.0.1:{port}"
+    with ServerThread(app, port=port):
+        for path, body, error_line in (
+            ("/v1/chat/completions", {"model": "plain", "stream": True,
+                                      "messages": [{"role": "user", "content": "hi"}]}, b'data: {"error"'),
+            ("/v1/messages", {"model": "plain", "stream": True, "max_tokens": 50,
+                              "messages": [{"role": "user", "content": "hi"}]}, b"event: error"),
+        ):
+            armed = httpx.post(providers.url + "/_emulator/faults",
+                               json={"mode": "endless_stream", "count": 1, "delay": 0.05})
+            assert armed.status_code == 200, armed.text
+            started = time.monotonic()
+            r = httpx.post(base + path, json=body, timeout=30)
+            seconds = time.monotonic() - started
+            assert r.status_code == 200, r.text
+            assert 1.4 <= seconds < 5, f"{path}: cut after {seconds:.1f} s"
+            last = r.content.rstrip().split(b"\n\n")[-1]
+            assert r.content.count(b"tick") > 10 and last.startswith(error_line) and b"timeouts.total" in last, last
+            deadline = time.monotonic() + 5
+            while httpx.get(providers.url + "/_emulator/stats").json()["active_streams"]:
+                assert time.monotonic() < deadline, "the endless upstream stream was not closed"
+                time.sleep(0.05)
