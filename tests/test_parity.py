@@ -32,6 +32,7 @@ from memory_proxy.app import create_app
 from memory_proxy.config import parse_config
 from memory_proxy.egress import egress_base
 from memory_proxy.litellm_config import EGRESS_SECRET_ENV, build_litellm_config, render
+from tests.e2e.conftest import config_text
 from tests.servers import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,32 +70,8 @@ def wait_http(url: str, deadline: float, proc: subprocess.Popen | None = None) -
     raise RuntimeError(f"{url} did not answer 200 in time")
 
 
-def config_text(provider: int, supermemory: int, proxy_port: int, litellm_port: int) -> str:
-    a, b = f"http://127.0.0.1:{provider}", f"http://127.0.0.1:{supermemory}"
-    return f"""
-model_list:
-  - model_name: gpt-4o-mini
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
-  - model_name: claude-3-5-haiku-latest
-    litellm_params: {{model: anthropic/claude-3-5-haiku-latest, api_base: "{a}", api_key: os.environ/ANTHROPIC_API_KEY}}
-  - model_name: memory/gpt-4o-mini
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{b}/v3/{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
-  - model_name: claude-sonnet-4-5
-    litellm_params: {{model: anthropic/claude-3-5-haiku-latest, api_base: "{b}/v3/{a}",
-                      api_key: os.environ/ANTHROPIC_API_KEY}}
-  - model_name: embed
+EMBED_MODEL = """  - model_name: embed
     litellm_params: {{model: openai/text-embedding-3-small, api_base: "{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
-user_id_mappings:
-  header_patterns:
-    - {{header: user-agent, pattern: '^OpenAIClientImpl/Java', user_id: pycharm-ai}}
-    - {{header: user-agent, pattern: '^claude-cli/', user_id: claude-cli}}
-  default_user_id: default-dev
-memory_proxy:
-  port: {proxy_port}
-  litellm_port: {litellm_port}
-  api_keys: [os.environ/FRONT_KEY]
-  timeouts: {{connect: 2, read: {READ_TIMEOUT}}}
-  supermemory: {{base_url: "{b}", api_key: os.environ/SUPERMEMORY_API_KEY, cloudflare_retry_delay: 0.05}}
 """
 
 
@@ -120,7 +97,8 @@ def stacks(tmp_path_factory):
     provider, supermemory, binary_port, litellm_port, sdk_port = (free_port() for _ in range(5))
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.update(ENV, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=MASTER, **{EGRESS_SECRET_ENV: SECRET})
-    config = parse_config(config_text(provider, supermemory, binary_port, litellm_port), tmp / "config.yaml", env)
+    config = parse_config(config_text(provider, supermemory, binary_port, litellm_port, "  api_keys: [os.environ/FRONT_KEY]\n",
+                                      models=EMBED_MODEL, read_timeout=READ_TIMEOUT), tmp / "config.yaml", env)
     generated = tmp / "litellm_config.yaml"
     generated.write_text(render(build_litellm_config(config, egress_base(binary_port), env)))
     procs = []
@@ -254,7 +232,7 @@ def message(model: str, text: str = "hello there", **extra) -> dict:
 
 
 CLIENTS = [({"user-agent": PYCHARM}, "pycharm-ai"), ({"user-agent": CLAUDE}, "claude-cli"),
-           ({"user-agent": "curl/8.0"}, "default-dev"), ({"user-agent": CLAUDE, "x-memory-user-id": "proj-1"}, "proj-1")]
+           ({"user-agent": "some-script/1.0"}, "default-dev"), ({"user-agent": CLAUDE, "x-memory-user-id": "proj-1"}, "proj-1")]
 
 
 @pytest.mark.parametrize("path, body", [

@@ -50,8 +50,13 @@ def port_taken(port: int) -> bool:
     return False
 
 
-def config_text(provider: int, supermemory: int, proxy_port: int, litellm_port: int, extra: str = "") -> str:
+def config_text(provider: int, supermemory: int, proxy_port: int, litellm_port: int, extra: str = "", *,
+                models: str = "", read_timeout: float = 60, total_timeout: float | None = None) -> str:
+    """The test stacks' config: four models on the emulator (two Supermemory-backed) and one
+    whose key is never set, then ``models`` (more ``model_list`` entries, ``{a}`` standing for
+    the provider URL and ``{b}`` for Supermemory's); ``extra`` lines go under ``memory_proxy``."""
     a, b = f"http://127.0.0.1:{provider}", f"http://127.0.0.1:{supermemory}"
+    timeouts = f"connect: 2, read: {read_timeout:g}" + (f", total: {total_timeout:g}" if total_timeout else "")
     return f"""
 model_list:
   - model_name: gpt-4o-mini
@@ -65,7 +70,7 @@ model_list:
                       api_key: os.environ/ANTHROPIC_API_KEY}}
   - model_name: needs-a-key
     litellm_params: {{model: openai/gpt-4o, api_base: "{a}/v1", api_key: os.environ/E2E_NEVER_SET_KEY}}
-user_id_mappings:
+{models.format(a=a, b=b)}user_id_mappings:
   custom_header: x-memory-user-id
   header_patterns:
     - {{header: user-agent, pattern: '^OpenAIClientImpl/Java', user_id: pycharm-ai}}
@@ -77,7 +82,7 @@ user_id_mappings:
 memory_proxy:
   port: {proxy_port}
   litellm_port: {litellm_port}
-  timeouts: {{connect: 2, read: 60}}
+  timeouts: {{{timeouts}}}
   supermemory:
     base_url: {b}
     api_key: os.environ/SUPERMEMORY_API_KEY

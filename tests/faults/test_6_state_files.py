@@ -96,7 +96,12 @@ def test_sigkill_while_the_proxy_saves_its_cookie_jar(tmp_path, jar_emu):
                         return
         driver = threading.Thread(target=drive)
         driver.start()
-        time.sleep(rng.uniform(0.3, 0.9))
+        # The kill lands at a random moment among the saves; waiting for the first one keeps a
+        # busy machine (a slow first request) from killing the proxy before it saved anything.
+        deadline = time.monotonic() + 30
+        while saves[0] == 0 and driver.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.05, 0.6))
         proxy.kill()
         stop.set()
         driver.join()
