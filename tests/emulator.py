@@ -536,7 +536,11 @@ def main(argv: list[str] | None = None) -> None:
     # only api_bases starting with the Supermemory port count as Supermemory-backed.
     # server_header=False: the Cloudflare refusal's "server: cloudflare" must be the only Server header.
     servers = [uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning",
-                                             server_header=False, lifespan="off"))
+                                             server_header=False, lifespan="off",
+                                             # Providers keep idle connections open for a minute or
+                                             # more; uvicorn's 5 s default made LiteLLM (its retries
+                                             # off in the fault stack) reuse just-closed ones.
+                                             timeout_keep_alive=75))
                for port in args.port or [8999]]
 
     async def serve_all() -> None:

@@ -194,17 +194,13 @@ def test_two_hundred_concurrent_streams_through_litellm(patient):
     started = time.monotonic()
     results = asyncio.run(run())
     took = time.monotonic() - started
-    litellm_own = []  # LiteLLM failing its own upstream call ("Connection error": a stale keep-alive
-    for i, (status, data) in enumerate(results):  # connection to the emulator), not the memory proxy
-        if status == 500 and b"OpenAIException - Connection error" in data:
-            litellm_own.append(i)
-            continue
+    # Every stream must succeed: the one failure once seen here was LiteLLM reusing a keep-alive
+    # connection the emulator had just closed (its idle timeout is now a provider's, not 5 s).
+    for i, (status, data) in enumerate(results):
         assert status == 200 and b'"error"' not in data, (i, status, data[-300:])
         assert (b"data: [DONE]" in data) if i % 2 else (b"message_stop" in data), data[-300:]
-    metric(f"200 concurrent streams through LiteLLM in {took:.1f} s"
-           + (f"; {len(litellm_own)} failed inside LiteLLM (its connection to the upstream)" if litellm_own else ""))
-    assert len(litellm_own) <= 2, litellm_own
-    load("concurrent streams (200 at once, through LiteLLM)", 200 - len(litellm_own))
+    metric(f"200 concurrent streams through LiteLLM in {took:.1f} s")
+    load("concurrent streams (200 at once, through LiteLLM)", 200)
 
 
 class KeepAlive:
