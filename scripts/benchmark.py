@@ -841,8 +841,8 @@ def judge(results: dict, per_round: dict, stream_samples: dict) -> list[dict]:
     gen_cpu = [r["generator_cpu"] for r in direct_runs if r.get("generator_cpu") is not None]
     add("generator headroom: direct throughput vs fastest proxied", direct / fastest, 5, ">=",
         note=(f"on the direct path the generator used {med(gen_cpu) * 100:.0f}% of a core and the "
-              f"{results['direct_processes']} emulator process(es) {med([r['emulator_cpu'] for r in direct_runs]) * 100:.0f}%"
-              f" of a core (each process at most 100%)")
+              f"{results['direct_processes']} emulator process(es) together "
+              f"{med([r['emulator_cpu'] for r in direct_runs]) * 100:.0f}% (each at most 100%)")
         if gen_cpu else "")
     return targets
 
