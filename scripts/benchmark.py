@@ -2,23 +2,29 @@
 """Benchmark every hop side by side: ``python3 scripts/benchmark.py [--quick] [--json PATH]``.
 
 One run, offline, no keys: starts the project's upstream emulator (tests/emulator.py), the
-full chain with ``start_proxies.py up --detach`` (real LiteLLM binary) and a second memory
-proxy alone with ``up --detach --litellm-url <emulator>``, then measures on the same machine,
+full chain with ``start_proxies.py up --detach`` (real LiteLLM binary), a second memory
+proxy alone with ``up --detach --litellm-url <emulator>`` and a third in SDK mode with
+``up --detach --mode sdk`` (LiteLLM's Router in-process), then measures on the same machine,
 with the same request bodies, interleaved round by round so that the machine's noise hits
 every path alike:
 
-  1. direct        the emulator itself
+  1. direct        the emulator itself (one process per core sharing a port: stateless load)
   2. proxy         the memory proxy alone in front of the emulator
   3. litellm       LiteLLM alone in front of the emulator
   4. chain         memory proxy -> LiteLLM -> emulator (ordinary model)
   5. chain_sm      memory proxy -> LiteLLM -> egress -> emulator (Supermemory-backed model)
+  6. sdk           SDK-mode memory proxy (Router in-process) -> emulator (ordinary model)
+  7. sdk_sm        SDK-mode memory proxy -> its egress -> emulator (Supermemory-backed model)
 
 For each: latency p50/p95/p99 with one client (wrk, and an httpx client like the OpenAI and
 Anthropic Python SDKs use); requests/s with p50/p99 at 20 and 100 clients; streaming time to
 the first event and the largest extra delay any chunk gets (the emulator spaces its chunks);
 plus the memory proxy's RSS before and after 50,000 requests, and the launcher's ``--help``,
 ``status`` and ``up --detach`` times. Targets are judged on ratios within the run (absolute
-times on shared machines are noise). Prints one table and writes the same figures as JSON.
+times on shared machines are noise). SDK mode (6, 7) is compared with binary mode (4, 5) as
+informative ratios: latency, throughput, first streamed event, RSS (the SDK process against
+LiteLLM's and the memory proxy's together) and ``up --detach`` until healthy. Prints one table
+and writes the same figures as JSON.
 
 Load generator: ``wrk`` (Debian/Ubuntu: ``sudo apt-get install -y wrk``; macOS: ``brew install
 wrk``). Without it the script falls back to several Python load processes and says so; the
@@ -63,14 +69,17 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 import yaml  # noqa: E402
 
-PATHS = ("direct", "proxy", "litellm", "chain", "chain_sm")
+PATHS = ("direct", "proxy", "litellm", "chain", "chain_sm", "sdk", "sdk_sm")
 LABELS = {
     "direct": "1 emulator directly",
     "proxy": "2 memory proxy alone",
     "litellm": "3 LiteLLM alone",
     "chain": "4 full chain",
     "chain_sm": "5 full chain, Supermemory",
+    "sdk": "6 SDK mode",
+    "sdk_sm": "7 SDK mode, Supermemory",
 }
+SDK_PAIRS = (("sdk", "chain"), ("sdk_sm", "chain_sm"))  # SDK mode vs binary mode, same model
 PROMPT = "Say hello in one short sentence, please."
 WRK_INSTALL = "sudo apt-get install -y wrk   (Debian/Ubuntu; macOS: brew install wrk)"
 
@@ -369,6 +378,7 @@ class Bench:
     workdir: Path
     env: dict = field(default_factory=dict)
     emulator: subprocess.Popen | None = None
+    direct: list[subprocess.Popen] = field(default_factory=list)  # the direct path's emulator processes
     states: list[tuple[Path, Path]] = field(default_factory=list)  # (config, state dir) started with up
 
     def launcher(self, config: Path, state: Path, *argv: str, python: str | None = None,
@@ -377,22 +387,34 @@ class Bench:
                "--state-dir", str(state), *argv]
         return subprocess.run(cmd, capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=timeout)
 
-    def start_emulator(self, ports: list[int]) -> None:
+    def _emulator(self, ports: list[int], log_name: str, *extra: str) -> subprocess.Popen:
         argv = [sys.executable, "-m", "tests.emulator", "--host", "127.0.0.1"]
         for port in ports:
             argv += ["--port", str(port)]
-        argv += ["--chunk-delay", str(self.args.chunk_delay), "--chunks", str(self.args.chunks), "--stamp-events"]
-        out = open(self.workdir / "emulator.log", "wb")
-        self.emulator = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=self.env)
+        argv += ["--chunk-delay", str(self.args.chunk_delay), "--chunks", str(self.args.chunks), "--stamp-events",
+                 *extra]
+        out = open(self.workdir / log_name, "wb")
+        return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=self.env)
+
+    def start_emulator(self, ports: list[int], direct_port: int, direct_processes: int) -> None:
+        """The emulator on ``ports`` (one process: one state for the providers and Supermemory),
+        and ``direct_processes`` more sharing ``direct_port`` for the direct path only: one Python
+        process tops out at a few thousand requests/s, below what the generator can drive."""
+        self.emulator = self._emulator(ports, "emulator.log")
+        for i in range(direct_processes):
+            self.direct.append(self._emulator([direct_port], f"emulator-direct-{i}.log", "--reuse-port"))
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{ports[0]}/_emulator/stats", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
+        for port in (ports[0], direct_port):
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/_emulator/stats", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or any(p.poll() is not None for p in [self.emulator, *self.direct]):
+                    raise RuntimeError("the emulator did not start; see " + str(self.workdir / "emulator*.log"))
                 time.sleep(0.1)
-        raise RuntimeError("the emulator did not start; see " + str(self.workdir / "emulator.log"))
 
     def settle(self, port: int, quiet: float = 0.3, limit: float = 30.0) -> None:
         """Wait until no request has reached the emulator for ``quiet`` s (a load run leaves
@@ -421,13 +443,16 @@ class Bench:
             except (subprocess.SubprocessError, OSError) as exc:
                 log(f"down failed for {state}: {exc}")
         self.states.clear()
-        if self.emulator and self.emulator.poll() is None:
-            self.emulator.terminate()
+        for proc in filter(None, [self.emulator, *self.direct]):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in filter(None, [self.emulator, *self.direct]):
             try:
-                self.emulator.wait(10)
+                proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.emulator.kill()
+                proc.kill()
         self.emulator = None
+        self.direct.clear()
 
 
 def write_config(path: Path, *, port: int, litellm_port: int, provider: int, supermemory: int) -> None:
@@ -462,6 +487,22 @@ def machine() -> dict:
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
 
 
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and its children, in MB."""
+    proc = psutil.Process(pid)
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def cpu_s(procs: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
 def timed(fn, repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
@@ -479,13 +520,15 @@ def run(args: argparse.Namespace) -> dict:
     rounds = args.rounds or (1 if quick else 3)
     workdir = Path(tempfile.mkdtemp(prefix="memory-proxy-bench-"))
     json_path = Path(args.json) if args.json else workdir / "benchmark.json"
-    provider, sm_port, chain_port, litellm_port, alone_port, unused = free_ports(6)
+    provider, sm_port, chain_port, litellm_port, alone_port, unused, sdk_port, direct_port = free_ports(8)
+    direct_processes = args.direct_processes or os.cpu_count() or 1
     master = "sk-bench-" + secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORY_PROXY_")}
     env.update(LITELLM_MASTER_KEY=master, BENCH_PROVIDER_KEY="sk-emulator-" + secrets.token_hex(8),
                BENCH_SUPERMEMORY_KEY="sm-emulator-" + secrets.token_hex(8), PYTHONUNBUFFERED="1")
     bench = Bench(args, workdir, env)
-    results: dict = {"machine": machine(), "quick": quick, "rounds": rounds, "workdir": str(workdir)}
+    results: dict = {"machine": machine(), "quick": quick, "rounds": rounds, "workdir": str(workdir),
+                     "direct_processes": direct_processes}
 
     wrk_binary = shutil.which("wrk") if args.generator in ("auto", "wrk") else None
     if args.generator == "wrk" and not wrk_binary:
@@ -499,6 +542,8 @@ def run(args: argparse.Namespace) -> dict:
     alone_cfg, alone_state = workdir / "alone.yaml", workdir / "state-alone"
     write_config(chain_cfg, port=chain_port, litellm_port=litellm_port, provider=provider, supermemory=sm_port)
     write_config(alone_cfg, port=alone_port, litellm_port=unused, provider=provider, supermemory=sm_port)
+    sdk_cfg, sdk_state = workdir / "sdk.yaml", workdir / "state-sdk"
+    write_config(sdk_cfg, port=sdk_port, litellm_port=unused, provider=provider, supermemory=sm_port)
     user_python = os.environ.get("BENCH_USER_PYTHON") or sys.executable
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -506,7 +551,7 @@ def run(args: argparse.Namespace) -> dict:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         log(f"work folder {workdir}; generator: {gen.version}")
-        bench.start_emulator([provider, sm_port])
+        bench.start_emulator([provider, sm_port], direct_port, direct_processes)
 
         # --- the launcher -----------------------------------------------------------------------
         launcher: dict = {"python": user_python}
@@ -552,19 +597,36 @@ def run(args: argparse.Namespace) -> dict:
             raise RuntimeError(f"up --detach --litellm-url failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
         alone_pid = json.loads(bench.launcher(alone_cfg, alone_state, "status", "--json").stdout)[
             "processes"]["memory_proxy"]["pid"]
+
+        log("up --detach --mode sdk: the memory proxy with LiteLLM's Router in-process ...")
+        started = time.time()
+        bench.states.append((sdk_cfg, sdk_state))
+        up = bench.launcher(sdk_cfg, sdk_state, "up", "--detach", "--mode", "sdk", python=user_python, timeout=400)
+        launcher["up_detach_sdk_s"] = time.time() - started
+        if up.returncode != 0:
+            raise RuntimeError(f"up --detach --mode sdk failed ({up.returncode}):\n{up.stdout[-3000:]}\n"
+                               f"{up.stderr[-3000:]}")
+        sdk_pid = json.loads(bench.launcher(sdk_cfg, sdk_state, "status", "--json").stdout)[
+            "processes"]["memory_proxy"]["pid"]
+        log(f"up --detach --mode sdk took {launcher['up_detach_sdk_s']:.1f} s")
         results["launcher"] = launcher
         proxy_proc = psutil.Process(alone_pid)
-        emulator_proc = psutil.Process(bench.emulator.pid)
-        results["rss_mb"] = {"proxy_after_start": proxy_proc.memory_info().rss / 2**20}
+        emulator_procs = [psutil.Process(bench.emulator.pid)]
+        direct_procs = [psutil.Process(p.pid) for p in bench.direct]
+        results["rss_mb"] = {"proxy_after_start": proxy_proc.memory_info().rss / 2**20,
+                             "sdk_after_start": tree_rss_mb(sdk_pid),
+                             "binary_after_start": tree_rss_mb(ll_pid) + tree_rss_mb(chain_pid)}
 
         targets = {
-            "direct": Target("direct", provider, "sk-anything", "plain"),
+            "direct": Target("direct", direct_port, "sk-anything", "plain"),
             "proxy": Target("proxy", alone_port, "sk-anything", "plain"),
             "litellm": Target("litellm", litellm_port, master, "plain"),
             "chain": Target("chain", chain_port, "sk-anything", "plain"),
             "chain_sm": Target("chain_sm", chain_port, "sk-anything", "memory"),
+            "sdk": Target("sdk", sdk_port, "sk-anything", "plain"),
+            "sdk_sm": Target("sdk_sm", sdk_port, "sk-anything", "memory"),
         }
-        slow = {"litellm", "chain", "chain_sm"}  # ~30 req/s: fewer requests, longer runs
+        slow = {"litellm", "chain", "chain_sm", "sdk", "sdk_sm"}  # LiteLLM inside: fewer requests, longer runs
 
         log("warming up every path ...")
         for name, t in targets.items():
@@ -576,7 +638,8 @@ def run(args: argparse.Namespace) -> dict:
         # --- one client, then 20 and 100 -------------------------------------------------------
         # Round by round, every path in turn; LiteLLM alone and the full chain, whose ratio has the
         # tightest targets, twice and mirrored (L C S C L), so a drift of the machine's load within
-        # a round favours neither. After each run, wait until LiteLLM has drained its backlog.
+        # a round favours neither; SDK mode between the two chains, its order reversed every other
+        # round. After each run, wait until LiteLLM has drained its backlog.
         per_round: dict[str, dict[str, list]] = {p: {} for p in PATHS}
 
         def record(path: str, key: str, value: dict, round_: int) -> None:
@@ -584,16 +647,18 @@ def run(args: argparse.Namespace) -> dict:
 
         def order(round_: int) -> tuple[str, ...]:
             first = ("direct", "proxy") if round_ % 2 == 0 else ("proxy", "direct")
-            return first + ("litellm", "chain", "chain_sm", "chain", "litellm")
+            middle = ("chain_sm", "sdk_sm", "sdk") if round_ % 2 == 0 else ("sdk", "sdk_sm", "chain_sm")
+            return first + ("litellm", "chain") + middle + ("chain", "litellm")
 
         fast_s, slow_s = 2.0, 2.0
-        log(f"one client, wrk: {rounds} round(s) x 7 runs x {fast_s:g}-{slow_s:g} s ...")
+        runs = len(order(0))
+        log(f"one client, wrk: {rounds} round(s) x {runs} runs x {fast_s:g}-{slow_s:g} s ...")
         for r in range(rounds):
             for name in order(r):
                 record(name, "c1_wrk", gen.run(targets[name], 1, slow_s if name in slow else fast_s), r)
                 bench.settle(provider)
         n1 = 300 if quick else 500
-        log(f"one client, httpx: {rounds} round(s) x 7 runs x {n1 // 10}-{n1} requests ...")
+        log(f"one client, httpx: {rounds} round(s) x {runs} runs x {n1 // 10}-{n1} requests ...")
         for r in range(rounds):
             for name in order(r):
                 record(name, "c1_httpx", httpx_latency(targets[name], n1 // 10 if name in slow else n1), r)
@@ -602,18 +667,19 @@ def run(args: argparse.Namespace) -> dict:
             # At 100 clients LiteLLM's answers take seconds (p99 4-8 s here, with stalls): a run
             # shorter than that counts mostly luck, so those runs are long.
             fast_s, slow_s = (2.0, 3.0 if clients == 20 else 5.0) if quick else (2.0, 3.0 if clients == 20 else 8.0)
-            log(f"{clients} clients: {rounds} round(s) x 7 runs x {fast_s:g}-{slow_s:g} s ...")
+            log(f"{clients} clients: {rounds} round(s) x {runs} runs x {fast_s:g}-{slow_s:g} s ...")
             for r in range(rounds):
                 for name in order(r):
-                    emulator_cpu = sum(emulator_proc.cpu_times()[:2])
+                    procs = direct_procs if name == "direct" else emulator_procs
+                    emulator_cpu = cpu_s(procs)
                     result = gen.run(targets[name], clients, slow_s if name in slow else fast_s)
-                    result["emulator_cpu"] = (sum(emulator_proc.cpu_times()[:2]) - emulator_cpu) / result["seconds"]
+                    result["emulator_cpu"] = (cpu_s(procs) - emulator_cpu) / result["seconds"]
                     record(name, f"c{clients}", result, r)
                     bench.settle(provider)
 
         # --- streaming -------------------------------------------------------------------------------
         streams = 8 if quick else 10
-        log(f"streaming: {rounds} round(s) x 5 paths x {streams} streams ...")
+        log(f"streaming: {rounds} round(s) x {len(PATHS)} paths x {streams} streams ...")
         clients_s = {name: StreamClient(t) for name, t in targets.items()}
         stream_samples: dict[str, list[dict]] = {p: [] for p in PATHS}
         for r in range(rounds):
@@ -627,6 +693,11 @@ def run(args: argparse.Namespace) -> dict:
         for c in clients_s.values():
             c.close()
         bench.settle(provider)
+        # SDK mode against binary mode after the same load: the SDK process holds LiteLLM too.
+        results["rss_mb"].update(sdk_after_load=tree_rss_mb(sdk_pid), litellm_after_load=tree_rss_mb(ll_pid),
+                                 chain_proxy_after_load=tree_rss_mb(chain_pid))
+        results["rss_mb"]["binary_after_load"] = (results["rss_mb"]["litellm_after_load"]
+                                                  + results["rss_mb"]["chain_proxy_after_load"])
 
         # --- RSS over many requests --------------------------------------------------------------
         n_rss = args.rss_requests or (5000 if quick else 50000)
@@ -655,6 +726,7 @@ def run(args: argparse.Namespace) -> dict:
 
     results["paths"] = summarize(per_round, stream_samples, rounds)
     results["targets"] = judge(results, per_round, stream_samples)
+    results["sdk_vs_binary"] = compare_modes(results, per_round)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1, default=float))
     print(render(results))
@@ -768,10 +840,42 @@ def judge(results: dict, per_round: dict, stream_samples: dict) -> list[dict]:
     direct_runs = [r for c in (20, 100) for r in per_round["direct"][f"c{c}"]]
     gen_cpu = [r["generator_cpu"] for r in direct_runs if r.get("generator_cpu") is not None]
     add("generator headroom: direct throughput vs fastest proxied", direct / fastest, 5, ">=",
-        note=(f"on the direct path the generator used {med(gen_cpu) * 100:.0f}% of a core and the emulator "
-              f"{med([r['emulator_cpu'] for r in direct_runs]) * 100:.0f}% (one process: its ceiling)")
+        note=(f"on the direct path the generator used {med(gen_cpu) * 100:.0f}% of a core and the "
+              f"{results['direct_processes']} emulator process(es) together "
+              f"{med([r['emulator_cpu'] for r in direct_runs]) * 100:.0f}% (each at most 100%)")
         if gen_cpu else "")
     return targets
+
+
+def compare_modes(results: dict, per_round: dict) -> list[dict]:
+    """SDK mode against binary mode, SDK / binary, for information (the issue sets no target).
+
+    Per path pair (ordinary model: 6 vs 4, Supermemory-backed: 7 vs 5) the median of per-round
+    ratios, as for the targets; streaming from the medians over all streams; RSS of the SDK
+    process against LiteLLM's plus the full chain's memory proxy; start time of ``up --detach``."""
+    paths, rss, launcher = results["paths"], results["rss_mb"], results["launcher"]
+    rows = []
+
+    def add(name: str, values: list[float], better: str, note: str = "") -> None:
+        rows.append({"compare": name, "sdk_over_binary": [round(v, 3) for v in values], "better": better,
+                     "note": note})
+
+    for label, key, field_, better in (("1 client p50 (wrk)", "c1_wrk", "p50_ms", "lower"),
+                                       ("1 client p50 (httpx client)", "c1_httpx", "p50_ms", "lower"),
+                                       ("20 clients: requests/s", "c20", "rps", "higher"),
+                                       ("100 clients: requests/s", "c100", "rps", "higher")):
+        ratios = [round_ratios(per_round, sdk, binary, key, field_) for sdk, binary in SDK_PAIRS]
+        notes = [f"{pair} " + ", ".join(f"{x:.2f}" for x in r) for pair, r in zip(("6/4", "7/5"), ratios)]
+        add(label, [med(r) for r in ratios], better, "per round: " + "; ".join(notes))
+    add("streaming: first event", [paths[sdk]["stream"]["first_event_p50_ms"]
+                                   / paths[binary]["stream"]["first_event_p50_ms"] for sdk, binary in SDK_PAIRS],
+        "lower")
+    for when in ("after_start", "after_load"):
+        add(f"RSS {when.replace('_', ' ')}", [rss[f"sdk_{when}"] / rss[f"binary_{when}"]], "lower",
+            f"SDK process {rss[f'sdk_{when}']:.0f} MB vs LiteLLM + memory proxy {rss[f'binary_{when}']:.0f} MB")
+    add("up --detach until healthy", [launcher["up_detach_sdk_s"] / launcher["up_detach_s"]], "lower",
+        f"--mode sdk {launcher['up_detach_sdk_s']:.1f} s vs binary {launcher['up_detach_s']:.1f} s")
+    return rows
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -784,6 +888,7 @@ def render(results: dict) -> str:
     m, paths = results["machine"], results["paths"]
     lines = [f"LiteLLM Memory Proxy benchmark: {m['nproc']} cores ({m['cpu']}), Python {m['python']}, "
              f"{m['system']}, load {m['loadavg_at_start'][0]:.2f} at start; {results['generator']}; "
+             f"direct path: {results['direct_processes']} emulator process(es) on one port; "
              f"{results['rounds']} interleaved round(s), medians over rounds" + (" (--quick)" if results["quick"]
                                                                                    else "")]
     head = (f"{'path':27} | {'1 client, wrk (ms)':^20} | {'1 client, httpx (ms)':^20} | "
@@ -815,7 +920,14 @@ def render(results: dict) -> str:
               f"launcher ({la['python']}): --help {med(la['help_s']):.2f} s, status {med(la['status_s']):.2f} s "
               f"(medians of 5), up --detach {la['up_detach_s']:.1f} s with LiteLLM's own start "
               f"{fmt(la.get('litellm_own_start_s'), 1)} s, up --detach --litellm-url "
-              f"{la['up_detach_litellm_url_s']:.1f} s", "", "targets (ratios within this run):"]
+              f"{la['up_detach_litellm_url_s']:.1f} s, up --detach --mode sdk {la['up_detach_sdk_s']:.1f} s",
+              "", "SDK mode vs binary mode (informative, no target; SDK / binary within this run, "
+                  "ordinary model 6/4 and Supermemory-backed 7/5 where two):"]
+    for row in results["sdk_vs_binary"]:
+        values = " and ".join(f"{v:.2f}x" for v in row["sdk_over_binary"])
+        lines.append(f"  {row['compare'] + ':':30} {values:15} ({row['better']} is better for SDK)"
+                     + (f"  {row['note']}" if row["note"] else ""))
+    lines += ["", "targets (ratios within this run):"]
     for t in results["targets"]:
         unit = "" if t["unit"] == "x" else f" {t['unit']}"
         lines.append(f"  {'met    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['value']:.2f}{unit} "
@@ -836,6 +948,8 @@ def main() -> int:
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--chunk-delay", type=float, default=0.02, help="seconds between streamed chunks")
     parser.add_argument("--chunks", type=int, default=8, help="content chunks per streamed answer")
+    parser.add_argument("--direct-processes", type=int, default=None,
+                        help="emulator processes serving the direct path (default: one per core)")
     args = parser.parse_args()
     try:
         run(args)

@@ -18,12 +18,14 @@ import logging
 import re
 import secrets
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.datastructures import Headers
+from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -64,20 +66,24 @@ class EmulatorState:
 
     async def record(self, request: Request) -> bytes:
         raw = await request.body()
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
+        self.log(request.scope, _parse(raw))
+        return raw
+
+    def log(self, scope: dict, body: Any) -> None:
+        """Record one request (what Starlette's Request would show of it, read from the ASGI scope)."""
+        cookies: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookies.update(cookie_parser(value.decode("latin-1")))
         self.requests.append({
-            "method": request.method,
-            "path": request.scope["path"],  # decoded, with any "//" intact
-            "query": request.scope["query_string"].decode("latin-1"),
-            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "method": scope["method"],
+            "path": scope["path"],  # decoded, with any "//" intact
+            "query": scope["query_string"].decode("latin-1"),
+            "headers": {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
             "body": body,
-            "cookies": dict(request.cookies),
+            "cookies": cookies,
             "time": time.time(),
         })
-        return raw
 
     def take_fault(self) -> dict[str, Any] | None:
         fault = self.fault
@@ -124,6 +130,14 @@ class EmulatorState:
 
 # ---------------------------------------------------------------- helpers
 
+def _parse(raw: bytes) -> Any:
+    """A request body as recorded: parsed JSON, else the text, None when empty."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
 def _state(request: Request) -> EmulatorState:
     return request.app.state.emulator
 
@@ -138,11 +152,11 @@ def _error(provider: str, status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": etype, "param": None, "code": code}}, status)
 
 
-def _authorized(request: Request, provider: str) -> bool:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def _authorized(headers: Headers, provider: str) -> bool:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return True
-    return provider == ANTHROPIC and bool(request.headers.get("x-api-key", "").strip())
+    return provider == ANTHROPIC and bool(headers.get("x-api-key", "").strip())
 
 
 def _text(content: Any) -> str:
@@ -241,17 +255,24 @@ def _broken_json(st: EmulatorState, request: Request, fault: dict) -> StreamingR
 # ---------------------------------------------------------------- API handlers
 # Each takes (state, request, body, user id or None, fault or None).
 
-async def chat_completions(st, request, body, user, fault) -> Response:
+def _chat(st: EmulatorState, body: dict, user: str | None) -> tuple[dict, str, dict]:
+    """(id/created/model, reply text, usage) of one chat completion."""
     texts = _user_texts(body.get("messages"))
     text = st.converse(texts, user)
-    cid, created, model = f"chatcmpl-emu{next(st.ids)}", int(time.time()), body.get("model") or MODELS[0]
     p, c = _tokens(texts), _tokens([text])
-    usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-    head = {"id": cid, "created": created, "model": model}
+    head = {"id": f"chatcmpl-emu{next(st.ids)}", "created": int(time.time()), "model": body.get("model") or MODELS[0]}
+    return head, text, {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _chat_json(head: dict, text: str, usage: dict) -> JSONResponse:
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+    return JSONResponse({**head, "object": "chat.completion", "choices": [choice], "usage": usage})
+
+
+async def chat_completions(st, request, body, user, fault) -> Response:
+    head, text, usage = _chat(st, body, user)
     if body.get("stream") is not True:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                  "logprobs": None}
-        return JSONResponse({**head, "object": "chat.completion", "choices": [choice], "usage": usage})
+        return _chat_json(head, text, usage)
 
     def chunk(delta: dict, finish: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
@@ -358,7 +379,7 @@ async def answer(st: EmulatorState, request: Request, kind: str, raw: bytes, *, 
     if memory and not request.headers.get("x-supermemory-api-key"):
         return JSONResponse({"error": {"message": "[SUPERMEMORY] Missing x-supermemory-api-key header",
                                        "type": "authentication_error"}}, 401)
-    if not _authorized(request, provider):
+    if not _authorized(request.headers, provider):
         return _error(provider, 401, "Missing or invalid API key")
     body: Any = {}
     if request.method != "GET":
@@ -515,6 +536,44 @@ def create_app(*, chunk_delay: float = 0.02, chunks: int = 5) -> Starlette:
     return app
 
 
+def fast_chat(app: Starlette):
+    """The app as the real servers run it: an ordinary chat completion (POST /v1/chat/completions,
+    a bearer key, a JSON object, not streamed, no fault pending) skips Starlette's router and
+    middleware, which cost more than the answer itself; anything else goes to ``app``.
+
+    Same answer, same record (the same functions build both); it lets one process serve the
+    benchmark's direct path fast enough to show the load generator's headroom."""
+    st: EmulatorState = app.state.emulator
+
+    async def asgi(scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/chat/completions" or scope["method"] != "POST" \
+                or st.fault is not None:
+            return await app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before its body was complete
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        raw = b"".join(chunks)
+        body = _parse(raw)
+        if not isinstance(body, dict) or body.get("stream") is True or st.fault is not None \
+                or not _authorized(Headers(scope=scope), OPENAI):
+            replayed = False
+
+            async def replay() -> dict:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await app(scope, replay, send)
+        st.log(scope, body)
+        await _chat_json(*_chat(st, body, None))(scope, receive, send)
+    return asgi
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
@@ -525,6 +584,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.02)
     parser.add_argument("--chunks", type=int, default=5)
     parser.add_argument("--stamp-events", action="store_true", help="add emulator_sent (time.monotonic()) to SSE data")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="bind with SO_REUSEPORT, so that several emulator processes share a port (the kernel "
+                             "spreads connections over them); each keeps its own state, so only for stateless "
+                             "load such as the benchmark's direct path")
     args = parser.parse_args(argv)
     global STAMP_EVENTS
     STAMP_EVENTS = args.stamp_events
@@ -535,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     # Several ports, one state: providers on one port and "Supermemory" on another, so that
     # only api_bases starting with the Supermemory port count as Supermemory-backed.
     # server_header=False: the Cloudflare refusal's "server: cloudflare" must be the only Server header.
-    servers = [uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning",
+    servers = [uvicorn.Server(uvicorn.Config(fast_chat(app), host=args.host, port=port, log_level="warning",
                                              server_header=False, lifespan="off",
                                              # Providers keep idle connections open for a minute or
                                              # more; uvicorn's 5 s default made LiteLLM (its retries
@@ -553,8 +616,22 @@ def main(argv: list[str] | None = None) -> None:
         # Each server's own signal capture would stop only itself; ours stops all.
         for server in servers:
             server.capture_signals = contextlib.nullcontext
-        await asyncio.gather(*(server.serve() for server in servers))
-    asyncio.run(serve_all())
+        await asyncio.gather(*(server.serve(sockets=[_reuse_port_socket(args.host, server.config.port)]
+                                            if args.reuse_port else None) for server in servers))
+    try:
+        import uvloop  # a dependency (uvicorn's fast loop), except on Windows
+    except ImportError:
+        asyncio.run(serve_all())
+    else:
+        uvloop.run(serve_all())
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
 
 if __name__ == "__main__":

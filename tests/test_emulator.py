@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -10,7 +11,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.emulator import NO_USER_ID, AbortStream, create_app
+from tests.emulator import NO_USER_ID, AbortStream, create_app, fast_chat
 
 OPENAI_AUTH = {"authorization": "Bearer sk-test"}
 ANTHROPIC_AUTH = {"x-api-key": "sk-ant-test"}
@@ -256,6 +257,33 @@ async def test_request_record():
     assert isinstance(first["time"], float)
     assert records[1]["path"] == "/nowhere" and records[1]["headers"]["x-mixed-case"] == "1"
     assert later == records[1:] and stats["requests"] == 2 and cleared == []
+
+
+@pytest.mark.anyio
+async def test_fast_chat_answers_and_records_as_the_router_does():
+    """fast_chat (what the real servers run) gives the same answers and records as the plain app."""
+    cases = [dict(json=chat("hi"), headers={**OPENAI_AUTH, "cookie": "a=1; b=2", "X-Mixed": "1"}),
+             dict(json=chat("hi", stream=True), headers=OPENAI_AUTH),
+             dict(json=chat("hi")),  # no key
+             dict(json=chat("hi"), headers={"authorization": "Basic abc"}),
+             dict(content=b"[1, 2]", headers=OPENAI_AUTH),
+             dict(content=b"{not json", headers=OPENAI_AUTH),
+             dict(json=chat("My name is Ann. What is my name?"), headers=OPENAI_AUTH, params={"q": "1"})]
+    outcomes = []
+    for wrap in (lambda app: app, fast_chat):
+        async with client_for(wrap(create_app(chunk_delay=0, chunks=2))) as c:
+            answers = []
+            for case in cases:
+                r = await c.post("/v1/chat/completions", **case)
+                answers.append((r.status_code, sorted(r.headers.items()), re.sub(r'"created": ?\d+', "", r.text)))
+            await c.post("/_emulator/faults", json={"mode": "error_429"})
+            r = await c.post("/v1/chat/completions", json=chat("hi"), headers=OPENAI_AUTH)
+            answers.append((r.status_code, r.text))
+            records = (await c.get("/_emulator/requests")).json()
+        outcomes.append((answers, [{k: v for k, v in rec.items() if k != "time"} for rec in records]))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][0][0][0] == 200 and outcomes[1][0][2][0] == 401 and outcomes[1][0][-1][0] == 429
+    assert outcomes[1][1][0]["cookies"] == {"a": "1", "b": "2"} and len(outcomes[1][1]) == len(cases) + 1
 
 
 def _free_port() -> int:
