@@ -250,7 +250,7 @@ def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout:
                     failure = (f"not healthy in time (--timeout {timeout:g}); giving up; last lines of "
                                f"{state.log_file('litellm')}:", sv.tail(state.log_file("litellm"), 25))
                     break
-                time.sleep(0.2)
+                time.sleep(0.05)  # the record changes as the supervisor goes; `up` returns as soon as it says running
     except KeyboardInterrupt:
         _stop_starting(state, proc)
         _fail("interrupted; nothing is left running")
@@ -460,10 +460,9 @@ def check(ctx: Context, as_json: bool) -> int:
             _fail(exc.render())
         return 2
     from . import litellm_config
-    from .egress import egress_base
 
     generated = litellm_config.build_litellm_config(
-        config, egress_base(config.proxy.port, sv.connect_host(config.proxy.host)))
+        config, litellm_config.egress_base(config.proxy.port, sv.connect_host(config.proxy.host)))
     masked = litellm_config.mask_secrets(generated)
     binary = sv.find_litellm()
     problems = [] if binary else [sv.litellm_missing()]

@@ -41,6 +41,7 @@ EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"  # same name as litellm_config.
 LITELLM, MEMORY, SUPERVISOR = "litellm", "memory_proxy", "supervisor"
 SDK = "memory_proxy_sdk"  # the SDK-backed memory proxy beside the binary one (mode "both")
 LOG_NAMES = {LITELLM: "litellm", MEMORY: "memory", SUPERVISOR: "supervisor", SDK: "memory_sdk"}
+LABELS = {LITELLM: "LiteLLM", MEMORY: "the memory proxy", SDK: "the SDK-backed memory proxy"}  # in messages
 BACKENDS = ("binary", "sdk", "both")  # `up --mode`
 RECORD_VERSION = 1
 
@@ -50,6 +51,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 60.0  # a child that ran this long before dying restarts with the first back-off again
 HANG_LIMIT = 90.0  # a child answering nothing for this long is killed (and then restarted)
 PROBE_EVERY = 5.0
+STARTUP_POLL = 0.05  # between health probes while starting: `up` returns this soon after LiteLLM is ready
 STOP_GRACE = 10.0
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
 
@@ -477,7 +479,13 @@ class Supervisor:
                    f"(pid {child.proc.pid}, {time.monotonic() - child.started_mono:.1f} s)")
 
     def start(self) -> None:
-        """Bring both processes up and healthy, or raise LaunchError with nothing left running."""
+        """Bring both processes up and healthy, or raise LaunchError with nothing left running.
+
+        LiteLLM and the memory proxy start at the same moment: the memory proxy needs nothing
+        from LiteLLM to start (until LiteLLM is ready it answers 503 with ``Retry-After``, and
+        its ``/health`` says ``degraded``), so ``up`` is done about when LiteLLM is ready instead
+        of a memory-proxy start (1-2 s) later. While waiting for one, the other is watched
+        too: whichever exits first is named, with the last lines of its own log."""
         self.state.ensure()
         self.set_phase("checking the config, ports and binary")
         self.config = config = self.preflight()
@@ -494,12 +502,12 @@ class Supervisor:
             self.record_state = "running"
             self.set_phase("running")
             return
+        litellm: Child | None = None
         if not self.litellm_url:
             from . import litellm_config  # yaml only; imported here to keep `status` lean
-            from .egress import egress_base  # httpx/starlette: only the supervisor needs it
 
             generated = litellm_config.build_litellm_config(
-                config, egress_base(proxy.port, connect_host(proxy.host)), self.environ)
+                config, litellm_config.egress_base(proxy.port, connect_host(proxy.host)), self.environ)
             atomic_write(self.state.litellm_config, litellm_config.render(generated), mode=0o600)
             binary = find_litellm()
             assert binary is not None  # preflight checked
@@ -507,20 +515,13 @@ class Supervisor:
             env[MASTER_KEY_ENV] = master_key
             env[EGRESS_SECRET_ENV] = egress_secret
             base = f"http://127.0.0.1:{proxy.litellm_port}"
-            self.children[LITELLM] = Child(
+            litellm = self.children[LITELLM] = Child(
                 LITELLM,
                 [str(binary), "--config", str(self.state.litellm_config), "--host", "127.0.0.1",
                  "--port", str(proxy.litellm_port)],
                 env, self.state.root, proxy.litellm_port, base + "/health/liveliness", base + "/health/readiness")
             self.event(f"starting LiteLLM ({binary}) on 127.0.0.1:{proxy.litellm_port}")
-            self._spawn(self.children[LITELLM])
-            deadline = time.monotonic() + self.startup_timeout
-            self.set_phase(f"waiting for LiteLLM: GET {base}/health/liveliness")
-            self._wait_until(self.children[LITELLM], self.children[LITELLM].alive_url, deadline, "LiteLLM")
-            self.set_phase(f"waiting for LiteLLM: GET {base}/health/readiness")
-            self._wait_until(self.children[LITELLM], self.children[LITELLM].ready_url, deadline, "LiteLLM")
-            self.event(f"LiteLLM is ready (pid {self.children[LITELLM].proc.pid}, "
-                       f"{time.monotonic() - self.children[LITELLM].started_mono:.1f} s)")
+            self._spawn(litellm)
             litellm_url = base
         else:
             litellm_url = self.litellm_url.rstrip("/")
@@ -536,14 +537,24 @@ class Supervisor:
         argv = [self.python, "-m", "memory_proxy", "--config", str(self.config_path),
                 "--state-dir", str(self.state.root), "--litellm-url", litellm_url]
         mp_base = f"http://{url_host(proxy.host)}:{proxy.port}"
-        self.children[MEMORY] = Child(MEMORY, argv, env, ROOT, proxy.port, mp_base + "/health", mp_base + "/health")
+        memory = self.children[MEMORY] = Child(MEMORY, argv, env, ROOT, proxy.port, mp_base + "/health",
+                                               mp_base + "/health")
         self.event(f"starting the memory proxy on {proxy.host}:{proxy.port}")
-        self._spawn(self.children[MEMORY])
+        self._spawn(memory)
+        if litellm is not None:
+            deadline = litellm.started_mono + self.startup_timeout
+            self.set_phase(f"waiting for LiteLLM: GET {litellm.alive_url}")
+            self._wait_until(litellm, litellm.alive_url, deadline, "LiteLLM", watch=(memory,))
+            self.set_phase(f"waiting for LiteLLM: GET {litellm.ready_url}")
+            self._wait_until(litellm, litellm.ready_url, deadline, "LiteLLM", watch=(memory,))
+            self.event(f"LiteLLM is ready (pid {litellm.proc.pid}, "
+                       f"{time.monotonic() - litellm.started_mono:.1f} s)")
         self.set_phase(f"waiting for the memory proxy: GET {mp_base}/health")
-        deadline = time.monotonic() + MEMORY_STARTUP_TIMEOUT
         accept = (200, 503) if self.litellm_url else (200,)
-        self._wait_until(self.children[MEMORY], mp_base + "/health", deadline, "the memory proxy", accept)
-        self.event(f"memory proxy is ready on {mp_base} (pid {self.children[MEMORY].proc.pid})")
+        watch = (litellm,) if litellm is not None else ()
+        self._wait_until(memory, mp_base + "/health", time.monotonic() + MEMORY_STARTUP_TIMEOUT, "the memory proxy",
+                         accept, watch=watch)
+        self.event(f"memory proxy is ready on {mp_base} (pid {memory.proc.pid})")
         if self.backend == "both":
             self._start_sdk(SDK, self.sdk_port_for(config), base_env, master_key)
         self.record_state = "running"
@@ -573,24 +584,31 @@ class Supervisor:
         self.save_record()
 
     def _wait_until(self, child: Child, url: str, deadline: float, what: str,
-                    accept: tuple[int, ...] = (200,)) -> None:
+                    accept: tuple[int, ...] = (200,), watch: tuple[Child, ...] = ()) -> None:
+        """Poll ``url`` until it answers one of ``accept``; LaunchError when ``child`` or one of
+        ``watch`` (the other children starting meanwhile) exits, or at ``deadline``."""
         assert child.proc is not None
         path = urlsplit(url).path
         while True:
             if self.stop_event.is_set():
                 raise Interrupted()
-            code = child.proc.poll()
-            if code is not None:
-                raise LaunchError(f"{what} exited during startup ({describe_exit(code)}) before answering "
-                                  f"{path}; last lines of {self.state.log_file(LOG_NAMES[child.name])}:",
-                                  tail(self.state.log_file(LOG_NAMES[child.name]), 25))
+            self._raise_if_exited(child, what, path)
+            for other in watch:
+                self._raise_if_exited(other, LABELS[other.name], urlsplit(other.ready_url).path)
             if http_status(url, timeout=2.0) in accept:
                 return
             if time.monotonic() > deadline:
                 raise LaunchError(f"{what} did not answer {path} with {accept[0]} in time; last lines of "
                                   f"{self.state.log_file(LOG_NAMES[child.name])}:",
                                   tail(self.state.log_file(LOG_NAMES[child.name]), 25))
-            self.stop_event.wait(0.25)
+            self.stop_event.wait(STARTUP_POLL)
+
+    def _raise_if_exited(self, child: Child, what: str, path: str) -> None:
+        code = child.proc.poll() if child.proc is not None else None
+        if code is not None:
+            log = self.state.log_file(LOG_NAMES[child.name])
+            raise LaunchError(f"{what} exited during startup ({describe_exit(code)}) before answering "
+                              f"{path}; last lines of {log}:", tail(log, 25))
 
     # -- watching --
 
@@ -602,7 +620,7 @@ class Supervisor:
 
     def _watch(self, child: Child) -> None:
         now = time.monotonic()
-        label = {LITELLM: "LiteLLM", SDK: "the SDK-backed memory proxy"}.get(child.name, "the memory proxy")
+        label = LABELS[child.name]
         if child.proc is not None:
             code = child.proc.poll()
             if code is None:
