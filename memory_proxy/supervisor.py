@@ -27,13 +27,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import psutil
 
-from .config import Config, ConfigError, load_config
 from .state import MASTER_KEY_ENV, StateDir, atomic_write
+
+if TYPE_CHECKING:
+    from .config import Config  # the config module (and yaml) only where a config is read
 
 ROOT = Path(__file__).resolve().parent.parent
 EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"  # same name as litellm_config.EGRESS_SECRET_ENV
@@ -425,6 +427,8 @@ class Supervisor:
 
     def preflight(self) -> Config:
         """Config, ports and binary: everything that can be refused before anything starts."""
+        from .config import ConfigError, load_config
+
         try:
             config = load_config(self.config_path, self.environ)
         except ConfigError as exc:
@@ -843,6 +847,8 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
             result["problems"].append("the last start failed: " + record["error"]["message"])
         else:
             result["problems"].append("not running (start it with: python3 start_proxies.py up)")
+        from .config import ConfigError, load_config
+
         config: Config | None = None
         try:
             config = load_config(config_path)
