@@ -13,7 +13,6 @@ that dies with back-off, and stops both children when it is told to stop.
 from __future__ import annotations
 
 import errno
-import http.client
 import json
 import os
 import secrets
@@ -169,6 +168,8 @@ def port_problem(port: int, host: str, what: str) -> str | None:
 def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
     """(status, body) of a plain GET, or (None, b"") when nothing answered in time.
     No proxies from the environment, no redirects, no LiteLLM imports."""
+    import http.client  # (and ssl): only where something runs to be asked; `status` of nothing skips it
+
     parts = urlsplit(url)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname, parts.port, timeout=timeout)
