@@ -794,6 +794,29 @@ def _entry_status(name: str, entry: Mapping[str, Any] | None, probe_url: str | N
     return info
 
 
+def _probe_all(rows: Mapping[str, tuple]) -> dict[str, dict]:
+    """``_entry_status`` of every row at once: the health probes wait on other processes
+    (the memory proxy's ``/health`` asks LiteLLM in turn), so ``status`` waits for the slowest
+    one instead of their sum."""
+    results: dict[str, dict | BaseException] = {}
+
+    def probe(name: str) -> None:
+        try:
+            results[name] = _entry_status(name, *rows[name])
+        except BaseException as exc:  # raised again below, in the caller's thread
+            results[name] = exc
+
+    threads = [threading.Thread(target=probe, args=(name,), daemon=True) for name in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for outcome in results.values():
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return {name: results[name] for name in rows}
+
+
 def collect_status(state: StateDir, config_path: Path) -> dict:
     """Everything ``status`` shows, as plain data; ``healthy`` only when every part is."""
     record = read_record(state)
@@ -812,27 +835,25 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         result["memory_proxy_url"] = record.get("memory_proxy_url")
         result["litellm_url"] = record.get("litellm_url")
         procs = record.get("processes", {})
-        result["processes"][SUPERVISOR] = _entry_status(SUPERVISOR, procs.get(SUPERVISOR), None, None)
+        rows: dict[str, tuple] = {SUPERVISOR: (procs.get(SUPERVISOR), None, None)}  # name -> entry, probe, port
         external = record.get("external_litellm")
         if result["backend"] == "sdk":
             pass  # LiteLLM runs inside the memory proxy: no litellm row
         elif external:
-            info = _entry_status(LITELLM, None, external.rstrip("/") + "/health/readiness", None)
-            info["external_url"] = external
-            result["processes"][LITELLM] = info
+            rows[LITELLM] = (None, external.rstrip("/") + "/health/readiness", None)
         else:
             entry = procs.get(LITELLM) or {}
             port = entry.get("port")
-            result["processes"][LITELLM] = _entry_status(
-                LITELLM, entry, f"http://127.0.0.1:{port}/health/readiness" if port else None, port)
+            rows[LITELLM] = (entry, f"http://127.0.0.1:{port}/health/readiness" if port else None, port)
         entry = procs.get(MEMORY) or {}
         port = entry.get("port")
-        result["processes"][MEMORY] = _entry_status(
-            MEMORY, entry, f"{record.get('memory_proxy_url')}/health" if port else None, port)
+        rows[MEMORY] = (entry, f"{record.get('memory_proxy_url')}/health" if port else None, port)
         if SDK in procs:
             entry = procs.get(SDK) or {}
-            result["processes"][SDK] = _entry_status(SDK, entry, (entry.get("url") + "/health") if entry.get("url")
-                                                     else None, entry.get("port"))
+            rows[SDK] = (entry, (entry.get("url") + "/health") if entry.get("url") else None, entry.get("port"))
+        result["processes"] = _probe_all(rows)
+        if external and LITELLM in result["processes"]:
+            result["processes"][LITELLM]["external_url"] = external
         result["healthy"] = all(p["healthy"] for p in result["processes"].values())
         for name in (LITELLM, MEMORY, SDK):
             p = result["processes"].get(name)
