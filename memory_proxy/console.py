@@ -148,8 +148,8 @@ def print_hints(config: Config, record: dict | None, command: str = "python3 sta
     missing = sv.missing_keys(config)
     ordinary = sorted({m.model_name for m in config.models if not m.supermemory_backed} - set(missing))
     out.line(f"Models with memory: {', '.join(g for g in backed if g not in missing) or '(none)'}; "
-              f"without memory: {', '.join(ordinary) or '(none)'}"
-              + (f"; disabled (missing keys): {', '.join(missing)}" if missing else ""))
+             f"without memory: {', '.join(ordinary) or '(none)'}"
+             + (f"; disabled (missing keys): {', '.join(missing)}" if missing else ""))
     out.line(f"Logs: {command} logs -f\nStatus: {command} status\nStop: {command} down")
 
 
