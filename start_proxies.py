@@ -108,7 +108,8 @@ def down(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
 @app.command()
 def logs(
     ctx: typer.Context,
-    which: LogName = typer.Argument(LogName.all, help="memory, litellm, supervisor or all."),
+    which: LogName = typer.Argument(LogName.all, metavar="which",
+                                    help="all, memory, litellm, supervisor or memory_sdk."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     lines: int = typer.Option(50, "--lines", "-n", help="How many past lines to show."),
 ) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,6 +45,8 @@ def ensure_venv() -> Path:
         str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q",
         "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[test]",
     ]
+    import subprocess  # only to install: importing it costs every command ~10 ms
+
     result = subprocess.run(cmd)
     if result.returncode != 0:
         sys.exit(f"[setup] dependency installation failed (exit {result.returncode}): {' '.join(cmd)}")

@@ -1,8 +1,8 @@
-"""What the launcher's commands do and print: rich output for people, ``--json`` for scripts.
+"""What the launcher's commands do and print: styled output for people, ``--json`` for scripts.
 
 ``start_proxies.py`` only parses the command line and calls these. Nothing here imports
-LiteLLM; Starlette/httpx are imported only by ``check`` (for the egress address), never by
-``status``, ``down``, ``logs`` or ``--help``.
+LiteLLM, Starlette or httpx; rich only for ``up``'s progress display on a terminal (output
+goes through ``term``, which writes what rich would without its import time).
 """
 
 from __future__ import annotations
@@ -16,25 +16,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from . import supervisor as sv
-from .config import Config, ConfigError, load_config
-from .routing import InvalidClientId, resolve
 from .state import StateDir, atomic_write, default_state_dir
+from .term import err, out
+
+if TYPE_CHECKING:
+    from .config import Config  # the config module (and yaml) only for commands that read the config
 
 ROOT = sv.ROOT
 LAUNCHER = ROOT / "start_proxies.py"
 MODE_FILE = "mode"  # the state folder remembers the last `up --mode` here
-
-# Piped output (scripts, tests) is never cut at 80 columns.
-out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 PREFIX_STYLE = {"litellm": "cyan", "memory": "magenta", "supervisor": "yellow", "memory_sdk": "blue"}
 
@@ -72,14 +65,14 @@ def _print_json(data: Any) -> None:
 
 
 def _fail(message: str, log_tail: str | None = None) -> None:
-    err.print(Text.assemble(("✘ ", "bold red"), message))
+    err.line(("✘ ", "bold red"), message)
     if log_tail:
         for line in log_tail.splitlines():
-            err.print(Text("    " + line, style="dim"))
+            err.line(("    " + line, "dim"))
 
 
 def _warn(message: str) -> None:
-    err.print(Text.assemble(("! ", "bold yellow"), message))
+    err.line(("! ", "bold yellow"), message)
 
 
 # --- client hints ----------------------------------------------------------------------
@@ -91,6 +84,8 @@ def proxy_base(config: Config) -> str:
 
 def client_hints(config: Config) -> list[dict[str, str]]:
     """How to point each typical client at the proxy and which memory id it will get."""
+    from .routing import resolve
+
     base = proxy_base(config)
     hints = []
     for client, headers, setting in CLIENTS:
@@ -134,39 +129,57 @@ def print_hints(config: Config, record: dict | None, command: str = "python3 sta
     litellm = (record or {}).get("litellm_url") or f"http://127.0.0.1:{config.proxy.litellm_port}"
     if (record or {}).get("backend") == "sdk":
         litellm = "in-process (SDK mode)"
-    out.print(Text.assemble(("✔ ", "bold green"), (f"LiteLLM Memory Proxy is up on {base}", "bold"),
-                            f"  (LiteLLM at {litellm}; pids: {pids})"))
-    out.print(mode_line(record))
-    out.print()
-    out.print("Point each client at the memory proxy:")
+    out.line(("✔ ", "bold green"), (f"LiteLLM Memory Proxy is up on {base}", "bold"),
+             f"  (LiteLLM at {litellm}; pids: {pids})")
+    out.line(mode_line(record))
+    out.line()
+    out.line("Point each client at the memory proxy:")
     rows = [(h["client"], h["setting"], h["user_id"]) for h in client_hints(config)]
     rows.append(("Any one project", f"header {config.user_id_mappings.custom_header}: <id>, or base URL "
                                     f"{base}/scope/<id>/v1", "<id>"))
     width = max(len(r[0]) for r in rows) + 2
     setting_width = max(len(r[1]) for r in rows) + 2
     for client, setting, user_id in rows:
-        out.print(Text.assemble(("  " + client.ljust(width), "bold"), setting.ljust(setting_width),
-                                "memory id: ", (user_id, "cyan")))
+        out.line(("  " + client.ljust(width), "bold"), setting.ljust(setting_width), "memory id: ", (user_id, "cyan"))
     key_note = ("one of memory_proxy.api_keys" if config.proxy.api_keys
                 else "any value (the proxy sends LiteLLM's own key)")
-    out.print(f"API key in the client: {key_note}")
+    out.line(f"API key in the client: {key_note}")
     backed = config.supermemory_groups
     missing = sv.missing_keys(config)
     ordinary = sorted({m.model_name for m in config.models if not m.supermemory_backed} - set(missing))
-    out.print(f"Models with memory: {', '.join(g for g in backed if g not in missing) or '(none)'}; "
-              f"without memory: {', '.join(ordinary) or '(none)'}"
-              + (f"; disabled (missing keys): {', '.join(missing)}" if missing else ""))
-    out.print(f"Logs: {command} logs -f\nStatus: {command} status\nStop: {command} down")
+    out.line(f"Models with memory: {', '.join(g for g in backed if g not in missing) or '(none)'}; "
+             f"without memory: {', '.join(ordinary) or '(none)'}"
+             + (f"; disabled (missing keys): {', '.join(missing)}" if missing else ""))
+    out.line(f"Logs: {command} logs -f\nStatus: {command} status\nStop: {command} down")
 
 
 # --- up ----------------------------------------------------------------------------------
 
 
+class _NoProgress:
+    """Stands for rich's transient progress display where stderr is no terminal: rich shows
+    nothing there but one empty line when the display ends, and so does this."""
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        err.write("\n")
+
+    def add_task(self, description: str, total: float | None = None) -> int:
+        return 0
+
+    def update(self, task: int, description: str | None = None) -> None:
+        pass
+
+
 def _progress():
+    if not err.is_terminal():
+        return _NoProgress()  # and no rich import: `up --detach` from a script returns sooner
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # only `up` needs it
 
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=err, transient=True)
+                    console=err.rich(), transient=True)
 
 
 def _already_running(ctx: Context, as_json: bool) -> int:
@@ -250,7 +263,7 @@ def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout:
                     failure = (f"not healthy in time (--timeout {timeout:g}); giving up; last lines of "
                                f"{state.log_file('litellm')}:", sv.tail(state.log_file("litellm"), 25))
                     break
-                time.sleep(0.2)
+                time.sleep(0.05)  # the record changes as the supervisor goes; `up` returns as soon as it says running
     except KeyboardInterrupt:
         _stop_starting(state, proc)
         _fail("interrupted; nothing is left running")
@@ -291,7 +304,7 @@ def _up_foreground(sup: sv.Supervisor, config: Config, command: str) -> int:
     state = sup.state
 
     def show_event(message: str) -> None:
-        err.print(Text.assemble(("[supervisor] ", PREFIX_STYLE["supervisor"]), message))
+        err.line(("[supervisor] ", PREFIX_STYLE["supervisor"]), message)
 
     sup.on_event = show_event
     sup.install_signal_handlers(hangup_stops=True)
@@ -313,7 +326,7 @@ def _up_foreground(sup: sv.Supervisor, config: Config, command: str) -> int:
         return 130
     remember_mode(state, sup.backend)
     print_hints(config, sv.read_record(state), command)
-    out.print(Text("Streaming both logs; Ctrl+C stops both.", style="dim"))
+    out.line(("Streaming both logs; Ctrl+C stops both.", "dim"))
     streamer = threading.Thread(target=_stream_logs, args=(state, {"binary": ["litellm", "memory"], "sdk": ["memory"]}.get(
                                     sup.backend, ["litellm", "memory", "memory_sdk"]), sup.stop_event, True),
                                 daemon=True)
@@ -334,9 +347,9 @@ def _stream_logs(state: StateDir, names: list[str], stop: threading.Event, from_
     width = max(len(n) for n in names) + 2
     for name, line in sv.follow(paths, stop, from_end=from_end):
         if prefix:
-            out.print(Text.assemble((f"[{name}]".ljust(width) + " ", PREFIX_STYLE.get(name, "")), line))
+            out.line((f"[{name}]".ljust(width) + " ", PREFIX_STYLE.get(name, "")), line)
         else:
-            out.print(Text(line))
+            out.line(line)
 
 
 def supervise(ctx: Context, litellm_url: str | None, timeout: float, mode: str = "binary",
@@ -363,38 +376,36 @@ def status(ctx: Context, as_json: bool) -> int:
     if as_json:
         _print_json(result)
         return 0 if result["healthy"] else 1
-    headline = ("[bold green]healthy[/]" if result["healthy"] else
-                "[bold yellow]degraded[/]" if result["running"] else "[bold red]not running[/]")
-    out.print(f"LiteLLM Memory Proxy: {headline}  (state {escape(result['state_dir'])})")
+    headline = (("healthy", "bold green") if result["healthy"] else
+                ("degraded", "bold yellow") if result["running"] else ("not running", "bold red"))
+    out.line("LiteLLM Memory Proxy: ", headline, f"  (state {result['state_dir']})")
     if result["running"]:
-        out.print(f"mode: {result.get('backend') or 'binary'}")
-    table = Table(box=None, padding=(0, 2), header_style="bold")
-    for column in ("process", "pid", "port", "health", "uptime", "memory", "restarts"):
-        table.add_column(column)
+        out.line(f"mode: {result.get('backend') or 'binary'}")
+    rows = []
     for name in (sv.MEMORY, sv.SDK, sv.LITELLM, sv.SUPERVISOR):
         p = result["processes"].get(name)
         if p is None:
             continue
         if p.get("healthy"):
-            health = "[green]ok[/]"
+            health = ("ok", "green")
             if name in (sv.MEMORY, sv.SDK) and p.get("litellm_ready") is False:
-                health = "[yellow]ok, LiteLLM not ready[/]"
+                health = ("ok, LiteLLM not ready", "yellow")
         elif p.get("restarting"):
-            health = "[yellow]restarting[/]"
+            health = ("restarting", "yellow")
         elif p.get("starting"):
-            health = "[yellow]starting[/]"
+            health = ("starting", "yellow")
         elif p.get("port_held_by"):
-            health = f"[red]port held by {escape(p['port_held_by'])}[/]"
+            health = (f"port held by {p['port_held_by']}", "red")
         elif p.get("running"):
-            health = "[red]not answering[/]"
+            health = ("not answering", "red")
         else:
-            health = "[red]down[/]"
+            health = ("down", "red")
         pid = str(p.get("pid") or ("external" if p.get("external_url") else "-"))
         port = str(p.get("port") or (p.get("external_url") or "-"))
         rss = f"{p['rss_mb']:.0f} MB" if p.get("rss_mb") is not None else "-"
-        table.add_row(name, pid, escape(port), health, _duration(p.get("uptime_s")), rss,
-                      str(p.get("restarts", "-")) if name != sv.SUPERVISOR else "-")
-    out.print(table)
+        rows.append([name, pid, port, health, _duration(p.get("uptime_s")), rss,
+                     str(p.get("restarts", "-")) if name != sv.SUPERVISOR else "-"])
+    out.table(("process", "pid", "port", "health", "uptime", "memory", "restarts"), rows)
     for model, variables in (result.get("models_missing_keys") or {}).items():
         _warn(f"model {model!r} lacks its key: {', '.join(variables)} not set (left out of LiteLLM)")
     for problem in result["problems"]:
@@ -410,9 +421,9 @@ def down(ctx: Context, as_json: bool) -> int:
                      "killed": report.killed, "ports_busy": report.ports_busy})
         return 0 if ok else 1
     if report.nothing and not report.stopped:
-        out.print(f"Nothing was running from {ctx.state.root}.")
+        out.line(f"Nothing was running from {ctx.state.root}.")
     else:
-        out.print(Text.assemble(("✔ ", "bold green"), "stopped " + ", ".join(report.stopped)))
+        out.line(("✔ ", "bold green"), "stopped " + ", ".join(report.stopped))
         if report.killed:
             _warn("had to SIGKILL: " + ", ".join(report.killed))
     for busy in report.ports_busy:
@@ -434,9 +445,9 @@ def logs(ctx: Context, which: str, follow: bool, lines: int) -> int:
         text = sv.tail(path, lines)
         for line in text.splitlines():
             if multiple:
-                out.print(Text.assemble((f"[{name}]".ljust(13), PREFIX_STYLE.get(name, "")), line))
+                out.line((f"[{name}]".ljust(13), PREFIX_STYLE.get(name, "")), line)
             else:
-                out.print(Text(line))
+                out.line(line)
     if follow:
         stop = threading.Event()
         try:
@@ -450,6 +461,8 @@ def logs(ctx: Context, which: str, follow: bool, lines: int) -> int:
 
 
 def check(ctx: Context, as_json: bool) -> int:
+    from .config import ConfigError, load_config
+
     try:
         config = load_config(ctx.config)
     except ConfigError as exc:
@@ -460,10 +473,9 @@ def check(ctx: Context, as_json: bool) -> int:
             _fail(exc.render())
         return 2
     from . import litellm_config
-    from .egress import egress_base
 
     generated = litellm_config.build_litellm_config(
-        config, egress_base(config.proxy.port, sv.connect_host(config.proxy.host)))
+        config, litellm_config.egress_base(config.proxy.port, sv.connect_host(config.proxy.host)))
     masked = litellm_config.mask_secrets(generated)
     binary = sv.find_litellm()
     problems = [] if binary else [sv.litellm_missing()]
@@ -473,21 +485,22 @@ def check(ctx: Context, as_json: bool) -> int:
                      "litellm": str(binary) if binary else None, "models_missing_keys": missing,
                      "supermemory_backed": config.supermemory_groups, "generated_config": masked})
         return 0 if not problems else 1
-    out.print(Text.assemble(("✔ ", "bold green"), f"{ctx.config} is valid"))
+    out.line(("✔ ", "bold green"), f"{ctx.config} is valid")
     for warning in config.warnings:
         _warn(warning)
     for problem in problems:
         _fail(problem)
-    out.print(f"Supermemory-backed model groups: {', '.join(config.supermemory_groups) or '(none)'}")
-    out.print(f"litellm executable: {binary or '(not found)'}")
-    out.print(Text("# generated LiteLLM config (secrets masked; written to the state folder by `up`):",
-                   style="dim"))
-    sys.stdout.flush()
-    out.print(Text(litellm_config.render(masked).rstrip()))
+    out.line(f"Supermemory-backed model groups: {', '.join(config.supermemory_groups) or '(none)'}")
+    out.line(f"litellm executable: {binary or '(not found)'}")
+    out.line(("# generated LiteLLM config (secrets masked; written to the state folder by `up`):", "dim"))
+    out.line(litellm_config.render(masked).rstrip())
     return 0 if not problems else 1
 
 
 def route(ctx: Context, user_agent: str | None, headers: list[str], path: str, as_json: bool) -> int:
+    from .config import ConfigError, load_config
+    from .routing import InvalidClientId, resolve
+
     try:
         config = load_config(ctx.config)
     except ConfigError as exc:
@@ -515,11 +528,11 @@ def route(ctx: Context, user_agent: str | None, headers: list[str], path: str, a
         _print_json({"ok": True, "user_id": resolution.user_id, "source": resolution.source,
                      "reason": resolution.detail, "path": resolution.path, "dropped_headers": dropped})
         return 0
-    out.print(Text.assemble("memory id: ", (resolution.user_id, "bold"), f"  ({resolution.detail})"))
+    out.line("memory id: ", (resolution.user_id, "bold"), f"  ({resolution.detail})")
     if resolution.path != path:
-        out.print(f"LiteLLM sees the path: {resolution.path}")
+        out.line(f"LiteLLM sees the path: {resolution.path}")
     if dropped:
-        out.print(f"dropped (clients cannot pick a memory by them): {', '.join(dropped)}")
+        out.line(f"dropped (clients cannot pick a memory by them): {', '.join(dropped)}")
     return 0
 
 

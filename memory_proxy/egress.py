@@ -21,16 +21,11 @@ from . import cookie_store
 from . import headers as h
 from .config import CLIENT_ID_RE
 from .errors import error_response
+from .litellm_config import EGRESS_PREFIX, egress_base  # noqa: F401  (egress_base: re-exported)
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, upstream_failure
 from .runtime import Runtime
 
 log = logging.getLogger("memory_proxy")
-
-EGRESS_PREFIX = "/_egress"
-
-
-def egress_base(port: int, host: str = "127.0.0.1") -> str:
-    return f"http://{host}:{port}{EGRESS_PREFIX}"
 
 
 def target_url(base_url: str, raw_rest: bytes, query: bytes) -> httpx.URL | None:

@@ -20,7 +20,13 @@ from .headers import EGRESS_SECRET_HEADER
 from .state import MASTER_KEY_ENV
 
 EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"
+EGRESS_PREFIX = "/_egress"  # where the memory proxy serves the egress (memory_proxy/egress.py)
 _SECRET_KEY_RE = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
+
+
+def egress_base(port: int, host: str = "127.0.0.1") -> str:
+    """The egress address the generated config sends Supermemory-backed models to."""
+    return f"http://{host}:{port}{EGRESS_PREFIX}"
 
 
 def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, str] | None = None) -> dict:

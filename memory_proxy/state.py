@@ -8,8 +8,6 @@ test runs never share state. Default: ``$XDG_STATE_HOME/litellm-memory-proxy``.
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,8 @@ def default_state_dir() -> Path:
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
     """Write to a temporary file beside ``path`` and rename it over: a crash mid-write
     leaves the old file or the new one, never a torn one."""
+    import tempfile  # (and random, shutil): writers only, not `status`
+
     if isinstance(data, str):
         data = data.encode()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +96,8 @@ class StateDir:
                 return key
         except FileNotFoundError:
             pass
+        import secrets
+
         key = "sk-mp-" + secrets.token_urlsafe(32)
         atomic_write(self.master_key_file, key + "\n")
         return key

@@ -13,7 +13,6 @@ that dies with back-off, and stops both children when it is told to stop.
 from __future__ import annotations
 
 import errno
-import http.client
 import json
 import os
 import secrets
@@ -27,13 +26,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import psutil
 
-from .config import Config, ConfigError, load_config
 from .state import MASTER_KEY_ENV, StateDir, atomic_write
+
+if TYPE_CHECKING:
+    from .config import Config  # the config module (and yaml) only where a config is read
 
 ROOT = Path(__file__).resolve().parent.parent
 EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"  # same name as litellm_config.EGRESS_SECRET_ENV
@@ -41,6 +42,7 @@ EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"  # same name as litellm_config.
 LITELLM, MEMORY, SUPERVISOR = "litellm", "memory_proxy", "supervisor"
 SDK = "memory_proxy_sdk"  # the SDK-backed memory proxy beside the binary one (mode "both")
 LOG_NAMES = {LITELLM: "litellm", MEMORY: "memory", SUPERVISOR: "supervisor", SDK: "memory_sdk"}
+LABELS = {LITELLM: "LiteLLM", MEMORY: "the memory proxy", SDK: "the SDK-backed memory proxy"}  # in messages
 BACKENDS = ("binary", "sdk", "both")  # `up --mode`
 RECORD_VERSION = 1
 
@@ -50,6 +52,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 60.0  # a child that ran this long before dying restarts with the first back-off again
 HANG_LIMIT = 90.0  # a child answering nothing for this long is killed (and then restarted)
 PROBE_EVERY = 5.0
+STARTUP_POLL = 0.05  # between health probes while starting: `up` returns this soon after LiteLLM is ready
 STOP_GRACE = 10.0
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
 
@@ -165,6 +168,8 @@ def port_problem(port: int, host: str, what: str) -> str | None:
 def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
     """(status, body) of a plain GET, or (None, b"") when nothing answered in time.
     No proxies from the environment, no redirects, no LiteLLM imports."""
+    import http.client  # (and ssl): only where something runs to be asked; `status` of nothing skips it
+
     parts = urlsplit(url)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname, parts.port, timeout=timeout)
@@ -423,6 +428,8 @@ class Supervisor:
 
     def preflight(self) -> Config:
         """Config, ports and binary: everything that can be refused before anything starts."""
+        from .config import ConfigError, load_config
+
         try:
             config = load_config(self.config_path, self.environ)
         except ConfigError as exc:
@@ -477,7 +484,13 @@ class Supervisor:
                    f"(pid {child.proc.pid}, {time.monotonic() - child.started_mono:.1f} s)")
 
     def start(self) -> None:
-        """Bring both processes up and healthy, or raise LaunchError with nothing left running."""
+        """Bring both processes up and healthy, or raise LaunchError with nothing left running.
+
+        LiteLLM and the memory proxy start at the same moment: the memory proxy needs nothing
+        from LiteLLM to start (until LiteLLM is ready it answers 503 with ``Retry-After``, and
+        its ``/health`` says ``degraded``), so ``up`` is done about when LiteLLM is ready instead
+        of a memory-proxy start (1-2 s) later. While waiting for one, the other is watched
+        too: whichever exits first is named, with the last lines of its own log."""
         self.state.ensure()
         self.set_phase("checking the config, ports and binary")
         self.config = config = self.preflight()
@@ -494,12 +507,12 @@ class Supervisor:
             self.record_state = "running"
             self.set_phase("running")
             return
+        litellm: Child | None = None
         if not self.litellm_url:
             from . import litellm_config  # yaml only; imported here to keep `status` lean
-            from .egress import egress_base  # httpx/starlette: only the supervisor needs it
 
             generated = litellm_config.build_litellm_config(
-                config, egress_base(proxy.port, connect_host(proxy.host)), self.environ)
+                config, litellm_config.egress_base(proxy.port, connect_host(proxy.host)), self.environ)
             atomic_write(self.state.litellm_config, litellm_config.render(generated), mode=0o600)
             binary = find_litellm()
             assert binary is not None  # preflight checked
@@ -507,20 +520,13 @@ class Supervisor:
             env[MASTER_KEY_ENV] = master_key
             env[EGRESS_SECRET_ENV] = egress_secret
             base = f"http://127.0.0.1:{proxy.litellm_port}"
-            self.children[LITELLM] = Child(
+            litellm = self.children[LITELLM] = Child(
                 LITELLM,
                 [str(binary), "--config", str(self.state.litellm_config), "--host", "127.0.0.1",
                  "--port", str(proxy.litellm_port)],
                 env, self.state.root, proxy.litellm_port, base + "/health/liveliness", base + "/health/readiness")
             self.event(f"starting LiteLLM ({binary}) on 127.0.0.1:{proxy.litellm_port}")
-            self._spawn(self.children[LITELLM])
-            deadline = time.monotonic() + self.startup_timeout
-            self.set_phase(f"waiting for LiteLLM: GET {base}/health/liveliness")
-            self._wait_until(self.children[LITELLM], self.children[LITELLM].alive_url, deadline, "LiteLLM")
-            self.set_phase(f"waiting for LiteLLM: GET {base}/health/readiness")
-            self._wait_until(self.children[LITELLM], self.children[LITELLM].ready_url, deadline, "LiteLLM")
-            self.event(f"LiteLLM is ready (pid {self.children[LITELLM].proc.pid}, "
-                       f"{time.monotonic() - self.children[LITELLM].started_mono:.1f} s)")
+            self._spawn(litellm)
             litellm_url = base
         else:
             litellm_url = self.litellm_url.rstrip("/")
@@ -536,14 +542,24 @@ class Supervisor:
         argv = [self.python, "-m", "memory_proxy", "--config", str(self.config_path),
                 "--state-dir", str(self.state.root), "--litellm-url", litellm_url]
         mp_base = f"http://{url_host(proxy.host)}:{proxy.port}"
-        self.children[MEMORY] = Child(MEMORY, argv, env, ROOT, proxy.port, mp_base + "/health", mp_base + "/health")
+        memory = self.children[MEMORY] = Child(MEMORY, argv, env, ROOT, proxy.port, mp_base + "/health",
+                                               mp_base + "/health")
         self.event(f"starting the memory proxy on {proxy.host}:{proxy.port}")
-        self._spawn(self.children[MEMORY])
+        self._spawn(memory)
+        if litellm is not None:
+            deadline = litellm.started_mono + self.startup_timeout
+            self.set_phase(f"waiting for LiteLLM: GET {litellm.alive_url}")
+            self._wait_until(litellm, litellm.alive_url, deadline, "LiteLLM", watch=(memory,))
+            self.set_phase(f"waiting for LiteLLM: GET {litellm.ready_url}")
+            self._wait_until(litellm, litellm.ready_url, deadline, "LiteLLM", watch=(memory,))
+            self.event(f"LiteLLM is ready (pid {litellm.proc.pid}, "
+                       f"{time.monotonic() - litellm.started_mono:.1f} s)")
         self.set_phase(f"waiting for the memory proxy: GET {mp_base}/health")
-        deadline = time.monotonic() + MEMORY_STARTUP_TIMEOUT
         accept = (200, 503) if self.litellm_url else (200,)
-        self._wait_until(self.children[MEMORY], mp_base + "/health", deadline, "the memory proxy", accept)
-        self.event(f"memory proxy is ready on {mp_base} (pid {self.children[MEMORY].proc.pid})")
+        watch = (litellm,) if litellm is not None else ()
+        self._wait_until(memory, mp_base + "/health", time.monotonic() + MEMORY_STARTUP_TIMEOUT, "the memory proxy",
+                         accept, watch=watch)
+        self.event(f"memory proxy is ready on {mp_base} (pid {memory.proc.pid})")
         if self.backend == "both":
             self._start_sdk(SDK, self.sdk_port_for(config), base_env, master_key)
         self.record_state = "running"
@@ -573,24 +589,31 @@ class Supervisor:
         self.save_record()
 
     def _wait_until(self, child: Child, url: str, deadline: float, what: str,
-                    accept: tuple[int, ...] = (200,)) -> None:
+                    accept: tuple[int, ...] = (200,), watch: tuple[Child, ...] = ()) -> None:
+        """Poll ``url`` until it answers one of ``accept``; LaunchError when ``child`` or one of
+        ``watch`` (the other children starting meanwhile) exits, or at ``deadline``."""
         assert child.proc is not None
         path = urlsplit(url).path
         while True:
             if self.stop_event.is_set():
                 raise Interrupted()
-            code = child.proc.poll()
-            if code is not None:
-                raise LaunchError(f"{what} exited during startup ({describe_exit(code)}) before answering "
-                                  f"{path}; last lines of {self.state.log_file(LOG_NAMES[child.name])}:",
-                                  tail(self.state.log_file(LOG_NAMES[child.name]), 25))
+            self._raise_if_exited(child, what, path)
+            for other in watch:
+                self._raise_if_exited(other, LABELS[other.name], urlsplit(other.ready_url).path)
             if http_status(url, timeout=2.0) in accept:
                 return
             if time.monotonic() > deadline:
                 raise LaunchError(f"{what} did not answer {path} with {accept[0]} in time; last lines of "
                                   f"{self.state.log_file(LOG_NAMES[child.name])}:",
                                   tail(self.state.log_file(LOG_NAMES[child.name]), 25))
-            self.stop_event.wait(0.25)
+            self.stop_event.wait(STARTUP_POLL)
+
+    def _raise_if_exited(self, child: Child, what: str, path: str) -> None:
+        code = child.proc.poll() if child.proc is not None else None
+        if code is not None:
+            log = self.state.log_file(LOG_NAMES[child.name])
+            raise LaunchError(f"{what} exited during startup ({describe_exit(code)}) before answering "
+                              f"{path}; last lines of {log}:", tail(log, 25))
 
     # -- watching --
 
@@ -602,7 +625,7 @@ class Supervisor:
 
     def _watch(self, child: Child) -> None:
         now = time.monotonic()
-        label = {LITELLM: "LiteLLM", SDK: "the SDK-backed memory proxy"}.get(child.name, "the memory proxy")
+        label = LABELS[child.name]
         if child.proc is not None:
             code = child.proc.poll()
             if code is None:
@@ -771,6 +794,29 @@ def _entry_status(name: str, entry: Mapping[str, Any] | None, probe_url: str | N
     return info
 
 
+def _probe_all(rows: Mapping[str, tuple]) -> dict[str, dict]:
+    """``_entry_status`` of every row at once: the health probes wait on other processes
+    (the memory proxy's ``/health`` asks LiteLLM in turn), so ``status`` waits for the slowest
+    one instead of their sum."""
+    results: dict[str, dict | BaseException] = {}
+
+    def probe(name: str) -> None:
+        try:
+            results[name] = _entry_status(name, *rows[name])
+        except BaseException as exc:  # raised again below, in the caller's thread
+            results[name] = exc
+
+    threads = [threading.Thread(target=probe, args=(name,), daemon=True) for name in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for outcome in results.values():
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return {name: results[name] for name in rows}
+
+
 def collect_status(state: StateDir, config_path: Path) -> dict:
     """Everything ``status`` shows, as plain data; ``healthy`` only when every part is."""
     record = read_record(state)
@@ -789,27 +835,25 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         result["memory_proxy_url"] = record.get("memory_proxy_url")
         result["litellm_url"] = record.get("litellm_url")
         procs = record.get("processes", {})
-        result["processes"][SUPERVISOR] = _entry_status(SUPERVISOR, procs.get(SUPERVISOR), None, None)
+        rows: dict[str, tuple] = {SUPERVISOR: (procs.get(SUPERVISOR), None, None)}  # name -> entry, probe, port
         external = record.get("external_litellm")
         if result["backend"] == "sdk":
             pass  # LiteLLM runs inside the memory proxy: no litellm row
         elif external:
-            info = _entry_status(LITELLM, None, external.rstrip("/") + "/health/readiness", None)
-            info["external_url"] = external
-            result["processes"][LITELLM] = info
+            rows[LITELLM] = (None, external.rstrip("/") + "/health/readiness", None)
         else:
             entry = procs.get(LITELLM) or {}
             port = entry.get("port")
-            result["processes"][LITELLM] = _entry_status(
-                LITELLM, entry, f"http://127.0.0.1:{port}/health/readiness" if port else None, port)
+            rows[LITELLM] = (entry, f"http://127.0.0.1:{port}/health/readiness" if port else None, port)
         entry = procs.get(MEMORY) or {}
         port = entry.get("port")
-        result["processes"][MEMORY] = _entry_status(
-            MEMORY, entry, f"{record.get('memory_proxy_url')}/health" if port else None, port)
+        rows[MEMORY] = (entry, f"{record.get('memory_proxy_url')}/health" if port else None, port)
         if SDK in procs:
             entry = procs.get(SDK) or {}
-            result["processes"][SDK] = _entry_status(SDK, entry, (entry.get("url") + "/health") if entry.get("url")
-                                                     else None, entry.get("port"))
+            rows[SDK] = (entry, (entry.get("url") + "/health") if entry.get("url") else None, entry.get("port"))
+        result["processes"] = _probe_all(rows)
+        if external and LITELLM in result["processes"]:
+            result["processes"][LITELLM]["external_url"] = external
         result["healthy"] = all(p["healthy"] for p in result["processes"].values())
         for name in (LITELLM, MEMORY, SDK):
             p = result["processes"].get(name)
@@ -825,6 +869,8 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
             result["problems"].append("the last start failed: " + record["error"]["message"])
         else:
             result["problems"].append("not running (start it with: python3 start_proxies.py up)")
+        from .config import ConfigError, load_config
+
         config: Config | None = None
         try:
             config = load_config(config_path)
