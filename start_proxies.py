@@ -28,6 +28,7 @@ import typer  # noqa: E402
 from memory_proxy.state import STATE_DIR_ENV, StateDir, default_state_dir  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
+AS_JSON = typer.Option(False, "--json", help="Machine-readable.")  # one --json for every command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -92,14 +93,14 @@ def up(
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+def status(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """Pid, port, health, uptime and memory of each process; exit 0 only when all is healthy."""
     c, cx = _console(ctx)
     raise typer.Exit(c.status(cx, as_json))
 
 
 @app.command()
-def down(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+def down(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """Stop what `up` started, by its recorded pids; leaves no process or port behind."""
     c, cx = _console(ctx)
     raise typer.Exit(c.down(cx, as_json))
@@ -119,7 +120,7 @@ def logs(
 
 
 @app.command()
-def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+def check(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """Validate the config and print the generated LiteLLM config (secrets masked)."""
     c, cx = _console(ctx)
     raise typer.Exit(c.check(cx, as_json))
@@ -131,7 +132,7 @@ def route(
     user_agent: Optional[str] = typer.Option(None, "--user-agent", "-A", metavar="UA"),
     header: list[str] = typer.Option([], "--header", "-H", metavar="NAME:VALUE", help="Repeatable."),
     path: str = typer.Option("/v1/chat/completions", "--path", help="Request path, e.g. /scope/<id>/v1/..."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Which memory id a client would get, and why (starts nothing)."""
     c, cx = _console(ctx)
