@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is ours; httpx's repeats it
+    # The format names none of the caller, thread or process: skip collecting them (the logging
+    # HOWTO's "Optimization"), about a third of the cost of the line logged per request.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         config = load_config(args.config)
     except ConfigError as exc:
