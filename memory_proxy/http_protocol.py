@@ -44,8 +44,8 @@ class Coalesce:
     is sent, one system call and one TCP segment each; a relayed answer that arrived whole
     then costs two writes and wakes its client twice. Here a write is held until the end of
     the loop pass it was made in (never longer: the data is not waited for), then sent
-    together with whatever followed it; closing or half-closing sends what is held first.
-    Everything else is the transport's own.
+    together with whatever followed it; the end of an answer, closing and half-closing send
+    what is held at once. Everything else is the transport's own.
     """
 
     __slots__ = ("_transport", "_loop", "_held")
@@ -112,6 +112,13 @@ class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        # The answer's last piece was just written: send it now, before the app's own
+        # bookkeeping (its log line) runs in the rest of this loop pass.
+        if isinstance(self.transport, Coalesce):
+            self.transport.flush()
+        super().on_response_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

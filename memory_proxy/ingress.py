@@ -93,7 +93,7 @@ def wants_anthropic_models(request: Request, resolution: Resolution) -> bool:
 
 
 async def relay(request: Request) -> Response:
-    runtime: Runtime = request.state.runtime
+    runtime: Runtime = request.scope["state"]["runtime"]  # the lifespan's (request.state wraps it per request)
     started = time.perf_counter()
     admitted_at = time.monotonic()
     admitted = admit(runtime, request)
