@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 
 import uvicorn
@@ -23,6 +24,22 @@ from .litellm_config import EGRESS_SECRET_ENV
 from .state import StateDir, default_state_dir
 
 
+class _Formatter(logging.Formatter):
+    """logging's default line, with the date and time rendered once a second rather than for
+    every line (``time.strftime`` is most of the cost of the line logged per request)."""
+
+    _second = -1
+    _stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime(self.default_time_format, self.converter(second))
+        return self.default_msec_format % (self._stamp, record.msecs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memory_proxy", description=__doc__)
     parser.add_argument("--config", default="config/config.yaml")
@@ -32,9 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="default: memory_proxy.port")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is ours; httpx's repeats it
+    # The format names none of the caller, thread or process: skip collecting them (the logging
+    # HOWTO's "Optimization"), about a third of the cost of the line logged per request.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -56,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     # Everything loaded so far lives as long as the process: keep it out of the cyclic garbage
     # collector's full passes (tens of ms each, every few thousand requests).
     gc.freeze()
+    # The default young-generation threshold stays: 20,000 instead of 700 saved about 6 % of the
+    # CPU of a lone client's request but, with 20 clients in flight, each pass had many more live
+    # objects to walk and p99/p50 went from about 2.1 to 3.5.
     # loop/http "auto": uvloop and httptools (dependencies), the fastest uvicorn has, where installable.
     # No X-Forwarded-* rewriting: the proxy is the front door. IDEs keep their connections open.
     uvicorn.run(app, host=host, port=args.port or proxy.port, log_level="warning",

@@ -4,11 +4,12 @@ uvicorn answers a request its parser rejects (a method token such as ``FOO``, a 
 character in a header, broken chunked framing, a request line with a space, ...) with a
 plain-text ``400 Invalid HTTP request received.`` before the app sees anything, and with
 httptools it buffers a request's head without limit (200 MB of header grew the process
-by 350 MB, for good). This subclass keeps uvicorn's parser and flow and changes two things:
+by 350 MB, for good). This subclass keeps uvicorn's parser and flow and changes three things:
 
 - every such refusal is OpenAI-style JSON, naming what the parser disliked;
 - a request line plus headers over ``limit`` bytes is refused with 431 as soon as that
-  much has arrived, so memory stays bounded whatever a client sends.
+  much has arrived, so memory stays bounded whatever a client sends;
+- what the app writes in one pass of the event loop goes out in one write (see ``Coalesce``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,52 @@ def json_error_bytes(status: int, message: str, code: str | None = None) -> byte
             b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body))) + body
 
 
+class Coalesce:
+    """A connection's transport whose writes of one event-loop pass leave as one.
+
+    uvicorn writes an answer's head as soon as the app starts it and each body piece as it
+    is sent, one system call and one TCP segment each; a relayed answer that arrived whole
+    then costs two writes and wakes its client twice. Here a write is held until the end of
+    the loop pass it was made in (never longer: the data is not waited for), then sent
+    together with whatever followed it; the end of an answer, closing and half-closing send
+    what is held at once. Everything else is the transport's own.
+    """
+
+    __slots__ = ("_transport", "_loop", "_held")
+
+    def __init__(self, transport, loop) -> None:  # noqa: ANN001
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if data:
+            if not self._held:
+                self._loop.call_soon(self.flush)
+            self._held.append(data)
+
+    def flush(self) -> None:
+        if self._held:
+            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+            self._held = []
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
 class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
     """Set ``limit`` (bytes of request line plus headers) in a subclass: see ``protocol_class``."""
 
@@ -46,7 +93,7 @@ class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
         self._in_head = True
         self._refused = False
         self._completed = False
-        super().connection_made(transport)
+        super().connection_made(Coalesce(transport, self.loop))
 
     def data_received(self, data: bytes) -> None:
         if self._refused:  # answered already: drain and drop whatever is still coming
@@ -65,6 +112,13 @@ class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        # The answer's last piece was just written: send it now, before the app's own
+        # bookkeeping (its log line) runs in the rest of this loop pass.
+        if isinstance(self.transport, Coalesce):
+            self.transport.flush()
+        super().on_response_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

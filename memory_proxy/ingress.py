@@ -6,8 +6,8 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -59,7 +59,7 @@ def admit(runtime: Runtime, request: Request) -> Admission | Response:
     """The front door's checks, shared by binary and SDK mode, in this order: method (405),
     header size (431), front-door key (401), client id (400), ``/memory-routing/info``
     (answered here), per-client rate limit (429). A Response is the final answer."""
-    request_id = uuid.uuid4().hex
+    request_id = os.urandom(16).hex()  # 32 hex digits, like uuid4().hex without its object (a tenth the cost)
     if request.method not in METHODS:
         return error_response(405, f"method {request.method} is not supported", headers={"x-request-id": request_id})
     header_bytes = sum(len(n) + len(v) + 4 for n, v in request.scope["headers"])
@@ -93,7 +93,7 @@ def wants_anthropic_models(request: Request, resolution: Resolution) -> bool:
 
 
 async def relay(request: Request) -> Response:
-    runtime: Runtime = request.state.runtime
+    runtime: Runtime = request.scope["state"]["runtime"]  # the lifespan's (request.state wraps it per request)
     started = time.perf_counter()
     admitted_at = time.monotonic()
     admitted = admit(runtime, request)
@@ -200,7 +200,7 @@ def clean_json_body(body: bytes) -> tuple[bytes, object]:
     if not body.strip():
         return body, None
     try:
-        data = json.loads(body, parse_constant=_not_json)
+        data = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))  # as json.loads
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -213,6 +213,10 @@ def clean_json_body(body: bytes) -> tuple[bytes, object]:
 
 def _not_json(constant: str) -> float:
     raise ValueError(f"{constant} is not a JSON value")
+
+
+# A constant, like a compiled pattern: json.loads(parse_constant=...) builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_not_json)
 
 
 def routing_info(runtime: Runtime, resolution: Resolution, extra: list[tuple[str, str]]) -> JSONResponse:

@@ -214,6 +214,18 @@ class _ResponseStream(httpx.AsyncByteStream):
             self.pool.release(conn)
 
 
+def arrived_body(response: httpx.Response) -> bytes | None:
+    """The raw body of an answer from this transport that has arrived whole (a JSON answer
+    usually comes in the same read as its head), taken at once; None while any is to come.
+    A relay then sends it without a disconnect watcher: there is nothing left to cancel."""
+    stream = response.stream
+    stream = stream._stream if isinstance(stream, _Bound) else stream
+    conn = stream.conn if isinstance(stream, _ResponseStream) else None
+    if conn is None or not conn.complete or conn.error is not None:
+        return None
+    return conn.take_body() if conn.body else b""
+
+
 class Transport(httpx.AsyncBaseTransport):
     """A pool of HTTP/1.1 keep-alive connections (http and https), one exchange per connection
     at a time, no limit on how many; ``limits.keepalive_expiry`` bounds how long one idles."""
@@ -379,6 +391,10 @@ class AsyncClient(httpx.AsyncClient):
         if "timeout" not in extensions:
             timeout = self.timeout if timeout is USE_CLIENT_DEFAULT else httpx.Timeout(timeout)
             extensions = {**extensions, "timeout": timeout.as_dict()}
+        if isinstance(url, httpx.URL) and isinstance(headers, list) and data is None and files is None and json is None:
+            request = _relay_request(method, url, headers, content, extensions)
+            if request is not None:
+                return request
         return httpx.Request(method, url, content=content, data=data, files=files, json=json, headers=headers,
                              extensions=extensions)
 
@@ -408,6 +424,32 @@ class AsyncClient(httpx.AsyncClient):
                 await response.aclose()
                 raise
         return response
+
+
+_FRAMING = (b"host", b"content-length", b"transfer-encoding")
+
+
+def _relay_request(method: str, url: httpx.URL, headers: list, content, extensions: dict) -> httpx.Request | None:
+    """What ``httpx.Request(method, url, headers=headers, content=content)`` builds, for a
+    relay's headers (byte pairs, no Host or framing header) and a body in memory (or none),
+    in one pass over the headers instead of httpx's three (about 50 us a request).
+    None for anything else: httpx builds those."""
+    method = method.upper()
+    if content is None or content == b"":  # httpx: no Content-Length of its own, only the default one
+        content = b""
+        head = [(b"Host", url.netloc)] + ([(b"Content-Length", b"0")] if method in ("POST", "PUT", "PATCH") else [])
+        tail = []
+    elif isinstance(content, bytes):
+        head, tail = [(b"Host", url.netloc)], [(b"Content-Length", b"%d" % len(content))]
+    else:
+        return None
+    for name, value in headers:
+        if not (isinstance(name, bytes) and isinstance(value, bytes)) or name.lower() in _FRAMING:
+            return None
+    request = httpx.Request(method, url, headers=head + headers + tail, stream=httpx.ByteStream(content),
+                            extensions=extensions)
+    request.read()  # as httpx does for a body in memory: request.content is then set
+    return request
 
 
 class _Bound(httpx.AsyncByteStream):

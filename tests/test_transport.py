@@ -274,3 +274,86 @@ def test_cookies_go_through_httpx_jar_with_its_policy():
                 assert b"cookie:" not in server.requests[3].lower()
                 assert not list(c.cookies.jar)
     run(main())
+
+
+def test_short_way_builds_the_request_httpx_builds():
+    c = client()
+    url = httpx.URL("http://127.0.0.1:8765/v1/chat/completions?a=%2F")
+    headers = [(b"content-type", b"application/json"), (b"user-agent", b"Jos\xe9"), (b"x-b", b"1"), (b"x-b", b"2")]
+    for method, content in [("POST", b'{"a": 1}'), ("POST", None), ("GET", None), ("DELETE", None), ("put", b""),
+                            ("DELETE", b"x")]:
+        ours = c.build_request(method, url, headers=list(headers), content=content)
+        theirs = httpx.Request(method, url, headers=list(headers), content=content,
+                               extensions={"timeout": c.timeout.as_dict()})
+        assert (ours.method, ours.url, ours.headers.raw, ours.content, ours.extensions) == (
+            theirs.method, theirs.url, theirs.headers.raw, theirs.content, theirs.extensions)
+    # A caller's own Host or framing header: httpx's way, which keeps it.
+    built = c.build_request("POST", url, headers=[(b"host", b"elsewhere")], content=b"x")
+    assert built.headers.raw[0] == (b"host", b"elsewhere")
+
+
+def test_an_answer_that_arrived_whole_is_taken_at_once():
+    from memory_proxy.transport import arrived_body
+
+    async def whole_then_slow(server: Server, reader, writer) -> None:
+        await server.read_request(reader)
+        writer.write(answer(b"all here"))
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"cd")
+        await server.read_request(reader)
+
+    async def main():
+        async with Server(whole_then_slow) as server, client() as c:
+            r = await c.send(c.build_request("GET", httpx.URL(server.url + "/a")), stream=True)
+            assert arrived_body(r) == b"all here"
+            await r.aclose()
+            r = await c.send(c.build_request("GET", httpx.URL(server.url + "/b")), stream=True)
+            assert arrived_body(r) is None  # half of it is still to come: streamed as usual
+            assert b"".join([chunk async for chunk in r.aiter_raw()]) == b"abcd"
+            await r.aclose()
+            assert server.connections == 1
+    run(main())
+
+
+def test_coalesce_sends_one_loop_pass_of_writes_as_one():
+    from memory_proxy.http_protocol import Coalesce
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+        def close(self) -> None:
+            self.closed = True
+
+        def get_extra_info(self, name: str):
+            return ("127.0.0.1", 1) if name == "peername" else None
+
+    async def main():
+        raw = Recorder()
+        t = Coalesce(raw, asyncio.get_running_loop())
+        t.write(b"head")
+        t.write(b"")
+        t.write(b"body")
+        assert raw.writes == [] and t.get_write_buffer_size() == 8
+        await asyncio.sleep(0)
+        assert raw.writes == [b"headbody"]
+        t.write(b"last")
+        t.close()  # what is held goes first
+        assert raw.writes == [b"headbody", b"last"] and raw.closed
+        await asyncio.sleep(0)
+        assert raw.writes == [b"headbody", b"last"]
+        assert t.get_extra_info("peername") == ("127.0.0.1", 1)
+    run(main())
