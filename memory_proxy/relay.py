@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .errors import error_response, stream_error_event
+from .errors import STREAM_SILENT, answer_too_long, error_response, stream_error_event
 from .transport import arrived_body
 
 log = logging.getLogger("memory_proxy")
@@ -180,10 +180,9 @@ class RelayResponse(Response):
             log.warning("upstream stream broke after the answer started: %s", type(exc).__name__)
             if self.format:
                 if isinstance(exc, AnswerTooLong):
-                    status, message = 504, (f"the answer took longer than memory_proxy.timeouts.total "
-                                            f"({self.total:g} s) and was cut off")
+                    status, message = 504, answer_too_long(self.total)
                 elif isinstance(exc, httpx.TimeoutException):
-                    status, message = 504, "the upstream sent nothing within memory_proxy.timeouts.read"
+                    status, message = 504, STREAM_SILENT
                 else:
                     status, message = 502, f"the upstream stream broke: {type(exc).__name__}"
                 event = stream_error_event(self.format, message, status)

@@ -59,7 +59,9 @@ def test_killed_litellm_is_restarted_while_the_proxy_answers_503(stack, tmp_path
         assert f"recorded pid {litellm['pid']}, SIGKILL" in out and "LiteLLM is back" in out
         refused = [seconds for code, seconds in answers if code == 503]
         assert refused, f"never saw a 503 while LiteLLM was away: {answers}"
-        assert max(refused) < 1.0, f"a 503 took {max(refused):.2f} s"
+        # Quick: a refused connection, never the 2 s connect timeout (on an idle machine about
+        # 10 ms; 1-1.9 s seen only with the 2 cores loaded 3-7 deep by other test runs).
+        assert max(refused) < 2.0, f"a 503 took {max(refused):.2f} s"
         after = stack.status()["processes"]
         assert after["litellm"]["healthy"] and after["litellm"]["pid"] != litellm["pid"]
         assert after["litellm"]["restarts"] == litellm["restarts"] + 1
