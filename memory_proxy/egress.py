@@ -21,7 +21,7 @@ from . import cookie_store
 from . import headers as h
 from .config import CLIENT_ID_RE
 from .errors import error_response
-from .litellm_config import EGRESS_PREFIX, egress_base  # noqa: F401  (egress_base: re-exported)
+from .litellm_config import EGRESS_PREFIX
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, upstream_failure
 from .runtime import Runtime
 

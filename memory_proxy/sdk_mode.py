@@ -74,7 +74,7 @@ from . import headers as h
 from .app import AnyMethod, _http_error, create_app
 from .config import Config, resolve_env
 from .errors import STREAM_SILENT, answer_too_long, error_response, stream_error_event
-from .litellm_config import build_litellm_config
+from .litellm_config import build_litellm_config, egress_base
 from .relay import BodyTooLarge, read_body, upstream_failure
 from .runtime import Runtime
 
@@ -614,7 +614,7 @@ def create_sdk_app(
     listen: LiteLLM reaches the egress there. ``master_key`` only fills the runtime (no
     LiteLLM process needs it). The transports are injectable as in ``create_app``."""
     load_litellm()
-    egress_url = egress.egress_base(port, connect_host(host))
+    egress_url = egress_base(port, connect_host(host))
     settings = sdk_settings(config, egress_url, egress_secret, environ)
     # The binary app's lifespan opens the sessions (and loads/saves the cookie jar) for both modes.
     base = create_app(config, litellm_url=f"http://{connect_host(host)}:{port}", master_key=master_key,

@@ -185,7 +185,7 @@ class Wrk:
 
 def _raw_request(target: Target, stream: bool = False) -> bytes:
     body = target.body(stream)
-    head = [f"POST /v1/chat/completions HTTP/1.1", f"host: 127.0.0.1:{target.port}",
+    head = ["POST /v1/chat/completions HTTP/1.1", f"host: 127.0.0.1:{target.port}",
             f"content-length: {len(body)}"] + [f"{k}: {v}" for k, v in target.headers().items()]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 

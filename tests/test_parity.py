@@ -30,8 +30,7 @@ import pytest
 
 from memory_proxy.app import create_app
 from memory_proxy.config import parse_config
-from memory_proxy.egress import egress_base
-from memory_proxy.litellm_config import EGRESS_SECRET_ENV, build_litellm_config, render
+from memory_proxy.litellm_config import EGRESS_SECRET_ENV, build_litellm_config, egress_base, render
 from tests.e2e.conftest import config_text
 from tests.servers import ServerThread
 

@@ -200,17 +200,21 @@ def emulator(tmp_path_factory):
             proc.kill()
 
 
+def new_stack(root: Path, emulator: tuple[int, int]) -> Stack:
+    """A stack on free ports with its config and state under ``root``; nothing started yet."""
+    provider, supermemory = emulator
+    proxy_port, litellm_port = free_port(), free_port()
+    config = root / "config.yaml"
+    config.write_text(config_text(provider, supermemory, proxy_port, litellm_port))
+    return Stack(root, config, root / "state", provider, supermemory, proxy_port, litellm_port)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, emulator):
     """LiteLLM and the memory proxy, started once by ``up --detach``; ``down`` at the end."""
     if shutil.which("litellm", path=str(Path(sys.executable).parent)) is None and shutil.which("litellm") is None:
         pytest.fail("the litellm executable is missing: the e2e tests run the real binary")
-    root = tmp_path_factory.mktemp("e2e")
-    provider, supermemory = emulator
-    proxy_port, litellm_port = free_port(), free_port()
-    config = root / "config.yaml"
-    config.write_text(config_text(provider, supermemory, proxy_port, litellm_port))
-    st = Stack(root, config, root / "state", provider, supermemory, proxy_port, litellm_port)
+    st = new_stack(tmp_path_factory.mktemp("e2e"), emulator)
     try:
         st.up()
         yield st

@@ -14,18 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import CLAUDE_UA, PYCHARM_UA, ROOT, Stack, config_text, free_port, port_taken
+from .conftest import CLAUDE_UA, PYCHARM_UA, ROOT, Stack, free_port, new_stack, port_taken
 
 ROLLBACK = ROOT / "scripts" / "rollback_to_binary.sh"
 
 
 @pytest.fixture
 def own_stack(tmp_path, emulator):
-    provider, supermemory = emulator
-    proxy_port, litellm_port = free_port(), free_port()
-    config = tmp_path / "config.yaml"
-    config.write_text(config_text(provider, supermemory, proxy_port, litellm_port))
-    st = Stack(tmp_path, config, tmp_path / "state", provider, supermemory, proxy_port, litellm_port)
+    st = new_stack(tmp_path, emulator)
     try:
         yield st
     finally:

@@ -15,12 +15,16 @@ counts are printed at the end of the run (the README quotes them).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,6 +230,56 @@ def stop_stack(st: Stack) -> None:
     seen("down", result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not port_taken(st.proxy_port), f"port {st.proxy_port} still taken after down"
+
+
+@contextmanager
+def proxy_in_front(st: FaultStack, litellm_url: str, where: str) -> Iterator[FaultStack]:
+    """``st``'s memory proxy alone (``up --detach --litellm-url``) in front of ``litellm_url``
+    until the block ends, then ``down``; ``up``'s output goes to ``SEEN`` as ``where``."""
+    result = st.cli("up", "--detach", "--litellm-url", litellm_url, timeout=120)
+    seen(where, result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        yield st
+    finally:
+        stop_stack(st)
+
+
+def post_bytes(path: str, body: dict, *, close: bool = True) -> bytes:
+    """A JSON POST byte for byte (Anthropic's version header included, for ``/v1/messages``)."""
+    payload = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
+            f"content-length: {len(payload)}\r\n" + ("connection: close\r\n" if close else "")
+            + "\r\n").encode() + payload
+
+
+def walk_away(port: int, count: int, at_once: int, request: Callable[[int], bytes],
+              reset: Callable[[int], bool] = lambda i: False) -> None:
+    """``count`` clients, ``at_once`` at a time, each sending ``request(i)`` (a streaming
+    request) on its own connection and leaving once the first event has arrived: closing the
+    connection, or resetting it where ``reset(i)``, as a killed client does."""
+    async def one(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request(i))
+        data = b""
+        while b"data: " not in data:
+            chunk = await reader.read(65536)
+            assert chunk, "the stream closed before its first event"
+            data += chunk
+        if reset(i):
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    async def run() -> None:
+        gate = asyncio.Semaphore(at_once)
+
+        async def gated(i: int) -> None:
+            async with gate:
+                await one(i)
+        await asyncio.gather(*(gated(i) for i in range(count)))
+
+    asyncio.run(run())
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import (
     ANTHROPIC_HEADERS, CHAT, FRONT_DOOR_KEY, KEYS, MESSAGES, PLAIN, ROOT, assert_openai_error, bad_input,
-    cli_env, free_port, make_stack, port_taken, seen, start_direct, stop_stack,
+    cli_env, free_port, make_stack, port_taken, proxy_in_front, seen, start_direct,
 )
 
 VICTIM = "victim-id"
@@ -81,13 +81,8 @@ def guarded(tmp_path_factory, stack):
     st = make_stack(tmp_path_factory.mktemp("guarded"), stack.emu,
                     extra="  api_keys: [os.environ/FAULTS_FRONT_KEY]\n  requests_per_minute: 5",
                     env=cli_env(**KEYS, FAULTS_FRONT_KEY=FRONT_DOOR_KEY, LITELLM_MASTER_KEY=stack.master_key()))
-    result = st.cli("up", "--detach", "--litellm-url", f"http://127.0.0.1:{stack.litellm_port}", timeout=120)
-    seen("up --litellm-url (guarded)", result.stdout + result.stderr)
-    assert result.returncode == 0, result.stdout + result.stderr
-    try:
+    with proxy_in_front(st, f"http://127.0.0.1:{stack.litellm_port}", "up --litellm-url (guarded)"):
         yield st
-    finally:
-        stop_stack(st)
 
 
 GUARDED_PATHS = [("POST", CHAT), ("POST", MESSAGES), ("GET", "/v1/models"), ("GET", "/models"),

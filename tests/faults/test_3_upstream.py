@@ -5,7 +5,6 @@ the upstream request at once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -13,7 +12,8 @@ import httpx
 import pytest
 
 from .conftest import (
-    ANTHROPIC_HEADERS, CHAT, MESSAGES, READ_TIMEOUT, TOTAL_TIMEOUT, assert_openai_error, fault, metric, seen,
+    ANTHROPIC_HEADERS, CHAT, MESSAGES, READ_TIMEOUT, TOTAL_TIMEOUT, assert_openai_error, fault, metric, post_bytes,
+    seen, walk_away,
 )
 
 SLACK = 2.5  # seconds on top of a configured timeout before an answer counts as late (2 busy cores)
@@ -125,31 +125,12 @@ def test_upstream_streams_are_cancelled_when_clients_walk_away(stack):
     before = stack.emu.stats()
     proxy_before = len(stack.proxy_connections())
     stack.emu.fault("endless_stream", count=50, delay=0.05)
-    port = stack.proxy_port
 
-    async def walk_away(i: int) -> float:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    def request(i: int) -> bytes:
         path, model = ENDPOINTS[i % len(ENDPOINTS)]
-        payload = json.dumps(body(model, path, True)).encode()
-        writer.write(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                     f"anthropic-version: 2023-06-01\r\ncontent-length: {len(payload)}\r\n\r\n".encode() + payload)
-        seen_data = b""
-        while b"data: " not in seen_data:
-            chunk = await reader.read(65536)
-            assert chunk, "closed before the first chunk"
-            seen_data += chunk
-        writer.close()
-        return time.monotonic()
+        return post_bytes(path, body(model, path, True), close=False)
 
-    async def run() -> None:
-        gate = asyncio.Semaphore(5)
-
-        async def one(i: int) -> None:
-            async with gate:
-                await walk_away(i)
-        await asyncio.gather(*(one(i) for i in range(50)))
-
-    asyncio.run(run())
+    walk_away(stack.proxy_port, 50, 5, request)
     after = stack.emu.wait_streams(before["active_streams"], timeout=10)
     assert after["active_streams"] == before["active_streams"], after
     assert after["client_disconnects"] - before["client_disconnects"] == 50, after

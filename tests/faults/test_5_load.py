@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from .conftest import (
-    ANTHROPIC_HEADERS, CHAT, KEYS, MESSAGES, cli_env, fault, load, make_stack, metric, seen, start_emulator,
-    stop_stack,
+    ANTHROPIC_HEADERS, CHAT, KEYS, MESSAGES, cli_env, fault, load, make_stack, metric, post_bytes, proxy_in_front,
+    start_emulator, walk_away,
 )
 
 OPENAI_STREAM = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "load test"}]}
@@ -38,13 +38,8 @@ def load_emu(tmp_path_factory):
 def alone(tmp_path_factory, load_emu):
     st = make_stack(tmp_path_factory.mktemp("alone"), load_emu,
                     env=cli_env(**KEYS, LITELLM_MASTER_KEY="sk-faults-load-master-key-0123"))
-    result = st.cli("up", "--detach", "--litellm-url", load_emu.url, timeout=120)
-    seen("up --litellm-url (load)", result.stdout + result.stderr)
-    assert result.returncode == 0, result.stdout + result.stderr
-    try:
+    with proxy_in_front(st, load_emu.url, "up --litellm-url (load)"):
         yield st
-    finally:
-        stop_stack(st)
 
 
 def proxy_state(st) -> dict:
@@ -74,13 +69,6 @@ async def read_sse_to_end(reader: asyncio.StreamReader) -> bytes:
     return data
 
 
-def request_bytes(path: str, body: dict, *, close: bool = True) -> bytes:
-    payload = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
-            f"content-length: {len(payload)}\r\n" + ("connection: close\r\n" if close else "")
-            + "\r\n").encode() + payload
-
-
 def test_a_thousand_clients_walking_away_leave_nothing_behind(alone, load_emu):
     with httpx.Client(base_url=alone.proxy_url, trust_env=False, timeout=30) as c:  # warm the pools
         for _ in range(20):
@@ -89,33 +77,14 @@ def test_a_thousand_clients_walking_away_leave_nothing_behind(alone, load_emu):
     baseline = proxy_state(alone)
     emu_before = load_emu.stats()
     load_emu.fault("endless_stream", count=1000, delay=0.05)
-    port = alone.proxy_port
 
-    async def walk_away(i: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    def request(i: int) -> bytes:
         path, body = (CHAT, OPENAI_STREAM) if i % 2 else (MESSAGES, {**OPENAI_STREAM, "max_tokens": 16,
                                                                      "model": "claude-3-5-haiku-latest"})
-        writer.write(request_bytes(path, body, close=False))
-        data = b""
-        while b"data: " not in data:
-            chunk = await reader.read(65536)
-            assert chunk, "the stream closed before its first event"
-            data += chunk
-        if i % 3 == 0:
-            writer.transport.abort()  # a reset, as from a killed client
-        else:
-            writer.close()
-
-    async def run() -> None:
-        gate = asyncio.Semaphore(20)
-
-        async def one(i: int) -> None:
-            async with gate:
-                await walk_away(i)
-        await asyncio.gather(*(one(i) for i in range(1000)))
+        return post_bytes(path, body, close=False)
 
     started = time.monotonic()
-    asyncio.run(run())
+    walk_away(alone.proxy_port, 1000, 20, request, reset=lambda i: i % 3 == 0)
     took = time.monotonic() - started
     emu_after = load_emu.wait_streams(emu_before["active_streams"], timeout=10)
     assert emu_after["active_streams"] == emu_before["active_streams"], emu_after
@@ -141,7 +110,7 @@ def test_two_hundred_concurrent_streams(alone, load_emu):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         path, body = (CHAT, OPENAI_STREAM) if i % 2 else (MESSAGES, {**OPENAI_STREAM, "max_tokens": 16,
                                                                      "model": "claude-3-5-haiku-latest"})
-        writer.write(request_bytes(path, {**body, "messages": [{"role": "user", "content": f"stream {i}"}]}))
+        writer.write(post_bytes(path, {**body, "messages": [{"role": "user", "content": f"stream {i}"}]}))
         data = await reader.read(-1)
         writer.close()
         return data
@@ -169,12 +138,8 @@ def patient(tmp_path_factory, stack):
     LiteLLM pauses longer than the fault stack's 3 s and takes longer than its 8 s."""
     st = make_stack(tmp_path_factory.mktemp("patient"), stack.emu, read_timeout=60, total_timeout=300,
                     env=cli_env(**KEYS, LITELLM_MASTER_KEY=stack.master_key()))
-    result = st.cli("up", "--detach", "--litellm-url", f"http://127.0.0.1:{stack.litellm_port}", timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    try:
+    with proxy_in_front(st, f"http://127.0.0.1:{stack.litellm_port}", "up --litellm-url (patient)"):
         yield st
-    finally:
-        stop_stack(st)
 
 
 def test_two_hundred_concurrent_streams_through_litellm(patient):

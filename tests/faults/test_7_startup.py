@@ -124,7 +124,7 @@ def test_a_broken_config_names_the_key_and_the_line(failing):
     line = next(i for i, t in enumerate(text.splitlines(), 1) if "litellm_port: eighty" in t)
     said = up_fails(failing, code=2)
     assert f"{failing.config}:{line}: memory_proxy.litellm_port: must be an integer" in said, said
-    assert f"memory_proxy.old_litellm_port: unknown key" in said
+    assert "memory_proxy.old_litellm_port: unknown key" in said
     assert not (failing.state / "litellm_config.generated.yaml").exists()
     assert_nothing_left(failing)
     fault("up: broken config")
