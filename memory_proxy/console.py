@@ -60,8 +60,7 @@ class Context:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    sys.stdout.flush()
+    out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _fail(message: str, log_tail: str | None = None) -> None:

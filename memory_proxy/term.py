@@ -74,6 +74,7 @@ class Stream:
 
             self._rich = Console(file=self.file, stderr=self.name == "stderr", soft_wrap=True, highlight=False,
                                  width=None if self.file.isatty() else 200)
+            self._rich.on_broken_pipe = self.reader_gone  # rich's own would exit with status 1
         return self._rich
 
     def styled(self, text: str, style: str) -> str:
@@ -120,8 +121,22 @@ class Stream:
         self.rich().print(table)
 
     def write(self, text: str) -> None:
-        self.file.write(text)
-        self.file.flush()
+        try:
+            self.file.write(text)
+            self.file.flush()
+        except BrokenPipeError:
+            self.reader_gone()
+
+    def reader_gone(self) -> None:
+        """The reader went away (``up --detach | head -1``): the command goes on and finishes
+        what it started, and writes nothing more here. The stream is pointed at /dev/null so
+        that neither later lines nor Python's flush at exit fail on it."""
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.file.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
 
 
 out = Stream("stdout")

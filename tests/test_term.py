@@ -76,3 +76,25 @@ def test_lines_and_tables_match_rich(monkeypatch, tty, env):
         assert ours == theirs
         styled = (tty or "FORCE_COLOR" in env) and env.get("TERM") != "dumb"
         assert ("\x1b[1m" in ours) == styled
+
+
+@pytest.mark.parametrize("rich_path", [False, True])
+def test_a_reader_gone_ends_the_output_not_the_command(monkeypatch, rich_path):
+    """``up --detach | head -1``: once the pipe's reader has gone, lines are dropped without
+    an error (the command goes on) and the stream no longer points at the broken pipe."""
+    import os
+
+    read_end, write_end = os.pipe()
+    pipe = os.fdopen(write_end, "w")
+    monkeypatch.setattr("sys.stdout", pipe)
+    stream = term.Stream("stdout")
+    stream.line("first line read")
+    assert os.read(read_end, 100) == b"first line read\n"
+    os.close(read_end)
+    for _ in range(2):
+        stream.line("a tab\tgoes through rich" if rich_path else "nobody reads this")
+        stream.table(("a",), [["b"]])
+    pipe.write("still writable\n")
+    pipe.flush()  # /dev/null now: Python's flush at exit cannot fail either
+    assert os.path.samestat(os.fstat(pipe.fileno()), os.stat(os.devnull))
+    pipe.close()
