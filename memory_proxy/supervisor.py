@@ -2,7 +2,7 @@
 
 Standard library plus psutil (and the config loader) only: ``start_proxies.py status`` and
 ``--help`` import this module and must answer in well under a second, so nothing here pulls
-in LiteLLM, Starlette or httpx at import time. Health probes use ``http.client``.
+in LiteLLM, Starlette or httpx at import time. Health probes speak HTTP over a socket.
 
 One supervisor runs per state folder: the foreground ``up`` command itself, or a background
 process started by ``up --detach``. It records every pid it owns in ``processes.json``
@@ -167,14 +167,76 @@ def port_problem(port: int, host: str, what: str) -> str | None:
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
     """(status, body) of a plain GET, or (None, b"") when nothing answered in time.
-    No proxies from the environment, no redirects, no LiteLLM imports."""
-    import http.client  # (and ssl): only where something runs to be asked; `status` of nothing skips it
+    No proxies from the environment, no redirects, no LiteLLM imports.
 
+    Plain http (every probe of a process started here) is spoken over a socket: importing
+    ``http.client`` (email parsing, ssl) cost ``status`` about 25 ms. https, for a LiteLLM
+    given with ``--litellm-url``, goes through ``http.client``."""
     parts = urlsplit(url)
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if parts.scheme == "https":
+        return _https_get(parts.hostname, parts.port, path, timeout)
+    request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: */*\r\n"
+               "Connection: close\r\n\r\n").encode("latin-1")
+    deadline = time.monotonic() + timeout
+    data = b""
     try:
-        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
+            sock.sendall(request)
+            while len(data) < _PROBE_LIMIT:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                piece = sock.recv(65536)
+                if not piece:
+                    break
+                data += piece
+                if (answer := _parse_answer(data)) is not None:
+                    return answer
+    except (OSError, ValueError, TypeError):  # refused, timed out, reset; no HTTP answer
+        return None, b""
+    return _parse_answer(data, closed=True) or (None, b"")
+
+
+_PROBE_LIMIT = 1024 * 1024  # a probe's answer is a few hundred bytes; past this it is not one
+
+
+def _parse_answer(data: bytes, closed: bool = False) -> tuple[int, bytes] | None:
+    """(status, body) of a complete HTTP/1.x answer (Content-Length, chunked, or ended by the
+    close), None while it is incomplete; ValueError when it is no HTTP answer."""
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.split(b"\r\n")
+    version, status = lines[0].split(b" ", 2)[:2]
+    if not version.startswith(b"HTTP/1.") or not status.isdigit():
+        raise ValueError("not an HTTP answer")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip().lower()
+    if b"chunked" in fields.get(b"transfer-encoding", b""):
+        body = b""
+        while True:
+            size_line, sep, after = rest.partition(b"\r\n")
+            if not sep:
+                return None
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                return int(status), body[:65536]
+            if len(after) < size + 2:
+                return None
+            body, rest = body + after[:size], after[size + 2:]
+    if b"content-length" in fields:
+        length = int(fields[b"content-length"])
+        return (int(status), rest[:length][:65536]) if len(rest) >= length else None
+    return (int(status), rest[:65536]) if closed else None
+
+
+def _https_get(host: str | None, port: int | None, path: str, timeout: float) -> tuple[int | None, bytes]:
+    import http.client  # (and ssl): only for an https LiteLLM
+
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
         response = conn.getresponse()
         return response.status, response.read(65536)
     except (OSError, http.client.HTTPException):
