@@ -18,8 +18,8 @@ every path alike:
 
 For each: latency p50/p95/p99 with one client (wrk, and an httpx client like the OpenAI and
 Anthropic Python SDKs use); requests/s with p50/p99 at 20 and 100 clients; streaming time to
-the first event and the largest extra delay any chunk gets (the emulator spaces its chunks);
-plus the memory proxy's RSS before and after 50,000 requests, and the launcher's ``--help``,
+the first event and the largest extra delay any chunk gets (the emulator spaces its chunks),
+and beside it a non-streamed answer after a chunk delay of idle (what waking costs); plus the memory proxy's RSS before and after 50,000 requests, and the launcher's ``--help``,
 ``status`` and ``up --detach`` times. Targets are judged on ratios within the run (absolute
 times on shared machines are noise). SDK mode (6, 7) is compared with binary mode (4, 5) as
 informative ratios: latency, throughput, first streamed event, RSS (the SDK process against
