@@ -19,9 +19,10 @@ every path alike:
 For each: latency p50/p95/p99 with one client (wrk, and an httpx client like the OpenAI and
 Anthropic Python SDKs use); requests/s with p50/p99 at 20 and 100 clients; streaming time to
 the first event and the largest extra delay any chunk gets (the emulator spaces its chunks),
-and beside it a non-streamed answer after a chunk delay of idle (what waking costs); plus the memory proxy's RSS before and after 50,000 requests, and the launcher's ``--help``,
-``status`` and ``up --detach`` times. Targets are judged on ratios within the run (absolute
-times on shared machines are noise). SDK mode (6, 7) is compared with binary mode (4, 5) as
+and beside it a non-streamed answer after a chunk delay of idle (what waking costs); plus the
+memory proxy's RSS before and after 50,000 requests, and the launcher's ``--help``, ``status``
+and ``up --detach`` times. Targets are judged on ratios within the run (absolute times on
+shared machines are noise). SDK mode (6, 7) is compared with binary mode (4, 5) as
 informative ratios: latency, throughput, first streamed event, RSS (the SDK process against
 LiteLLM's and the memory proxy's together) and ``up --detach`` until healthy. Prints one table
 and writes the same figures as JSON.
@@ -377,13 +378,18 @@ def idle_latency(target: Target, count: int, pause: float) -> dict:
     on the path has been asleep for a chunk delay; waking them costs more than the answer
     itself on this kind of VM. This shows that cost apart from streaming."""
     client = StreamClient(target, stream=False)
+
+    def once() -> float:
+        sample = client.once()
+        if sample["status"] != 200:
+            raise RuntimeError(f"{target.name} answered {sample['status']}")
+        return sample["first_byte"]
     try:
-        warm, idle = [], []
-        for _ in range(count):
-            warm.append(client.once()["first_byte"])
+        warm = [once() for _ in range(count)]
+        idle = []
         for _ in range(count):
             time.sleep(pause)
-            idle.append(client.once()["first_byte"])
+            idle.append(once())
     finally:
         client.close()
     return {"warm_ms": med(warm) * 1000, "idle_ms": med(idle) * 1000}
