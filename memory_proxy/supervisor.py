@@ -1,8 +1,9 @@
 """Start, watch and stop the two processes: the real ``litellm`` binary and the memory proxy.
 
-Standard library plus psutil (and the config loader) only: ``start_proxies.py status`` and
-``--help`` import this module and must answer in well under a second, so nothing here pulls
-in LiteLLM, Starlette or httpx at import time. Health probes speak HTTP over a socket.
+Standard library plus psutil (and the config loader, and httptools for the probes) only:
+``start_proxies.py status`` and ``--help`` import this module and must answer in well under a
+second, so nothing here pulls in LiteLLM, Starlette or httpx at import time. Health probes
+speak HTTP over a socket (httptools reads the answers).
 
 One supervisor runs per state folder: the foreground ``up`` command itself, or a background
 process started by ``up --detach``. It records every pid it owns in ``processes.json``
@@ -169,9 +170,12 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
     """(status, body) of a plain GET, or (None, b"") when nothing answered in time.
     No proxies from the environment, no redirects, no LiteLLM imports.
 
-    Plain http (every probe of a process started here) is spoken over a socket: importing
-    ``http.client`` (email parsing, ssl) cost ``status`` about 25 ms. https, for a LiteLLM
-    given with ``--litellm-url``, goes through ``http.client``."""
+    Plain http (every probe of a process started here) is spoken over a socket and read by
+    httptools, the parser ``transport.py`` uses: importing ``http.client`` (email parsing,
+    ssl) cost ``status`` about 25 ms. https, for a LiteLLM given with ``--litellm-url``, goes
+    through ``http.client``."""
+    import httptools  # only where something runs to be asked; `status` of nothing skips it
+
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if parts.scheme == "https":
@@ -179,56 +183,54 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
     request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: */*\r\n"
                "Connection: close\r\n\r\n").encode("latin-1")
     deadline = time.monotonic() + timeout
-    data = b""
+    answer = _ProbeAnswer()
+    parser = httptools.HttpResponseParser(answer)
+    received = 0
     try:
         with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
             sock.sendall(request)
-            while len(data) < _PROBE_LIMIT:
+            while not answer.complete and received < _PROBE_LIMIT:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 piece = sock.recv(65536)
                 if not piece:
                     break
-                data += piece
-                if (answer := _parse_answer(data)) is not None:
-                    return answer
-    except (OSError, ValueError, TypeError):  # refused, timed out, reset; no HTTP answer
-        return None, b""
-    return _parse_answer(data, closed=True) or (None, b"")
+                received += len(piece)
+                parser.feed_data(piece)
+    except (OSError, TypeError, httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None, b""  # refused, timed out, reset; no HTTP answer
+    if not (answer.complete or answer.ends_with_close()):
+        return None, b""  # cut short
+    return parser.get_status_code(), b"".join(answer.body)[:65536]
 
 
 _PROBE_LIMIT = 1024 * 1024  # a probe's answer is a few hundred bytes; past this it is not one
 
 
-def _parse_answer(data: bytes, closed: bool = False) -> tuple[int, bytes] | None:
-    """(status, body) of a complete HTTP/1.x answer (Content-Length, chunked, or ended by the
-    close), None while it is incomplete; ValueError when it is no HTTP answer."""
-    head, sep, rest = data.partition(b"\r\n\r\n")
-    if not sep:
-        return None
-    lines = head.split(b"\r\n")
-    version, status = lines[0].split(b" ", 2)[:2]
-    if not version.startswith(b"HTTP/1.") or not status.isdigit():
-        raise ValueError("not an HTTP answer")
-    fields = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        fields[name.strip().lower()] = value.strip().lower()
-    if b"chunked" in fields.get(b"transfer-encoding", b""):
-        body = b""
-        while True:
-            size_line, sep, after = rest.partition(b"\r\n")
-            if not sep:
-                return None
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                return int(status), body[:65536]
-            if len(after) < size + 2:
-                return None
-            body, rest = body + after[:size], after[size + 2:]
-    if b"content-length" in fields:
-        length = int(fields[b"content-length"])
-        return (int(status), rest[:length][:65536]) if len(rest) >= length else None
-    return (int(status), rest[:65536]) if closed else None
+class _ProbeAnswer:
+    """httptools' callbacks for one probe's answer."""
+
+    def __init__(self) -> None:
+        self.names: set[bytes] = set()
+        self.body: list[bytes] = []
+        self.headers_done = False
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.names.add(name.lower())
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def ends_with_close(self) -> bool:
+        """An answer with neither length nor chunking ends when the server closes. httptools
+        has no call for the close; ``transport.py``'s ``connection_lost`` decides the same way."""
+        return self.headers_done and not self.names & {b"content-length", b"transfer-encoding"}
 
 
 def _https_get(host: str | None, port: int | None, path: str, timeout: float) -> tuple[int | None, bytes]:
