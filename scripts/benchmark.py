@@ -723,7 +723,7 @@ def run(args: argparse.Namespace) -> dict:
             f"{args.chunk_delay * 1000:g} ms idle ...")
         idle_wake: dict[str, list[dict]] = {"direct": [], "proxy": []}
         for r in range(rounds):
-            for name in (("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")):
+            for name in order(r)[:2]:  # direct and proxy, in this round's order
                 idle_wake[name].append(idle_latency(targets[name], n_idle, args.chunk_delay))
         results["idle_wake"] = {"pause_ms": args.chunk_delay * 1000, "requests": n_idle, **idle_wake}
         bench.settle(provider)
