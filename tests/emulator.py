@@ -9,8 +9,9 @@ Cloudflare in front of it), records every request and can inject faults, so the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -28,6 +29,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 OPENAI, ANTHROPIC = "openai", "anthropic"
 KINDS = ("chat/completions", "messages", "responses", "embeddings", "models")
@@ -54,7 +56,7 @@ class EmulatorState:
         self.reset()
 
     def reset(self) -> None:
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[tuple] = []  # see log()
         self.memories: dict[str, list[str]] = {}  # user id -> user texts, oldest first
         self.conversations: dict[str, list[str]] = {}  # user id -> x-sm-conversation-id values
         self.cf_tokens: set[str] = set()  # cf_clearance values we issued
@@ -66,24 +68,37 @@ class EmulatorState:
 
     async def record(self, request: Request) -> bytes:
         raw = await request.body()
-        self.log(request.scope, _parse(raw))
+        self.log(request.scope, raw)
         return raw
 
-    def log(self, scope: dict, body: Any) -> None:
-        """Record one request (what Starlette's Request would show of it, read from the ASGI scope)."""
-        cookies: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            if name == b"cookie":
-                cookies.update(cookie_parser(value.decode("latin-1")))
-        self.requests.append({
-            "method": scope["method"],
-            "path": scope["path"],  # decoded, with any "//" intact
-            "query": scope["query_string"].decode("latin-1"),
-            "headers": {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
-            "body": body,
-            "cookies": cookies,
-            "time": time.time(),
-        })
+    def log(self, scope: dict, body: bytes) -> None:
+        """Record one request as it arrived; ``records`` renders it when read.
+
+        Rendering on reading keeps both the cost per request and the garbage collector's work
+        low: a record is a tuple of strings and bytes, which the collector stops tracking, where
+        a parsed body and header dicts are containers it would rescan for as long as the record
+        lives (hundreds of thousands of requests in the benchmark), with long pauses."""
+        self.requests.append((scope["method"], scope["path"], scope["query_string"], tuple(scope["headers"]),
+                              body, time.time()))
+
+    def records(self, since: int = 0) -> list[dict[str, Any]]:
+        """The requests from number ``since`` on, as Starlette's Request would show them."""
+        rendered = []
+        for method, path, query, headers, body, when in self.requests[since:]:
+            cookies: dict[str, str] = {}
+            for name, value in headers:
+                if name == b"cookie":
+                    cookies.update(cookie_parser(value.decode("latin-1")))
+            rendered.append({
+                "method": method,
+                "path": path,  # decoded, with any "//" intact
+                "query": query.decode("latin-1"),
+                "headers": {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers},
+                "body": _parse(body),
+                "cookies": cookies,
+                "time": when,
+            })
+        return rendered
 
     def take_fault(self) -> dict[str, Any] | None:
         fault = self.fault
@@ -470,7 +485,7 @@ async def control_requests(request: Request) -> Response:
         since = max(0, int(request.query_params.get("since", "0")))
     except ValueError:
         return JSONResponse({"error": "since must be an integer"}, 400)
-    return JSONResponse(st.requests[since:])
+    return JSONResponse(st.records(since))
 
 
 async def control_stats(request: Request) -> Response:
@@ -536,42 +551,68 @@ def create_app(*, chunk_delay: float = 0.02, chunks: int = 5) -> Starlette:
     return app
 
 
-def fast_chat(app: Starlette):
-    """The app as the real servers run it: an ordinary chat completion (POST /v1/chat/completions,
-    a bearer key, a JSON object, not streamed, no fault pending) skips Starlette's router and
-    middleware, which cost more than the answer itself; anything else goes to ``app``.
+class FastChatProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, answering an ordinary chat completion itself.
 
-    Same answer, same record (the same functions build both); it lets one process serve the
-    benchmark's direct path fast enough to show the load generator's headroom."""
-    st: EmulatorState = app.state.emulator
+    An ordinary chat completion (POST /v1/chat/completions with a bearer key and a JSON object,
+    not streamed, no fault pending) is answered here, from the parsed request, without an ASGI
+    request cycle, a task or Starlette; uvicorn's per-request machinery costs more than the
+    answer itself. It is what lets the benchmark's direct path run several times faster than
+    anything proxied, as the load generator's headroom must show. Same answer bytes, same record
+    (the same functions build both; ``tests/test_emulator.py`` compares both ways); anything
+    else, or a request that turns out not to be ordinary once its body is in, goes through
+    ``app`` as usual. Every emulator server runs it, behind a proxy as well as directly.
+    """
 
-    async def asgi(scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/v1/chat/completions" or scope["method"] != "POST" \
-                or st.fault is not None:
-            return await app(scope, receive, send)
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left before its body was complete
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        raw = b"".join(chunks)
+    def __init__(self, *args: Any, emulator: EmulatorState, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.emulator = emulator
+        self.fast_body: list[bytes] | None = None  # the body so far, while a request may be answered here
+
+    def on_headers_complete(self) -> None:
+        path = self.url.partition(b"?")[0]
+        if (path == b"/v1/chat/completions" and self.parser.get_method() == b"POST" and self.emulator.fault is None
+                and not self.expect_100_continue and not self.parser.should_upgrade()
+                and (self.cycle is None or self.cycle.response_complete)):
+            self.fast_body = []
+        else:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.fast_body is None:
+            return super().on_body(body)
+        self.fast_body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.fast_body is None:
+            return super().on_message_complete()
+        raw = b"".join(self.fast_body)
         body = _parse(raw)
+        scope = {"method": "POST", "path": "/v1/chat/completions", "query_string": self.url.partition(b"?")[2],
+                 "headers": self.headers}
+        st = self.emulator
+        self.fast_body = None
         if not isinstance(body, dict) or body.get("stream") is True or st.fault is not None \
                 or not _authorized(Headers(scope=scope), OPENAI):
-            replayed = False
+            super().on_headers_complete()  # the app's turn after all, with the body as read
+            self.cycle.body = raw
+            return super().on_message_complete()
+        st.log(scope, raw)
+        response = _chat_json(*_chat(st, body, None))
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        head = [b"HTTP/1.1 200 OK\r\n"]
+        for name, value in [*self.server_state.default_headers, *response.raw_headers]:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + response.body)
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # uvicorn's bookkeeping: keep-alive timer, reading resumed
 
-            async def replay() -> dict:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            return await app(scope, replay, send)
-        st.log(scope, body)
-        await _chat_json(*_chat(st, body, None))(scope, receive, send)
-    return asgi
+
+def fast_chat_protocol(app: Starlette):
+    """The ``http`` protocol factory for ``uvicorn.Config`` serving ``app`` (see FastChatProtocol)."""
+    return functools.partial(FastChatProtocol, emulator=app.state.emulator)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -598,8 +639,8 @@ def main(argv: list[str] | None = None) -> None:
     # Several ports, one state: providers on one port and "Supermemory" on another, so that
     # only api_bases starting with the Supermemory port count as Supermemory-backed.
     # server_header=False: the Cloudflare refusal's "server: cloudflare" must be the only Server header.
-    servers = [uvicorn.Server(uvicorn.Config(fast_chat(app), host=args.host, port=port, log_level="warning",
-                                             server_header=False, lifespan="off",
+    servers = [uvicorn.Server(uvicorn.Config(app, http=fast_chat_protocol(app), host=args.host, port=port,
+                                             log_level="warning", server_header=False, lifespan="off",
                                              # Providers keep idle connections open for a minute or
                                              # more; uvicorn's 5 s default made LiteLLM (its retries
                                              # off in the fault stack) reuse just-closed ones.

@@ -9,12 +9,13 @@ import uvicorn
 
 
 class ServerThread:
-    """An app served by uvicorn on 127.0.0.1 in a background thread; ``port=0`` picks a free port."""
+    """An app served by uvicorn on 127.0.0.1 in a background thread; ``port=0`` picks a free port;
+    ``config``: more ``uvicorn.Config`` settings."""
 
-    def __init__(self, app, port: int = 0) -> None:
+    def __init__(self, app, port: int = 0, **config) -> None:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                     lifespan="on", access_log=False,
-                                                    server_header=False))
+                                                    server_header=False, **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:
