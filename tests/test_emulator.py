@@ -273,10 +273,16 @@ def test_fast_chat_answers_and_records_as_the_router_does():
              dict(json=chat("My name is Ann. What is my name?"), headers=OPENAI_AUTH, params={"q": "1"}),
              dict(json=chat("bye"), headers={**OPENAI_AUTH, "connection": "close"}),
              dict(json=big, headers=OPENAI_AUTH)]
-    outcomes = []
+    outcomes, app_calls = [], []
     for fast in (False, True):
         app = create_app(chunk_delay=0, chunks=2)
-        with ServerThread(app, **({"http": fast_chat_protocol(app)} if fast else {})) as server, \
+        calls: list[str] = []
+
+        async def counted(scope, receive, send, app=app, calls=calls) -> None:
+            if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
+                calls.append(scope["method"])
+            await app(scope, receive, send)
+        with ServerThread(counted, **({"http": fast_chat_protocol(app)} if fast else {})) as server, \
                 httpx.Client(base_url=server.url, timeout=10) as c:
             answers = []
             for case in cases:
@@ -290,7 +296,11 @@ def test_fast_chat_answers_and_records_as_the_router_does():
         for rec in records:  # what differs between two servers
             del rec["time"], rec["headers"]["host"]
         outcomes.append((answers, records))
+        app_calls.append(len(calls))
     assert outcomes[0] == outcomes[1]
+    # The app saw every chat completion without the fast path; with it, only the five that are
+    # not ordinary (a stream, no key, a Basic key, a JSON array, broken JSON) and the faulted one.
+    assert app_calls == [len(cases) + 1, 6]
     answers, records = outcomes[1]
     assert [a[0] for a in answers] == [200, 200, 401, 401, 400, 400, 200, 200, 200, 429]
     assert ("connection", "close") in answers[7][1] and "echo: bye" in answers[7][2]
