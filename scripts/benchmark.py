@@ -242,7 +242,7 @@ def _py_load_worker(args: tuple) -> dict:
 class PyLoad:
     """Fallback when wrk is missing: several Python processes (raw asyncio HTTP/1.1)."""
 
-    name = "python"
+    name = "Python"
 
     def __init__(self) -> None:
         self.procs = max(2, os.cpu_count() or 2)
@@ -563,6 +563,7 @@ def run(args: argparse.Namespace) -> dict:
     if not wrk_binary:
         log(f"wrk not found, falling back to {gen.version}")
     results["generator"] = gen.version
+    results["generator_name"] = gen.name  # wrk or Python: names the 1-client column measured with it
 
     chain_cfg, chain_state = workdir / "chain.yaml", workdir / "state-chain"
     alone_cfg, alone_state = workdir / "alone.yaml", workdir / "state-alone"
@@ -678,10 +679,10 @@ def run(args: argparse.Namespace) -> dict:
 
         fast_s, slow_s = 2.0, 2.0
         runs = len(order(0))
-        log(f"one client, wrk: {rounds} round(s) x {runs} runs x {fast_s:g}-{slow_s:g} s ...")
+        log(f"one client, {gen.name}: {rounds} round(s) x {runs} runs x {fast_s:g}-{slow_s:g} s ...")
         for r in range(rounds):
             for name in order(r):
-                record(name, "c1_wrk", gen.run(targets[name], 1, slow_s if name in slow else fast_s), r)
+                record(name, "c1_gen", gen.run(targets[name], 1, slow_s if name in slow else fast_s), r)
                 bench.settle(provider)
         n1 = 300 if quick else 500
         log(f"one client, httpx: {rounds} round(s) x {runs} runs x {n1 // 10}-{n1} requests ...")
@@ -832,6 +833,7 @@ def round_ratios(per_round: dict, a: str, b: str, key: str, field_: str) -> list
 
 
 def judge(results: dict, per_round: dict, stream_samples: dict) -> list[dict]:
+    gen = results["generator_name"]
     paths, launcher, rss = results["paths"], results["launcher"], results["rss_mb"]
     targets = []
 
@@ -845,7 +847,7 @@ def judge(results: dict, per_round: dict, stream_samples: dict) -> list[dict]:
         add(name, med(ratios), limit, op, note="per round: " + ", ".join(f"{x:.2f}" for x in ratios))
 
     paired("proxy alone, 1 client (httpx client): p50 vs direct", "proxy", "direct", "c1_httpx", "p50_ms", 1.6, "<=")
-    paired("proxy alone, 1 client (wrk): p50 vs direct", "proxy", "direct", "c1_wrk", "p50_ms", 1.6, "<=")
+    paired(f"proxy alone, 1 client ({gen}): p50 vs direct", "proxy", "direct", "c1_gen", "p50_ms", 1.6, "<=")
     paired("proxy alone, 20 clients: throughput vs LiteLLM alone", "proxy", "litellm", "c20", "rps", 20, ">=")
     add("proxy alone, 20 clients: p99 / p50", paths["proxy"]["c20"]["p99_ms"] / paths["proxy"]["c20"]["p50_ms"],
         3, "<=")
@@ -865,7 +867,7 @@ def judge(results: dict, per_round: dict, stream_samples: dict) -> list[dict]:
     add("streaming, proxy alone: largest extra delay of a chunk", chunks["max_ms"], 1.0, "<=", "ms",
         note=f"per chunk position, median over streams ({chunks['method']}); worst single chunk "
              f"{chunks['worst_single_ms']:.2f} ms vs {chunks['reference_worst_single_ms']:.2f} ms direct")
-    paired("full chain vs LiteLLM alone: 1-client p50 latency (wrk)", "chain", "litellm", "c1_wrk", "p50_ms",
+    paired(f"full chain vs LiteLLM alone: 1-client p50 latency ({gen})", "chain", "litellm", "c1_gen", "p50_ms",
            1.10, "<=")
     for clients in (20, 100):
         paired(f"full chain vs LiteLLM alone: throughput, {clients} clients", "chain", "litellm", f"c{clients}",
@@ -891,6 +893,7 @@ def judge(results: dict, per_round: dict, stream_samples: dict) -> list[dict]:
 
 
 def compare_modes(results: dict, per_round: dict) -> list[dict]:
+    gen = results["generator_name"]
     """SDK mode against binary mode, SDK / binary, for information (the issue sets no target).
 
     Per path pair (ordinary model: 6 vs 4, Supermemory-backed: 7 vs 5) the median of per-round
@@ -903,7 +906,7 @@ def compare_modes(results: dict, per_round: dict) -> list[dict]:
         rows.append({"compare": name, "sdk_over_binary": [round(v, 3) for v in values], "better": better,
                      "note": note})
 
-    for label, key, field_, better in (("1 client p50 (wrk)", "c1_wrk", "p50_ms", "lower"),
+    for label, key, field_, better in ((f"1 client p50 ({gen})", "c1_gen", "p50_ms", "lower"),
                                        ("1 client p50 (httpx client)", "c1_httpx", "p50_ms", "lower"),
                                        ("20 clients: requests/s", "c20", "rps", "higher"),
                                        ("100 clients: requests/s", "c100", "rps", "higher")):
@@ -934,7 +937,9 @@ def render(results: dict) -> str:
              f"direct path: {results['direct_processes']} emulator process(es) on one port; "
              f"{results['rounds']} interleaved round(s), medians over rounds" + (" (--quick)" if results["quick"]
                                                                                    else "")]
-    head = (f"{'path':27} | {'1 client, wrk (ms)':^20} | {'1 client, httpx (ms)':^20} | "
+    c1_label = f"1 client, {results['generator_name']}"
+    c1_label += " (ms)" if len(c1_label) <= 15 else ""  # "(ms)" as long as the column is wide enough
+    head = (f"{'path':27} | {c1_label:^20} | {'1 client, httpx (ms)':^20} | "
             f"{'20 clients':^22} | {'100 clients':^22} | {'streaming (ms)':^22}")
     sub = (f"{'':27} | {'p50':>6} {'p95':>6} {'p99':>6} | {'p50':>6} {'p95':>6} {'p99':>6} | "
            f"{'req/s':>6} {'p50':>7} {'p99':>7} | {'req/s':>6} {'p50':>7} {'p99':>7} | "
@@ -942,7 +947,7 @@ def render(results: dict) -> str:
     lines += ["", head, sub, "-" * len(sub)]
     for name in PATHS:
         p = paths[name]
-        c1, h1, c20, c100, st = p["c1_wrk"], p["c1_httpx"], p["c20"], p["c100"], p["stream"]
+        c1, h1, c20, c100, st = p["c1_gen"], p["c1_httpx"], p["c20"], p["c100"], p["stream"]
         extra = st.get("extra_chunk_delay_vs_direct") or st.get("extra_chunk_delay_vs_litellm")
         extra_s = f"{extra['max_ms']:+.2f} vs {'direct' if 'extra_chunk_delay_vs_direct' in st else 'LiteLLM'}" \
             if extra else "(reference)"
