@@ -893,13 +893,13 @@ def judge(results: dict, per_round: dict, stream_samples: dict) -> list[dict]:
 
 
 def compare_modes(results: dict, per_round: dict) -> list[dict]:
-    gen = results["generator_name"]
     """SDK mode against binary mode, SDK / binary, for information (the issue sets no target).
 
     Per path pair (ordinary model: 6 vs 4, Supermemory-backed: 7 vs 5) the median of per-round
     ratios, as for the targets; streaming from the medians over all streams; RSS of the SDK
     process against LiteLLM's plus the full chain's memory proxy; start time of ``up --detach``."""
     paths, rss, launcher = results["paths"], results["rss_mb"], results["launcher"]
+    gen = results["generator_name"]
     rows = []
 
     def add(name: str, values: list[float], better: str, note: str = "") -> None:
