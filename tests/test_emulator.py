@@ -1,6 +1,7 @@
 """Tests of the offline emulator (tests/emulator.py)."""
 from __future__ import annotations
 
+import gc
 import json
 import re
 import socket
@@ -11,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.emulator import NO_USER_ID, AbortStream, create_app, fast_chat_protocol
+from tests.emulator import NO_USER_ID, AbortStream, RequestLog, create_app, fast_chat_protocol
 from tests.servers import ServerThread
 
 OPENAI_AUTH = {"authorization": "Bearer sk-test"}
@@ -258,6 +259,22 @@ async def test_request_record():
     assert isinstance(first["time"], float)
     assert records[1]["path"] == "/nowhere" and records[1]["headers"]["x-mixed-case"] == "1"
     assert later == records[1:] and stats["requests"] == 2 and cleared == []
+
+
+def test_request_log_keeps_records_where_the_garbage_collector_does_not_look():
+    log = RequestLog()
+    records = [("POST", f"/p{i}", b"q=%d" % i, ((b"host", b"h"), (b"x-n", b"%d" % i)), b"{}" * i, float(i))
+               for i in range(300)]
+    for record in records:
+        log.append(record)
+    assert len(log) == 300
+    assert list(log.since(0)) == records and list(log.since(299)) == records[299:]
+    assert list(log.since(300)) == [] and list(log.since(1000)) == []
+    # The whole point: nothing per record for a full collection to walk (an array refers to
+    # its type only), however many requests came.
+    assert all(gc.get_referents(part) in ([], [type(part)]) for part in vars(log).values())
+    log.clear()
+    assert len(log) == 0 and list(log.since(0)) == []
 
 
 def test_fast_chat_answers_and_records_as_the_router_does():
