@@ -294,14 +294,18 @@ class StreamClient:
             self.sock = None
 
     def once(self) -> dict:
+        """One answer (see ``_once``); anything but a 200 stops the run."""
         reused = self.sock is not None
         try:
-            return self._once()
+            sample = self._once()
         except (ConnectionError, OSError):
             self.close()
             if not reused:
                 raise
-            return self._once()  # the server had closed the idle connection: once more, on a new one
+            sample = self._once()  # the server had closed the idle connection: once more, on a new one
+        if sample["status"] != 200:
+            raise RuntimeError(f"{self.target.name} answered {sample['status']}")
+        return sample
 
     def _once(self) -> dict:
         """One streamed answer: when its first body byte came, and for each SSE event when it
@@ -378,18 +382,12 @@ def idle_latency(target: Target, count: int, pause: float) -> dict:
     on the path has been asleep for a chunk delay; waking them costs more than the answer
     itself on this kind of VM. This shows that cost apart from streaming."""
     client = StreamClient(target, stream=False)
-
-    def once() -> float:
-        sample = client.once()
-        if sample["status"] != 200:
-            raise RuntimeError(f"{target.name} answered {sample['status']}")
-        return sample["first_byte"]
     try:
-        warm = [once() for _ in range(count)]
+        warm = [client.once()["first_byte"] for _ in range(count)]
         idle = []
         for _ in range(count):
             time.sleep(pause)
-            idle.append(once())
+            idle.append(client.once()["first_byte"])
     finally:
         client.close()
     return {"warm_ms": med(warm) * 1000, "idle_ms": med(idle) * 1000}
@@ -713,10 +711,7 @@ def run(args: argparse.Namespace) -> dict:
         for r in range(rounds):
             for name in dict.fromkeys(order(r)):  # each path once per round
                 for _ in range(streams):
-                    sample = clients_s[name].once()
-                    if sample["status"] != 200:
-                        raise RuntimeError(f"stream through {name} answered {sample['status']}")
-                    stream_samples[name].append(sample)
+                    stream_samples[name].append(clients_s[name].once())
                 clients_s[name].close()  # servers drop idle connections after 5 s
         for c in clients_s.values():
             c.close()
