@@ -11,7 +11,10 @@ memory_proxy/supervisor.py. It never imports LiteLLM, so status and --help answe
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -160,5 +163,29 @@ def supervise(
     raise typer.Exit(c.supervise(cx, litellm_url, timeout, mode.value, sdk_port))
 
 
+def run() -> None:
+    """Run the CLI, then end the process at once when nothing else runs in it.
+
+    Python's own teardown (freeing every module imported) took 40-60 ms on the benchmark's
+    machine, a sixth of `status`. With only the main thread left, the exit handlers run and
+    the output flushed, nothing is left for it to do. Otherwise (a thread still running, an
+    exit message, output that cannot be flushed) the interpreter ends the usual way.
+    """
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = 0 if exc.code is None else exc.code
+    if not isinstance(code, int) or threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what the interpreter would run first (logging's flush and close)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # e.g. a closed pipe: let Python report it as it does
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    app()
+    run()
