@@ -11,10 +11,8 @@ memory_proxy/supervisor.py. It never imports LiteLLM, so status and --help answe
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
-import threading
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -25,6 +23,10 @@ sys.path.insert(0, str(ROOT))
 from memory_proxy import bootstrap  # noqa: E402  (standard library only)
 
 bootstrap.reexec_in_venv()
+
+# Only what runs in the venv imports more: the interpreter the user typed just re-executes.
+import atexit  # noqa: E402
+import threading  # noqa: E402
 
 import typer  # noqa: E402
 
