@@ -16,6 +16,8 @@ from starlette.routing import Route, request_response
 from . import cookie_store, egress, ingress
 from .config import Config
 from .errors import error_response
+from .front_door import FrontDoor, Guard
+from .routing import SCOPE_PREFIX, split_scope
 from .runtime import Runtime
 from .state import StateDir
 from .transport import AsyncClient, Transport
@@ -67,7 +69,13 @@ class HotPath:
 def _routed(scope) -> bool:
     """Paths that the router below serves with something other than the ingress relay."""
     path = scope["path"]
-    return path.startswith(egress.EGRESS_PREFIX + "/") or (path == "/health" and scope["method"] in ("GET", "HEAD"))
+    return path.startswith(egress.EGRESS_PREFIX + "/") or (
+        path.endswith("/health") and scope["method"] in ("GET", "HEAD") and is_health(path))
+
+
+def is_health(path: str) -> bool:
+    """``/health``, also as ``/scope/<id>/health`` (a client configured with a scoped base URL)."""
+    return path == "/health" or (path.startswith(SCOPE_PREFIX) and split_scope(path)[1] == "/health")
 
 
 async def _http_error(request: Request, exc: Exception):
@@ -84,9 +92,13 @@ def create_app(
     state_dir: Path | None = None,
     litellm_transport: httpx.AsyncBaseTransport | None = None,
     supermemory_transport: httpx.AsyncBaseTransport | None = None,
-) -> HotPath:
+    admin_hint: str | None = None,
+) -> Guard:
     """Build the app. ``state_dir`` keeps the cookie jar across restarts (None: memory only);
-    the transports are injectable so tests can run the app against in-process upstreams."""
+    the transports are injectable so tests can run the app against in-process upstreams;
+    ``admin_hint`` is what a request for a LiteLLM admin route is told (default: its address)."""
+    door = FrontDoor(config.proxy, admin_hint or f"LiteLLM's admin API is on LiteLLM's own address, "
+                                                 f"{litellm_url}, with its master key.")
     timeouts = config.proxy.timeouts
     timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30)
@@ -105,7 +117,7 @@ def create_app(
                         cookies=jar, trust_env=False) as supermemory,
         ):
             runtime = Runtime(config, litellm, supermemory, httpx.URL(litellm_url), master_key, egress_secret,
-                              jar_path)
+                              jar_path, door)
             app.state.runtime = runtime  # for introspection in tests; handlers use request.state
             try:
                 yield {"runtime": runtime}
@@ -114,7 +126,9 @@ def create_app(
 
     routes = [
         Route("/health", ingress.health, methods=["GET"]),
+        Route(SCOPE_PREFIX + "{id}/health", ingress.health, methods=["GET"]),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
         Route("/{path:path}", AnyMethod(ingress.relay)),
     ]
-    return HotPath(Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}))
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    return Guard(HotPath(app), door)

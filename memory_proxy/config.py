@@ -23,8 +23,13 @@ CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 OUR_SECTIONS = ("user_id_mappings", "memory_proxy")
 MAPPING_KEYS = ("custom_header", "header_patterns", "default_user_id")
-PROXY_KEYS = ("host", "port", "litellm_port", "api_keys", "max_body_bytes", "max_header_bytes",
-              "requests_per_minute", "timeouts", "supermemory")
+PROXY_KEYS = ("host", "port", "litellm_port", "api_keys", "allowed_hosts", "cors_origins", "optional_routes",
+              "max_body_bytes", "max_header_bytes", "requests_per_minute", "timeouts", "supermemory")
+# Route groups an AI client may need beyond chat, completions, embeddings, models, messages and
+# responses; off unless listed in memory_proxy.optional_routes (see front_door.py).
+OPTIONAL_ROUTE_GROUPS = ("audio", "images", "moderations", "rerank")
+HOST_NAME_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+ORIGIN_RE = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?$")
 SUPERMEMORY_KEYS = ("base_url", "api_key", "cloudflare_retry_delay")
 DEFAULT_SUPERMEMORY_URL = "https://api.supermemory.ai"
 
@@ -64,6 +69,9 @@ class ProxySettings:
     port: int = 8764
     litellm_port: int = 8765
     api_keys: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback ones (DNS rebinding)
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the proxy
+    optional_routes: tuple[str, ...] = ()  # of OPTIONAL_ROUTE_GROUPS
     max_body_bytes: int = 32 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
     requests_per_minute: int | None = None
@@ -257,6 +265,23 @@ class _Checker:
             return default
         return value
 
+    def names(self, section: dict, key: str, path: tuple, pattern: re.Pattern[str] | None, what: str, *,
+              allowed: tuple[str, ...] = ()) -> list[str]:
+        """A list of plain names (host names, origins, route groups), lower-cased."""
+        raw = section.get(key) or []
+        if not isinstance(raw, list):
+            self.fail(path + (key,), f"must be a list, each {what}")
+            return []
+        found: list[str] = []
+        for i, item in enumerate(raw):
+            value = item.lower().rstrip("/") if isinstance(item, str) else item
+            ok = isinstance(value, str) and (pattern.match(value) if pattern else value in allowed)
+            if not ok:
+                self.fail(path + (key, i), f"{item!r} is not {what}")
+            elif value not in found:
+                found.append(value)
+        return found
+
     def client_id(self, value: Any, path: tuple) -> str:
         if not isinstance(value, str) or not CLIENT_ID_RE.match(value):
             self.fail(path, f"{value!r} is not a valid id (letters, digits and . _ : - only, 1-128 characters)")
@@ -359,6 +384,13 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
         c.fail(path + ("host",), f"binding to {host} needs memory_proxy.api_keys (front-door keys); "
                                  "without them the proxy only listens on loopback")
 
+    allowed_hosts = tuple(c.names(section, "allowed_hosts", path, HOST_NAME_RE,
+                                  "a host name such as devbox.lan or *.corp.example (no port, no scheme)"))
+    cors_origins = tuple(c.names(section, "cors_origins", path, ORIGIN_RE,
+                                 "an origin such as http://localhost:3000 (scheme, host, optional port; no path)"))
+    optional_routes = tuple(c.names(section, "optional_routes", path, None, "one of " + ", ".join(OPTIONAL_ROUTE_GROUPS),
+                                    allowed=OPTIONAL_ROUTE_GROUPS))
+
     tpath = path + ("timeouts",)
     tsection = c.mapping(section.get("timeouts"), tpath, ("connect", "read", "total"))
     timeouts = Timeouts(
@@ -384,7 +416,8 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
     retry = c.number(ssection, "cloudflare_retry_delay", spath, SupermemorySettings.cloudflare_retry_delay,
                      integer=False, low=0, high=60)
     supermemory = SupermemorySettings(base_url.rstrip("/"), api_key, retry)
-    return ProxySettings(host, port, litellm_port, tuple(keys), max_body, max_header, rpm, timeouts, supermemory)
+    return ProxySettings(host, port, litellm_port, tuple(keys), allowed_hosts, cors_origins, optional_routes,
+                         max_body, max_header, rpm, timeouts, supermemory)
 
 
 def _supermemory_section(raw: dict) -> dict:
@@ -404,8 +437,9 @@ def _supermemory_key_missing(raw: dict, environ: Mapping[str, str]) -> tuple[str
 
 
 def is_supermemory_backed(api_base: Any, supermemory_base: str) -> bool:
-    return isinstance(api_base, str) and (api_base == supermemory_base
-                                          or api_base.startswith(supermemory_base + "/"))
+    """Only the router's form, ``<base_url>/v3/<provider URL>``, is Supermemory's: an ordinary
+    model that merely lives under the same host and path must never get the memory headers."""
+    return isinstance(api_base, str) and api_base.startswith(supermemory_base + "/v3/")
 
 
 def _models(c: _Checker, raw: Any, supermemory_base: str, supermemory_missing: tuple[str, ...]) -> list[ModelInfo]:

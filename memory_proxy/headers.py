@@ -15,6 +15,15 @@ HOP_BY_HOP = frozenset({
 })
 MEMORY_PREFIXES = ("x-sm-", "x-supermemory-")
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+# Upstream answer headers a client never sees: the proxy's own server and date, LiteLLM's CORS
+# answer (``*`` for every origin; the front door answers listed origins itself) and the
+# deployment's api_base, which names the egress.
+NOT_RELAYED = frozenset({
+    "date", "server", "x-litellm-model-api-base",
+    "access-control-allow-origin", "access-control-allow-credentials", "access-control-allow-headers",
+    "access-control-allow-methods", "access-control-expose-headers", "access-control-max-age",
+    "access-control-allow-private-network",
+})
 
 USER_ID_HEADER = "x-supermemory-user-id"  # ingress -> LiteLLM -> egress
 CONVERSATION_HEADER = "x-supermemory-conversation-id"  # ingress -> LiteLLM -> egress
@@ -81,7 +90,7 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     ``content-length`` stays true unless the upstream used a transfer coding."""
     headers = list(headers)
     chunked = any(n == "transfer-encoding" for n, _ in headers)
-    drop = HOP_BY_HOP | connection_listed(headers) | {"date", "server"}
+    drop = HOP_BY_HOP | connection_listed(headers) | NOT_RELAYED
     if chunked:
         drop = drop | {"content-length"}
     return [(n, v) for n, v in headers if n not in drop]

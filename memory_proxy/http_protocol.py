@@ -4,11 +4,14 @@ uvicorn answers a request its parser rejects (a method token such as ``FOO``, a 
 character in a header, broken chunked framing, a request line with a space, ...) with a
 plain-text ``400 Invalid HTTP request received.`` before the app sees anything, and with
 httptools it buffers a request's head without limit (200 MB of header grew the process
-by 350 MB, for good). This subclass keeps uvicorn's parser and flow and changes three things:
+by 350 MB, for good). This subclass keeps uvicorn's parser and flow and changes four things:
 
 - every such refusal is OpenAI-style JSON, naming what the parser disliked;
 - a request line plus headers over ``limit`` bytes is refused with 431 as soon as that
   much has arrived, so memory stays bounded whatever a client sends;
+- an offer to upgrade the connection (the JDK's ``HttpClient`` offers ``Upgrade: h2c`` on
+  every ``http://`` request) is ignored, as RFC 9110 lets a server do: the request is served
+  as HTTP/1.1 with its body (see ``_ignore_upgrade``);
 - what the app writes in one pass of the event loop goes out in one write (see ``Coalesce``).
 """
 
@@ -20,6 +23,7 @@ import sys
 from .errors import error_body
 
 try:
+    import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Base
 
     HTTPTOOLS = True
@@ -29,6 +33,8 @@ except ImportError:  # no httptools: uvicorn's h11 protocol, whose own head limi
     HTTPTOOLS = False
 
 _REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+# What an upgrade offer adds to a request; gone, the request is plain HTTP/1.1.
+_UPGRADE_HEADERS = frozenset({b"upgrade", b"http2-settings"})
 
 
 def json_error_bytes(status: int, message: str, code: str | None = None) -> bytes:
@@ -93,13 +99,17 @@ class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
         self._in_head = True
         self._refused = False
         self._completed = False
+        self._upgrade_offer = False
         super().connection_made(Coalesce(transport, self.loop))
 
     def data_received(self, data: bytes) -> None:
         if self._refused:  # answered already: drain and drop whatever is still coming
             return
         self._completed = False
-        super().data_received(data)
+        if HTTPTOOLS:
+            self._feed(data)
+        else:
+            super().data_received(data)
         # Count what arrived while a head was (and still is) incomplete. A piece in which a
         # message ended is not counted: it may hold a body; that undercounts by one piece at most.
         if HTTPTOOLS and self._in_head and not self._completed and not self.transport.is_closing():
@@ -108,9 +118,52 @@ class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
                 self._refuse(431, f"the request line and headers are over {self.limit} bytes",
                              "headers_too_large")
 
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, with upgrade offers ignored instead of taken."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade as exc:
+            if self._upgrade_offer:
+                self._ignore_upgrade(data[exc.args[0]:])
+            elif self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def _ignore_upgrade(self, rest: bytes) -> None:
+        """httptools takes everything after an upgrade offer's head for the new protocol (the
+        body too): parse the request again, from a head without the offer, with a new parser."""
+        self._upgrade_offer = False
+        head = [self._offer_method, b" ", self.url, b" HTTP/", self._offer_version.encode(), b"\r\n"]
+        for name, value in self.headers:
+            if name in _UPGRADE_HEADERS:
+                continue
+            if name == b"connection":
+                tokens = [t.strip() for t in value.split(b",") if t.strip().lower() not in _UPGRADE_HEADERS]
+                if not tokens:
+                    continue
+                value = b", ".join(tokens)
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        self.parser = httptools.HttpRequestParser(self)
+        self._feed(b"".join(head) + rest)
+
     # httptools' callbacks (h11 has none; the counting above is for httptools only)
+    def on_message_begin(self) -> None:
+        self._upgrade_offer = False
+        super().on_message_begin()
+
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self.parser.should_upgrade() and not self._should_upgrade():
+            method = self.parser.get_method()
+            if method != b"CONNECT":  # the head is parsed again without the offer: start nothing yet
+                self._upgrade_offer = True
+                self._offer_method, self._offer_version = method, self.parser.get_http_version()
+                return
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -121,6 +174,8 @@ class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
         super().on_response_complete()
 
     def on_message_complete(self) -> None:
+        if self._upgrade_offer:
+            return
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0

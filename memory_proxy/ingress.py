@@ -25,6 +25,10 @@ log = logging.getLogger("memory_proxy")
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 METHODS = BODY_METHODS | {"GET", "HEAD", "OPTIONS"}
+# The proxy's own paths that reach the front door's checks (``GET /health`` is routed before it).
+OWN_PATHS = frozenset({"/memory-routing/info", "/health"})
+# Claude Code posts its telemetry to the base URL it is given: answered here, never relayed.
+TELEMETRY_PREFIX = "/api/event_logging/"
 
 
 def authorized(runtime: Runtime, request: Request) -> bool:
@@ -57,8 +61,10 @@ class Admission:
 
 def admit(runtime: Runtime, request: Request) -> Admission | Response:
     """The front door's checks, shared by binary and SDK mode, in this order: method (405),
-    header size (431), front-door key (401), client id (400), ``/memory-routing/info``
-    (answered here), per-client rate limit (429). A Response is the final answer."""
+    header size (431), route (404: only model routes and the proxy's own), front-door key
+    (401), client id (400), ``/memory-routing/info`` and Claude Code's telemetry (answered
+    here), per-client rate limit (429). A Response is the final answer. (Host and Origin
+    were checked before this, for every path: ``front_door.Guard``.)"""
     request_id = os.urandom(16).hex()  # 32 hex digits, like uuid4().hex without its object (a tenth the cost)
     if request.method not in METHODS:
         return error_response(405, f"method {request.method} is not supported", headers={"x-request-id": request_id})
@@ -66,19 +72,28 @@ def admit(runtime: Runtime, request: Request) -> Admission | Response:
     if header_bytes > runtime.config.proxy.max_header_bytes:
         return error_response(431, f"request headers are {header_bytes} bytes, over memory_proxy.max_header_bytes",
                               headers={"x-request-id": request_id})
+    # The path as sent: a /scope/<id> must be a valid id as it stands (request.url.path would
+    # turn /scope/tab%09x into the id "tabx" and /scope/a%2Fb into "a"), and a route is
+    # matched as LiteLLM will receive it.
+    raw_path = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
+    _, path = split_scope(raw_path)
+    own = path in OWN_PATHS or path.startswith(TELEMETRY_PREFIX)
+    if not own and not runtime.door.model_route(path):
+        return runtime.door.not_a_model_route(path, {"x-request-id": request_id})
     if not authorized(runtime, request):
         return error_response(401, "missing or wrong memory proxy key (Authorization: Bearer or x-api-key)",
                               headers={"x-request-id": request_id})
     try:
-        # The path as sent: a /scope/<id> must be a valid id as it stands (request.url.path would
-        # turn /scope/tab%09x into the id "tabx" and /scope/a%2Fb into "a").
-        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
-        resolution = resolve(runtime.config.user_id_mappings, request.headers, raw_path.decode("latin-1"))
+        resolution = resolve(runtime.config.user_id_mappings, request.headers, raw_path)
     except InvalidClientId as exc:
         return error_response(400, str(exc), code="invalid_client_id", headers={"x-request-id": request_id})
     extra = [(h.USER_ID_HEADER, resolution.user_id), ("x-request-id", request_id)]
-    if resolution.path == "/memory-routing/info":
-        return routing_info(runtime, resolution, extra)
+    if own:
+        if path == "/memory-routing/info":
+            return routing_info(runtime, resolution, extra)
+        if path.startswith(TELEMETRY_PREFIX):  # accepted and dropped: it is no model traffic
+            return JSONResponse({}, headers=dict(extra))
+        return error_response(405, f"{path} answers GET only", headers=dict(extra))
     if runtime.limiter is not None and (wait := runtime.limiter.acquire(resolution.user_id)):
         runtime.count(resolution.user_id, error=True)
         return error_response(429, f"client {resolution.user_id} is over memory_proxy.requests_per_minute",

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from .config import Config
+from .front_door import FrontDoor
 from .ratelimit import RateLimiter
 
 
@@ -27,6 +28,7 @@ class Runtime:
     master_key: str
     egress_secret: str
     cookie_jar_path: Path | None
+    door: FrontDoor
     started: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
     requests: Counter = field(default_factory=Counter)

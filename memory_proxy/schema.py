@@ -6,7 +6,8 @@ Keep it in step with the checks in ``config.py``; a test compares the two.
 
 from __future__ import annotations
 
-from .config import DEFAULT_SUPERMEMORY_URL, ProxySettings, SupermemorySettings, Timeouts, UserIdMappings
+from .config import (DEFAULT_SUPERMEMORY_URL, HOST_NAME_RE, OPTIONAL_ROUTE_GROUPS, ORIGIN_RE, ProxySettings,
+                     SupermemorySettings, Timeouts, UserIdMappings)
 
 _ENV_REF = {"type": "string", "pattern": "^os\\.environ/[A-Za-z_][A-Za-z0-9_]*$"}
 _CLIENT_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
@@ -82,6 +83,13 @@ def json_schema() -> dict:
                     "litellm_port": _number(ProxySettings.litellm_port, 1, 65535, integer=True),
                     "api_keys": {"type": "array", "items": {"type": "string"},
                                  "description": "front-door keys; os.environ/NAME references recommended"},
+                    "allowed_hosts": {"type": "array", "items": {"type": "string", "pattern": HOST_NAME_RE.pattern},
+                                      "default": [], "description": "Host names served besides loopback, "
+                                                                    "localhost and *.localhost"},
+                    "cors_origins": {"type": "array", "items": {"type": "string", "pattern": ORIGIN_RE.pattern},
+                                     "default": [], "description": "browser origins allowed to call the proxy"},
+                    "optional_routes": {"type": "array", "items": {"enum": list(OPTIONAL_ROUTE_GROUPS)},
+                                        "default": [], "description": "route groups relayed besides the model routes"},
                     "max_body_bytes": _number(ProxySettings.max_body_bytes, 1024, 2**40, integer=True),
                     "max_header_bytes": _number(ProxySettings.max_header_bytes, 1024, 2**24, integer=True),
                     "requests_per_minute": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}, _ENV_REF],

@@ -74,8 +74,10 @@ from . import headers as h
 from .app import AnyMethod, _http_error, create_app
 from .config import Config, resolve_env
 from .errors import STREAM_SILENT, answer_too_long, error_response, stream_error_event
+from .front_door import Guard
 from .litellm_config import build_litellm_config, egress_base
 from .relay import BodyTooLarge, read_body, upstream_failure
+from .routing import SCOPE_PREFIX
 from .runtime import Runtime
 
 log = logging.getLogger("memory_proxy")
@@ -370,7 +372,9 @@ async def handle(request: Request) -> Response:
         return JSONResponse(listing, headers=extra)
     route_type = ROUTES.get(path)
     if route_type is None:
-        return error_response(404, "Not Found", headers=extra)
+        return error_response(404, f"{path[:200]} is not served in SDK mode (chat/completions, messages, "
+                                   "embeddings and models are); binary mode's LiteLLM serves it",
+                              code="route_not_served", headers=extra)
     if request.method != "POST":
         return error_response(405, "Method Not Allowed", headers=extra)
     try:
@@ -609,7 +613,7 @@ def create_sdk_app(
     environ: Mapping[str, str] | None = None,
     litellm_transport: httpx.AsyncBaseTransport | None = None,
     supermemory_transport: httpx.AsyncBaseTransport | None = None,
-) -> Starlette:
+) -> Guard:
     """The memory proxy with LiteLLM in-process. ``port``/``host`` are where this app will
     listen: LiteLLM reaches the egress there. ``master_key`` only fills the runtime (no
     LiteLLM process needs it). The transports are injectable as in ``create_app``."""
@@ -619,7 +623,8 @@ def create_sdk_app(
     # The binary app's lifespan opens the sessions (and loads/saves the cookie jar) for both modes.
     base = create_app(config, litellm_url=f"http://{connect_host(host)}:{port}", master_key=master_key,
                       egress_secret=egress_secret, state_dir=state_dir, litellm_transport=litellm_transport,
-                      supermemory_transport=supermemory_transport)
+                      supermemory_transport=supermemory_transport,
+                      admin_hint="SDK mode runs LiteLLM's Router in-process: there is no LiteLLM admin API.")
     base_lifespan = base.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -637,10 +642,12 @@ def create_sdk_app(
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route(SCOPE_PREFIX + "{id}/health", health, methods=["GET"]),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
         Route("/{path:path}", AnyMethod(handle)),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    return Guard(app, base.door)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -580,10 +580,13 @@ class Supervisor:
             atomic_write(self.state.litellm_config, litellm_config.render(generated), mode=0o600)
             binary = find_litellm()
             assert binary is not None  # preflight checked
-            env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True")
+            base = f"http://127.0.0.1:{proxy.litellm_port}"
+            # LiteLLM answers every origin with "access-control-allow-origin: *" unless told
+            # otherwise: only its own pages (its admin UI) may read its answers.
+            env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True",
+                       LITELLM_CORS_ORIGINS=f"{base},http://localhost:{proxy.litellm_port}")
             env[MASTER_KEY_ENV] = master_key
             env[EGRESS_SECRET_ENV] = egress_secret
-            base = f"http://127.0.0.1:{proxy.litellm_port}"
             litellm = self.children[LITELLM] = Child(
                 LITELLM,
                 [str(binary), "--config", str(self.state.litellm_config), "--host", "127.0.0.1",

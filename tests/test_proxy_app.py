@@ -58,6 +58,7 @@ user_id_mappings:
     - {{header: user-agent, pattern: '^claude-cli/', user_id: claude-cli}}
 memory_proxy:
   max_body_bytes: 4096
+  optional_routes: [audio]
   timeouts: {{connect: 1, read: 1.5}}
   supermemory: {{base_url: "{emu_url}", api_key: os.environ/SM_KEY, cloudflare_retry_delay: 0.05}}
 {extra}"""

@@ -177,7 +177,7 @@ def fault_config(emu: Emulator, proxy_port: int, litellm_port: int, extra: str =
     an injected failure never touches the groups other tests use), small limits, and ``extra``
     lines under ``memory_proxy``."""
     text = config_text(emu.provider_port, emu.supermemory_port, proxy_port, litellm_port,
-                       f"  max_body_bytes: {MAX_BODY}\n{extra}", models=FAULT_MODELS,
+                       f"  max_body_bytes: {MAX_BODY}\n  optional_routes: [audio]\n{extra}", models=FAULT_MODELS,
                        read_timeout=read_timeout, total_timeout=total_timeout)
     # LiteLLM's own retries (2 by default, with back-off) and cool-downs would turn an injected
     # 500 into a 504 from the proxy's 3 s read timeout; without them the answer is LiteLLM's.
@@ -248,7 +248,7 @@ def proxy_in_front(st: FaultStack, litellm_url: str, where: str) -> Iterator[Fau
 def post_bytes(path: str, body: dict, *, close: bool = True) -> bytes:
     """A JSON POST byte for byte (Anthropic's version header included, for ``/v1/messages``)."""
     payload = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
+    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
             f"content-length: {len(payload)}\r\n" + ("connection: close\r\n" if close else "")
             + "\r\n").encode() + payload
 
