@@ -92,13 +92,10 @@ def create_app(
     state_dir: Path | None = None,
     litellm_transport: httpx.AsyncBaseTransport | None = None,
     supermemory_transport: httpx.AsyncBaseTransport | None = None,
-    admin_hint: str | None = None,
 ) -> Guard:
     """Build the app. ``state_dir`` keeps the cookie jar across restarts (None: memory only);
-    the transports are injectable so tests can run the app against in-process upstreams;
-    ``admin_hint`` is what a request for a LiteLLM admin route is told (default: its address)."""
-    door = FrontDoor(config.proxy, admin_hint or f"LiteLLM's admin API is on LiteLLM's own address, "
-                                                 f"{litellm_url}, with its master key.")
+    the transports are injectable so tests can run the app against in-process upstreams."""
+    door = FrontDoor(config.proxy)
     timeouts = config.proxy.timeouts
     timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30)

@@ -49,14 +49,16 @@ def _plain_segment(segment: str) -> bool:
 class FrontDoor:
     """The checks above for one config; built once per app (see ``app.create_app``)."""
 
-    def __init__(self, proxy: ProxySettings, admin_hint: str) -> None:
+    def __init__(self, proxy: ProxySettings) -> None:
         self.check_host = is_loopback(proxy.host)  # bound elsewhere, front-door keys guard it
         self.allowed_hosts = frozenset(h for h in proxy.allowed_hosts if not h.startswith("*."))
         self.allowed_suffixes = tuple(h[1:] for h in proxy.allowed_hosts if h.startswith("*."))
         self.origins = frozenset(o.encode() for o in proxy.cors_origins)
         self.routes = frozenset(_with_v1(_BASE_ROUTES + tuple(
             path for group in proxy.optional_routes for path in _OPTIONAL_ROUTES[group])))
-        self.admin_hint = admin_hint
+        # The same words in both backends (the parity suite compares them).
+        self.admin_hint = (f"LiteLLM's admin API is only on LiteLLM's own port (127.0.0.1:{proxy.litellm_port}, "
+                           "memory_proxy.litellm_port, or the --litellm-url given to up), with its master key.")
         self._hosts: dict[bytes, bool] = {}  # Host values seen: parsing one costs more than the rest
 
     # --- Host and Origin ---------------------------------------------------------------

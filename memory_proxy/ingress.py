@@ -61,8 +61,8 @@ class Admission:
 
 def admit(runtime: Runtime, request: Request) -> Admission | Response:
     """The front door's checks, shared by binary and SDK mode, in this order: method (405),
-    header size (431), route (404: only model routes and the proxy's own), front-door key
-    (401), client id (400), ``/memory-routing/info`` and Claude Code's telemetry (answered
+    header size (431), front-door key (401), route (404: only model routes and the proxy's
+    own), client id (400), ``/memory-routing/info`` and Claude Code's telemetry (answered
     here), per-client rate limit (429). A Response is the final answer. (Host and Origin
     were checked before this, for every path: ``front_door.Guard``.)"""
     request_id = os.urandom(16).hex()  # 32 hex digits, like uuid4().hex without its object (a tenth the cost)
@@ -75,14 +75,14 @@ def admit(runtime: Runtime, request: Request) -> Admission | Response:
     # The path as sent: a /scope/<id> must be a valid id as it stands (request.url.path would
     # turn /scope/tab%09x into the id "tabx" and /scope/a%2Fb into "a"), and a route is
     # matched as LiteLLM will receive it.
+    if not authorized(runtime, request):
+        return error_response(401, "missing or wrong memory proxy key (Authorization: Bearer or x-api-key)",
+                              headers={"x-request-id": request_id})
     raw_path = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
     _, path = split_scope(raw_path)
     own = path in OWN_PATHS or path.startswith(TELEMETRY_PREFIX)
     if not own and not runtime.door.model_route(path):
         return runtime.door.not_a_model_route(path, {"x-request-id": request_id})
-    if not authorized(runtime, request):
-        return error_response(401, "missing or wrong memory proxy key (Authorization: Bearer or x-api-key)",
-                              headers={"x-request-id": request_id})
     try:
         resolution = resolve(runtime.config.user_id_mappings, request.headers, raw_path)
     except InvalidClientId as exc:

@@ -623,8 +623,7 @@ def create_sdk_app(
     # The binary app's lifespan opens the sessions (and loads/saves the cookie jar) for both modes.
     base = create_app(config, litellm_url=f"http://{connect_host(host)}:{port}", master_key=master_key,
                       egress_secret=egress_secret, state_dir=state_dir, litellm_transport=litellm_transport,
-                      supermemory_transport=supermemory_transport,
-                      admin_hint="SDK mode runs LiteLLM's Router in-process: there is no LiteLLM admin API.")
+                      supermemory_transport=supermemory_transport)
     base_lifespan = base.router.lifespan_context
 
     @contextlib.asynccontextmanager

@@ -442,6 +442,27 @@ def test_front_door_key(stacks):
     assert all(u["headers"].get("x-api-key") == ANTHROPIC_KEY for u in same["upstream"])
 
 
+def test_front_door_refusals_are_the_same_and_relay_nothing(stacks):
+    """Browsers, foreign Host names and LiteLLM's admin routes, in both backends."""
+    same = assert_same(in_both(stacks, lambda url: [
+        call(url, "/v1/chat/completions", chat("memory/gpt-4o-mini"), headers={"host": "attacker.example"}),
+        call(url, "/v1/chat/completions", chat("memory/gpt-4o-mini"), headers={"origin": "http://attacker.example"}),
+        call(url, "/v1/chat/completions", chat("gpt-4o-mini"), headers={"origin": "null"}),
+        call(url, "/v1/models", method="GET", headers={"sec-fetch-site": "cross-site"}),
+        call(url, "/health", method="GET", headers={"origin": "http://attacker.example"}),
+        call(url, "/v1/chat/completions", method="OPTIONS", headers={
+            "origin": "http://attacker.example", "access-control-request-method": "POST"}),
+        call(url, "/model/info", method="GET"),
+        call(url, "/key/generate", {}),
+        call(url, "/scope/proj/config/update", {}),
+        call(url, "/api/event_logging/batch", {"events": []}),
+    ]))
+    assert [(a["status"], a["body"]["error"]["code"] if a["status"] != 200 else a["body"]) for a in same["answers"]] \
+        == [(403, "host_not_allowed")] + [(403, "origin_not_allowed")] * 5 + [(404, "route_not_served")] * 3 \
+        + [(200, {})]
+    assert same["upstream"] == []
+
+
 # --- models, memory --------------------------------------------------------------------------
 
 

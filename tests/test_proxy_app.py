@@ -384,3 +384,68 @@ def test_odd_methods_and_oversized_headers_get_json_errors(emu, proxy):
     r = httpx.get(proxy.url + "/no/such/path")
     assert r.status_code == 404 and "error" in r.json()
     assert httpx.get(proxy.url + "/health").json()["memory_proxy"]["status"] == "ok"  # still up
+
+
+# --- the front door: nothing reaches LiteLLM (here the emulator) unless it is a model route -------
+
+
+ADMIN_PATHS = ["/model/info", "/v1/model/info", "/get/config/callbacks", "/routes", "/ui/", "/debug/asyncio-tasks",
+               "/key/generate", "/model/new", "/config/update", "/cache/flushall", "/spend/logs",
+               "/anthropic/v1/messages", "/openai/v1/chat/completions", "/mcp/tools", "/v1/files", "/v1/batches",
+               "/v1/assistants", "/v1/vector_stores", "/scope/proj/key/generate", "/v1/models/../../key/generate"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_admin_and_other_routes_are_404_and_never_relayed(emu, proxy, method):
+    for path in ADMIN_PATHS:
+        r = httpx.request(method, proxy.url + path, json={"models": ["x"]})
+        assert r.status_code == 404, path
+        error = r.json()["error"]
+        assert error["code"] == "route_not_served" and "LiteLLM's own port" in error["message"], path
+    assert records(emu) == []
+
+
+def test_foreign_hosts_origins_and_cross_site_fetches_are_refused_before_relaying(emu, proxy):
+    cases = [({"host": "attacker.example"}, "host_not_allowed"),
+             ({"host": f"attacker.example:{proxy.port}"}, "host_not_allowed"),
+             ({"origin": "http://attacker.example"}, "origin_not_allowed"),
+             ({"origin": "null"}, "origin_not_allowed"),
+             ({"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors"}, "origin_not_allowed")]
+    for path in ("/v1/chat/completions", "/health", "/memory-routing/info", "/_egress/v3/x/v1/chat"):
+        for headers, code in cases:
+            r = httpx.post(proxy.url + path, json=CHAT, headers={"content-type": "text/plain", **headers})
+            assert (r.status_code, r.json()["error"]["code"]) == (403, code), (path, headers)
+            assert not any(n.startswith("access-control-") for n in r.headers), (path, headers)
+    assert records(emu) == []
+    # IDEs, SDKs and CLIs send no Origin: they are served.
+    assert httpx.post(proxy.url + "/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def test_a_listed_origin_gets_its_preflight_and_readable_answers(emu, tmp_path):
+    with running_proxy(emu.url, state_dir=tmp_path, extra="  cors_origins: ['http://localhost:5173']\n") as server:
+        origin = {"origin": "http://localhost:5173", "sec-fetch-site": "cross-site"}
+        preflight = httpx.options(server.url + "/v1/chat/completions", headers={
+            **origin, "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, authorization"})
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+        assert preflight.headers["access-control-allow-headers"] == "content-type, authorization"
+        assert records(emu) == []  # answered by the proxy itself
+        r = httpx.post(server.url + "/v1/chat/completions", json=CHAT, headers=origin)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:5173"
+        assert "x-request-id" in r.headers["access-control-expose-headers"]
+        other = httpx.post(server.url + "/v1/chat/completions", json=CHAT, headers={"origin": "http://localhost:5174"})
+        assert other.status_code == 403
+
+
+def test_claude_codes_telemetry_is_answered_here_and_dropped(emu, proxy):
+    r = httpx.post(proxy.url + "/api/event_logging/batch", json={"events": [{"name": "x"}]},
+                   headers={"user-agent": CLAUDE})
+    assert r.status_code == 200 and r.json() == {}
+    assert records(emu) == []
+
+
+def test_health_under_a_scope_and_health_only_by_get(emu, proxy):
+    assert httpx.get(proxy.url + "/scope/proj/health").json()["memory_proxy"]["status"] == "ok"
+    r = httpx.post(proxy.url + "/health")
+    assert r.status_code == 405 and records(emu) == []
