@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Run the whole test suite: ``python3 scripts/run_tests.py [pytest args]``.
+"""Run the whole test suite: ``python3 scripts/run_tests.py [--fast] [pytest args]``.
 
-Creates the virtual environment on first run, exactly like ``start_proxies.py``.
+Creates the virtual environment on first run, exactly like ``start_proxies.py``. ``--fast``:
+only the tests that run no LiteLLM (``-m "not litellm"``, see tests/conftest.py), under a minute.
 """
 
 import os
@@ -15,4 +16,7 @@ from memory_proxy import bootstrap  # noqa: E402
 
 python = bootstrap.ensure_venv()
 os.chdir(ROOT)
-os.execv(str(python), [str(python), "-m", "pytest", *sys.argv[1:]])
+args = sys.argv[1:]
+if "--fast" in args:
+    args = ["-m", "not litellm", *(a for a in args if a != "--fast")]
+os.execv(str(python), [str(python), "-m", "pytest", *args])
