@@ -17,6 +17,7 @@ by 350 MB, for good). This subclass keeps uvicorn's parser and flow and changes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -139,16 +140,15 @@ class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
         self._upgrade_offer = False
         head = [self._offer_method, b" ", self.url, b" HTTP/", self._offer_version.encode(), b"\r\n"]
         for name, value in self.headers:
-            if name in _UPGRADE_HEADERS:
-                continue
-            if name == b"connection":
-                tokens = [t.strip() for t in value.split(b",") if t.strip().lower() not in _UPGRADE_HEADERS]
-                if not tokens:
-                    continue
-                value = b", ".join(tokens)
-            head += [name, b": ", value, b"\r\n"]
+            kept = value
+            if name == b"connection":  # "Upgrade, HTTP2-Settings" named the offer's own headers
+                kept = b", ".join(t.strip() for t in value.split(b",") if t.strip().lower() not in _UPGRADE_HEADERS)
+            if kept and name not in _UPGRADE_HEADERS:
+                head += [name, b": ", kept, b"\r\n"]
         head.append(b"\r\n")
         self.parser = httptools.HttpRequestParser(self)
+        with contextlib.suppress(AttributeError):  # as uvicorn sets up its own (httptools >= 0.6.3)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._feed(b"".join(head) + rest)
 
     # httptools' callbacks (h11 has none; the counting above is for httptools only)
