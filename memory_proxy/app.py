@@ -48,7 +48,7 @@ class HotPath:
     lifespan, ``GET /health`` and the egress go through Starlette's router.
 
     Starlette's middleware, router and endpoint wrappers cost about a tenth of a relayed
-    request's CPU (README, Benchmark); the relay answers every error itself, so they add
+    request's CPU (docs/design.md); the relay answers every error itself, so they add
     nothing to it. An exception escaping the relay reaches uvicorn, which logs it and
     answers 500 (or closes a started answer), as Starlette's error middleware would.
     """

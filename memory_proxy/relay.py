@@ -139,7 +139,7 @@ class RelayResponse(Response):
                     self.on_complete(self.status_code, True)
             return
         # A plain asyncio task watches for the disconnect and cancels this one (an anyio task
-        # group per response cost more than the rest of the relay; see the README, Benchmark).
+        # group per response cost more than the rest of the relay; see docs/design.md).
         task = asyncio.current_task()
         gone = False
 

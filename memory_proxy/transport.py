@@ -3,7 +3,7 @@
 httpx's own transport (httpcore) scans every pooled connection on each request and costs
 the proxy more than everything else it does; aiohttp (through httpx-aiohttp) is a few times
 cheaper, and this one, a keep-alive connection pool on asyncio protocols with the httptools
-parser (the C parser uvicorn uses), is cheaper still (see the README's Benchmark section).
+parser (the C parser uvicorn uses), is cheaper still (see docs/design.md).
 
 It relays, so it changes nothing: the request goes out as httpx built it (raw path, headers
 in order, no header added), the answer's bytes come back undecoded, each piece handed on as

@@ -10,7 +10,7 @@ OpenAI/Anthropic, port B Supermemory's router, so Supermemory-backed models have
 mode (the emulator reset in between) and the two outcomes -- status, body, the headers and
 key that reached the emulator, stream events -- are normalized (ids, timestamps, request
 ids dropped) and compared; each test also checks the expected outcome itself, so the two
-modes cannot agree on something wrong. What cannot be the same is listed in the README.
+modes cannot agree on something wrong. What cannot be the same is listed in docs/sdk-mode.md.
 """
 
 from __future__ import annotations

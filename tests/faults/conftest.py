@@ -10,7 +10,7 @@ Helpers come from ``tests/e2e/conftest.py`` (imported, not copied). Every secret
 sets is registered in ``SECRETS`` and every state folder in ``STATE_DIRS``;
 ``test_9_secrets.py`` greps every log, every output and every answer body collected in
 ``SEEN`` for them. ``TALLY`` counts the faults survived and the bad inputs tried; the
-counts are printed at the end of the run (the README quotes them).
+counts are printed at the end of the run (no file quotes them: they would go stale).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def test_upstream_errors_pass_through_as_json(stack, client, path, model, mode, 
 def test_invalid_json_from_the_upstream(stack, client, path, model):
     """Non-streaming: LiteLLM's 500 naming the parse error. (Streaming: LiteLLM turns an
     unparseable answer into an empty stream that ends normally; that is LiteLLM's doing, see
-    the README.)"""
+    docs/faults.md.)"""
     stack.emu.fault("invalid_json", count=1)
     answer, data, seconds = call(client, path, model, False)
     error = json.loads(data)["error"]
@@ -157,7 +157,7 @@ def test_one_walk_away_is_seen_upstream_at_once(stack, client):
 def test_a_never_ending_non_streaming_answer_is_a_504(stack, client):
     """LiteLLM reads a non-streaming answer whole before it sends a byte, so the proxy's read
     timeout answers. (LiteLLM itself keeps reading that upstream answer after the client has
-    gone; README, limits.) Last in this module: it leaves that LiteLLM request running."""
+    gone; docs/faults.md, limits.) Last in this module: it leaves that LiteLLM request running."""
     stack.emu.fault("endless_stream", count=1, delay=1.0)
     answer, data, seconds = call(client, CHAT, "faulty", False)
     assert answer.status_code == 504 and json.loads(data)["error"]["code"] == "upstream_timeout"
