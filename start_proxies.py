@@ -145,6 +145,15 @@ def route(
     raise typer.Exit(c.route(cx, user_agent, header, path, as_json))
 
 
+@app.command()
+def doctor(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
+    """Check config, keys, ports, processes, Supermemory, cookies, clock and front door; say what to fix."""
+    from memory_proxy import doctor as d
+
+    c, cx = _console(ctx)
+    raise typer.Exit(d.run(cx, as_json))
+
+
 memory_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="See, search, forget, export and import one client's Supermemory memory.")
 app.add_typer(memory_app, name="memory")

@@ -33,11 +33,15 @@ PAGE = 100  # the Memory API's largest page
 class MemoryApiError(Exception):
     """A call that failed, as one sentence a user can act on; ``kind`` for scripts."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+    def __init__(self, kind: str, message: str, status: int | None = None, fix: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind  # unauthorised | unreachable | rate_limited | cloudflare | not_found | refused | no_key
         self.message = message
         self.status = status
+        self.fix = fix  # what to do, where there is something
+
+    def __str__(self) -> str:
+        return self.message + (f"; {self.fix}" if self.fix else "")
 
 
 def key_variable(config: Config) -> str:
@@ -69,13 +73,13 @@ class Session:
                 return result
             except Exception as exc:  # the SDK's error family (it wraps httpx's as their cause)
                 transport = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+                where = "check the network and memory_proxy.supermemory.base_url"
                 if isinstance(transport, httpx.TimeoutException):
                     raise MemoryApiError("unreachable", f"Supermemory at {self.base_url} did not answer in time "
-                                                        f"({type(transport).__name__})") from None
+                                                        f"({type(transport).__name__})", fix=where) from None
                 if isinstance(transport, httpx.HTTPError):
                     raise MemoryApiError("unreachable", f"cannot reach Supermemory at {self.base_url} "
-                                                        f"({type(transport).__name__}); check the network and "
-                                                        "memory_proxy.supermemory.base_url") from None
+                                                        f"({type(transport).__name__})", fix=where) from None
                 status = getattr(exc, "status_code", None)
                 if status is None:
                     raise MemoryApiError("refused", f"Supermemory's answer could not be read "
@@ -90,15 +94,16 @@ class Session:
         headers = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}
         detail = self._detail(getattr(exc, "body", None))
         if status in (401, 403):
-            return MemoryApiError("unauthorised", f"Supermemory refused the key ({status}); check "
-                                                  f"{self.secret_hint}" + detail, status)
+            return MemoryApiError("unauthorised", f"Supermemory refused the key ({status})" + detail, status,
+                                  fix=f"check {self.secret_hint}")
         if _is_cloudflare_refusal(exc):
             return MemoryApiError("cloudflare", "Supermemory's Cloudflare edge refused the request twice (503, "
-                                                "error code: 1200, rate limited); retry in a few seconds", status)
+                                                "error code: 1200, rate limited)", status,
+                                  fix="retry in a few seconds; keep the cookie jar")
         if status == 429:
             wait = headers.get("retry-after")
-            return MemoryApiError("rate_limited", "Supermemory is rate-limiting this key (429); retry "
-                                                  + (f"in {wait} s" if wait else "later") + detail, status)
+            return MemoryApiError("rate_limited", "Supermemory is rate-limiting this key (429)" + detail, status,
+                                  fix="retry " + (f"in {wait} s" if wait else "later"))
         if status == 404:
             return MemoryApiError("not_found", "not found" + detail, status)
         return MemoryApiError("refused", f"Supermemory answered {status}" + detail, status)

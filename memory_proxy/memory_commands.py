@@ -67,7 +67,7 @@ def _run(ctx: Context, who: Who, as_json: bool, action) -> int:
     except _Stop as stop:
         code, message, kind = stop.code, stop.message, stop.kind
     except MemoryApiError as exc:
-        code, message, kind = (2 if exc.kind == "no_key" else 1), exc.message, exc.kind
+        code, message, kind = (2 if exc.kind == "no_key" else 1), str(exc), exc.kind
     if as_json:
         _print_json({"ok": False, "error": message, "kind": kind})
     else:
