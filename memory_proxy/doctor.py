@@ -132,6 +132,7 @@ def _key_variables(config: Config) -> set[str]:
 
 
 LABEL = {sv.MEMORY: "memory proxy", sv.LITELLM: "LiteLLM", sv.SUPERVISOR: "supervisor", sv.SDK: "SDK proxy"}
+LOG = {sv.MEMORY: "memory", sv.LITELLM: "litellm", sv.SUPERVISOR: "supervisor", sv.SDK: "memory_sdk"}  # `logs` names
 
 
 def process_findings(ctx: Context) -> list[Finding]:
@@ -155,6 +156,8 @@ def process_findings(ctx: Context) -> list[Finding]:
             else:
                 findings.append(Finding("ports", "ok", f"port {info['port']} ({LABEL[name]}) is free"))
         return findings
+    litellm = status["processes"].get(sv.LITELLM)
+    litellm_down = litellm is not None and not litellm.get("healthy")
     for name in (sv.SUPERVISOR, sv.MEMORY, sv.SDK, sv.LITELLM):
         info = status["processes"].get(name)
         if info is None:
@@ -162,10 +165,15 @@ def process_findings(ctx: Context) -> list[Finding]:
         where = (f"pid {info.get('pid')}" if info.get("pid") else info.get("external_url") or "no pid") + \
                 (f", port {info['port']}" if info.get("port") else "")
         if not info.get("healthy"):
+            if name in (sv.MEMORY, sv.SDK) and info.get("running") and litellm_down:
+                # Its /health asks LiteLLM (2 s), so a LiteLLM that does not answer makes it slow too.
+                findings.append(Finding(LABEL[name], "warn", f"running ({where}); its /health was slow because "
+                                                             "it waits for LiteLLM, which is not answering",
+                                        "see LiteLLM's line"))
+                continue
             why = ("restarting" if info.get("restarting") else "starting" if info.get("starting") else
                    "not answering" if info.get("running") else "not running")
-            findings.append(Finding(LABEL[name], "fail", f"{why} ({where})",
-                                    f"{command} logs {name if name != sv.SUPERVISOR else 'supervisor'}"))
+            findings.append(Finding(LABEL[name], "fail", f"{why} ({where})", f"{command} logs {LOG[name]}"))
             continue
         restarts = info.get("restarts") or 0
         line = f"up {_duration(info.get('uptime_s'))} ({where})"
@@ -175,8 +183,9 @@ def process_findings(ctx: Context) -> list[Finding]:
         else:
             findings.append(Finding(LABEL[name], "ok", line))
         if name in (sv.MEMORY, sv.SDK) and info.get("litellm_ready") is False:
-            findings.append(Finding("LiteLLM", "fail", f"the {LABEL[name]} answers but LiteLLM is not ready "
-                                                       "(/health/readiness)", f"{command} logs litellm"))
+            if not litellm_down:  # otherwise LiteLLM's own line says so
+                findings.append(Finding("LiteLLM", "fail", f"the {LABEL[name]} answers but LiteLLM is not ready "
+                                                           "(/health/readiness)", f"{command} logs litellm"))
     return findings
 
 
