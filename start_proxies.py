@@ -4,6 +4,7 @@
     python3 start_proxies.py up            # first run creates .venv, then streams both logs
     python3 start_proxies.py up --detach   # returns once both are healthy
     python3 start_proxies.py status | down | logs -f | check | route --user-agent UA
+    python3 start_proxies.py memory list --user-agent UA | doctor
 
 Thin on purpose: the commands live in memory_proxy/console.py, the process handling in
 memory_proxy/supervisor.py. It never imports LiteLLM, so status and --help answer at once.
@@ -142,6 +143,97 @@ def route(
     """Which memory id a client would get, and why (starts nothing)."""
     c, cx = _console(ctx)
     raise typer.Exit(c.route(cx, user_agent, header, path, as_json))
+
+
+@app.command()
+def doctor(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
+    """Check config, keys, ports, processes, Supermemory, cookies, clock and front door; say what to fix."""
+    from memory_proxy import doctor as d
+
+    c, cx = _console(ctx)
+    raise typer.Exit(d.run(cx, as_json))
+
+
+memory_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="See, search, forget, export and import one client's Supermemory memory.")
+app.add_typer(memory_app, name="memory")
+MEMORY_ID = typer.Option(None, "--id", metavar="ID", show_default="what `route` resolves for the headers given",
+                         help="The memory id (as the front door gives it: letters, digits, . _ : -).")
+MEMORY_UA = typer.Option(None, "--user-agent", "-A", metavar="UA", help="Pick the id a client with this UA gets.")
+MEMORY_HEADER = typer.Option([], "--header", "-H", metavar="NAME:VALUE", help="Likewise, by header; repeatable.")
+
+
+def _memory(ctx: typer.Context, memory_id: Optional[str], user_agent: Optional[str], header: list[str]):
+    """The memory commands and whose memory they act on (imported only when one runs)."""
+    from memory_proxy import memory_commands
+
+    c, cx = _console(ctx)
+    return memory_commands, cx, memory_commands.Who(memory_id, user_agent, tuple(header))
+
+
+@memory_app.command("list")
+def memory_list(ctx: typer.Context, memory_id: Optional[str] = MEMORY_ID, user_agent: Optional[str] = MEMORY_UA,
+                header: list[str] = MEMORY_HEADER,
+                limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first."),
+                as_json: bool = AS_JSON) -> None:
+    """The id's memories, newest first, with dates and short summaries."""
+    m, cx, who = _memory(ctx, memory_id, user_agent, header)
+    raise typer.Exit(m.list_memories(cx, who, limit, as_json))
+
+
+@memory_app.command("search")
+def memory_search(ctx: typer.Context, query: str = typer.Argument(..., metavar="QUERY"),
+                  memory_id: Optional[str] = MEMORY_ID, user_agent: Optional[str] = MEMORY_UA,
+                  header: list[str] = MEMORY_HEADER, limit: int = typer.Option(10, "--limit", "-n"),
+                  as_json: bool = AS_JSON) -> None:
+    """What Supermemory would retrieve for QUERY from the id's memory."""
+    m, cx, who = _memory(ctx, memory_id, user_agent, header)
+    raise typer.Exit(m.search(cx, who, query, limit, as_json))
+
+
+@memory_app.command("show")
+def memory_show(ctx: typer.Context, memory: str = typer.Argument(..., metavar="MEMORY_ID"),
+                memory_id: Optional[str] = MEMORY_ID, user_agent: Optional[str] = MEMORY_UA,
+                header: list[str] = MEMORY_HEADER, as_json: bool = AS_JSON) -> None:
+    """One memory in full."""
+    m, cx, who = _memory(ctx, memory_id, user_agent, header)
+    raise typer.Exit(m.show(cx, who, memory, as_json))
+
+
+@memory_app.command("forget")
+def memory_forget(ctx: typer.Context, memories: list[str] = typer.Argument(None, metavar="MEMORY_ID..."),
+                  everything: bool = typer.Option(False, "--all", help="Forget every memory of the id."),
+                  yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --all."),
+                  memory_id: Optional[str] = MEMORY_ID, user_agent: Optional[str] = MEMORY_UA,
+                  header: list[str] = MEMORY_HEADER, as_json: bool = AS_JSON) -> None:
+    """Remove memories from recall (Supermemory keeps their audit history)."""
+    m, cx, who = _memory(ctx, memory_id, user_agent, header)
+    raise typer.Exit(m.forget(cx, who, list(memories or []), everything, yes, as_json))
+
+
+@memory_app.command("profile")
+def memory_profile(ctx: typer.Context, memory_id: Optional[str] = MEMORY_ID, user_agent: Optional[str] = MEMORY_UA,
+                   header: list[str] = MEMORY_HEADER, as_json: bool = AS_JSON) -> None:
+    """Supermemory's profile of the id: stable facts and recent context."""
+    m, cx, who = _memory(ctx, memory_id, user_agent, header)
+    raise typer.Exit(m.profile(cx, who, as_json))
+
+
+@memory_app.command("export")
+def memory_export(ctx: typer.Context, memory_id: Optional[str] = MEMORY_ID, user_agent: Optional[str] = MEMORY_UA,
+                  header: list[str] = MEMORY_HEADER) -> None:
+    """Write the id's memories as JSON to stdout (`memory export > file.json`)."""
+    m, cx, who = _memory(ctx, memory_id, user_agent, header)
+    raise typer.Exit(m.export(cx, who))
+
+
+@memory_app.command("import")
+def memory_import(ctx: typer.Context, file: Path = typer.Argument(..., metavar="FILE", help="From `memory export`."),
+                  memory_id: Optional[str] = MEMORY_ID, user_agent: Optional[str] = MEMORY_UA,
+                  header: list[str] = MEMORY_HEADER, as_json: bool = AS_JSON) -> None:
+    """Add the memories of an export file to the id (e.g. to move a project's memory)."""
+    m, cx, who = _memory(ctx, memory_id, user_agent, header)
+    raise typer.Exit(m.import_(cx, who, file, as_json))
 
 
 @app.command()

@@ -496,6 +496,20 @@ def check(ctx: Context, as_json: bool) -> int:
     return 0 if not problems else 1
 
 
+def client_headers(user_agent: str | None, headers: list[str]) -> dict[str, str]:
+    """``--user-agent`` and ``--header NAME:VALUE`` options as a request's headers (lower-case
+    names); ValueError names a malformed one."""
+    given: dict[str, str] = {}
+    for item in headers:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"--header wants NAME:VALUE, got {item!r}")
+        given[name.strip().lower()] = value.strip()
+    if user_agent is not None:
+        given["user-agent"] = user_agent
+    return given
+
+
 def route(ctx: Context, user_agent: str | None, headers: list[str], path: str, as_json: bool) -> int:
     from .config import ConfigError, load_config
     from .routing import InvalidClientId, resolve
@@ -505,15 +519,11 @@ def route(ctx: Context, user_agent: str | None, headers: list[str], path: str, a
     except ConfigError as exc:
         _fail(exc.render())
         return 2
-    given: dict[str, str] = {}
-    for item in headers:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            _fail(f"--header wants NAME:VALUE, got {item!r}")
-            return 2
-        given[name.strip().lower()] = value.strip()
-    if user_agent is not None:
-        given["user-agent"] = user_agent
+    try:
+        given = client_headers(user_agent, headers)
+    except ValueError as exc:
+        _fail(str(exc))
+        return 2
     try:
         resolution = resolve(config.user_id_mappings, given, path)
     except InvalidClientId as exc:

@@ -2,6 +2,10 @@
 
 Session cookies are saved too: Cloudflare's clearance is what lets the next run through,
 whatever the cookie's own lifetime flag says; expired cookies are dropped on load.
+
+The memory proxy owns the file (``load`` at start, ``save`` by atomic rename). The ``memory``
+and ``doctor`` commands share it while a proxy may be running: they ``read`` it without
+touching its writes in progress and ``merge_save`` their cookies into what is there by then.
 """
 
 from __future__ import annotations
@@ -31,8 +35,14 @@ def dump(jar: CookieJar) -> str:
 
 
 def load(path: Path) -> CookieJar:
-    """A jar with the saved cookies; an unreadable or corrupt file gives an empty jar."""
+    """A jar with the saved cookies; an unreadable or corrupt file gives an empty jar.
+    For the file's owner, the memory proxy, at start (it discards torn temporary files)."""
     discard_partial_writes(path)
+    return read(path)
+
+
+def read(path: Path) -> CookieJar:
+    """``load`` for anyone but the owner: the same jar, leaving a running proxy's writes alone."""
     jar = CookieJar()
     try:
         data = json.loads(path.read_text())
@@ -51,3 +61,23 @@ def load(path: Path) -> CookieJar:
 
 def save(jar: CookieJar, path: Path) -> None:
     atomic_write(path, dump(jar), mode=0o600)
+
+
+def merge_save(jar: CookieJar, path: Path) -> None:
+    """Save ``jar`` into a file a running proxy may also write: under a lock (against other
+    commands doing the same), read what is there now, put our cookies over it (same domain,
+    path and name: ours are the newer) and rename the result into place. The proxy renames
+    whole files too, so the file is never torn; at worst one side's newest cookie is lost and
+    Cloudflare issues another."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; renames still keep the file whole
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        merged = read(path)
+        for cookie in jar:
+            merged.set_cookie(cookie)
+        save(merged, path)

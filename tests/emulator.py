@@ -1,8 +1,10 @@
 """Offline emulator of the outside world, for the tests and the benchmark.
 
-One Starlette app plays OpenAI, Anthropic and the Supermemory Memory Router (with
-Cloudflare in front of it), records every request and can inject faults, so the real
-``litellm`` binary and the memory proxy can run without network access.
+One Starlette app plays OpenAI, Anthropic, the Supermemory Memory Router and the slice of
+Supermemory's Memory API (v5, ``/ns/{namespace}/...``) that ``start_proxies.py memory`` uses,
+over one per-user-id memory store, with Cloudflare in front of both; it records every request
+and can inject faults, so the real ``litellm`` binary and the memory proxy can run without
+network access.
 
     python -m tests.emulator --host 127.0.0.1 --port 8999 [--chunk-delay 0.02]
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import itertools
@@ -80,6 +83,50 @@ class RequestLog:
             start = end
 
 
+class MemoryStore:
+    """What Supermemory remembers, per user id: the router's ``x-sm-user-id`` is the Memory
+    API's namespace (v3/v4 called it a container tag), so both read and change one store.
+
+    Each record is one memory (here: one user text), in recall order, oldest first; a
+    forgotten one stays in the list, flagged, as Supermemory keeps its audit history."""
+
+    def __init__(self) -> None:
+        self.by_user: dict[str, list[dict[str, Any]]] = {}
+        self.seq = itertools.count(1)
+
+    def live(self, user: str) -> list[dict[str, Any]]:
+        return [r for r in self.by_user.get(user, []) if not r["forgotten"]]
+
+    def texts(self, user: str) -> list[str]:
+        return [r["memory"] for r in self.live(user)]
+
+    def remember(self, user: str, text: str, metadata: dict | None = None) -> dict[str, Any]:
+        """Add a memory; one already live with the same text moves to the end instead."""
+        records = self.by_user.setdefault(user, [])
+        now = time.time()
+        for record in records:
+            if record["memory"] == text and not record["forgotten"]:
+                records.remove(record)
+                record["updated"] = now
+                records.append(record)
+                return record
+        n = next(self.seq)
+        record = {"id": f"mem_{n:06d}", "memory": text, "metadata": dict(metadata or {}), "created": now,
+                  "updated": now, "n": n, "forgotten": False}
+        records.append(record)
+        return record
+
+    def get(self, user: str, memory_id: str) -> dict[str, Any] | None:
+        return next((r for r in self.by_user.get(user, []) if r["id"] == memory_id), None)
+
+    def forget(self, user: str, memory_id: str) -> dict[str, Any] | None:
+        record = self.get(user, memory_id)
+        if record is None or record["forgotten"]:
+            return None
+        record["forgotten"], record["updated"] = True, time.time()
+        return record
+
+
 class EmulatorState:
     """Everything one emulator app knows; lives at ``app.state.emulator``."""
 
@@ -91,14 +138,23 @@ class EmulatorState:
 
     def reset(self) -> None:
         self.requests = RequestLog()
-        self.memories: dict[str, list[str]] = {}  # user id -> user texts, oldest first
+        self.store = MemoryStore()
         self.conversations: dict[str, list[str]] = {}  # user id -> x-sm-conversation-id values
         self.cf_tokens: set[str] = set()  # cf_clearance values we issued
         self.cf_seen_first = False
         self.cf_refuse_next = 0
+        self.supermemory_keys: set[str] | None = None  # None: any non-empty key is accepted
         self.fault: dict[str, Any] | None = None  # {"mode", "count", "delay"}
         self.client_disconnects = 0
         self.ids = itertools.count(1)
+
+    @property
+    def memories(self) -> dict[str, list[str]]:
+        """User id -> the texts it has live in memory, oldest first."""
+        return {user: self.store.texts(user) for user in self.store.by_user}
+
+    def key_accepted(self, key: str | None) -> bool:
+        return bool(key and key.strip()) and (self.supermemory_keys is None or key in self.supermemory_keys)
 
     async def record(self, request: Request) -> bytes:
         raw = await request.body()
@@ -160,15 +216,12 @@ class EmulatorState:
         if not ASKS_NAME.search(last):
             reply = f"echo: {last}"
         else:
-            known = self.memories.get(user, []) + texts[:-1] if user is not None else []
+            known = self.store.texts(user) + texts[:-1] if user is not None else []
             names = [m.group(1) for text in known for m in TELLS_NAME.finditer(text)]
             reply = f"Your name is {names[-1]}." if names else "I don't know your name."
         if user is not None:
-            stored = self.memories.setdefault(user, [])
-            for text in filter(None, texts):  # move re-sent history to the end, keeping order
-                if text in stored:
-                    stored.remove(text)
-                stored.append(text)
+            for text in filter(None, texts):  # re-sent history moves to the end, keeping order
+                self.store.remember(user, text, {"source": "router"})
         return reply
 
 
@@ -423,6 +476,9 @@ async def answer(st: EmulatorState, request: Request, kind: str, raw: bytes, *, 
     if memory and not request.headers.get("x-supermemory-api-key"):
         return JSONResponse({"error": {"message": "[SUPERMEMORY] Missing x-supermemory-api-key header",
                                        "type": "authentication_error"}}, 401)
+    if memory and not st.key_accepted(request.headers.get("x-supermemory-api-key")):
+        return JSONResponse({"error": {"message": "[SUPERMEMORY] Invalid API key",
+                                       "type": "authentication_error"}}, 401)
     if not _authorized(request.headers, provider):
         return _error(provider, 401, "Missing or invalid API key")
     body: Any = {}
@@ -477,8 +533,7 @@ async def memory_router(request: Request) -> Response:
     kind = next((k for k in KINDS if target.rstrip("/").endswith("/" + k)), None)
     refuse, fresh = st.cloudflare(request.cookies.get("cf_clearance"))
     if refuse:
-        response: Response = Response("error code: 1200", 503, headers={
-            "server": "cloudflare", "content-type": "text/plain; charset=UTF-8", "cf-ray": secrets.token_hex(8)})
+        response: Response = _cloudflare_refusal()
     elif kind is None:
         response = _error(OPENAI, 404, f"Unknown Memory Router target: {target}")
     else:
@@ -486,6 +541,162 @@ async def memory_router(request: Request) -> Response:
     if fresh:
         st.issue_cookies(response)
     return response
+
+
+def _cloudflare_refusal() -> Response:
+    return Response("error code: 1200", 503, headers={
+        "server": "cloudflare", "content-type": "text/plain; charset=UTF-8", "cf-ray": secrets.token_hex(8)})
+
+
+# ---------------------------------------------------------------- Supermemory's Memory API (v5)
+# The paths and shapes of the official SDK (supermemory 5.x): /ns/{namespace}/..., bearer key.
+
+def _iso(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _memory_json(record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["id"], "memory": record["memory"], "metadata": record["metadata"],
+            "isStatic": bool(TELLS_NAME.search(record["memory"])), "isInference": False, "isLatest": True,
+            "isForgotten": record["forgotten"], "version": 1,
+            "system": {"createdAt": _iso(record["created"]), "updatedAt": _iso(record["updated"])}}
+
+
+def _api_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "details": message}, status)
+
+
+def _page(total: int, page: int, limit: int) -> dict[str, Any]:
+    return {"currentPage": page, "limit": limit, "totalItems": total, "totalPages": max(1, -(-total // limit))}
+
+
+def _int_param(request: Request, name: str, default: int, top: int) -> int:
+    value = int(request.query_params.get(name, default))  # ValueError -> 400
+    if not 1 <= value <= top:
+        raise ValueError(f"{name} must be between 1 and {top}")
+    return value
+
+
+def list_resources(st: EmulatorState, request: Request, ns: str, body: dict) -> Response:
+    kind = request.path_params["type"]
+    if kind not in ("documents", "chunks", "memories"):
+        return _api_error(400, f"unknown list type {kind!r}")
+    page, limit = _int_param(request, "page", 1, 10_000), _int_param(request, "limit", 10, 100)
+    sort, order = request.query_params.get("sort", "createdAt"), request.query_params.get("order", "desc")
+    records = []
+    if kind == "memories":
+        forgotten = bool((body.get("include") or {}).get("forgotten"))
+        records = [r for r in st.store.by_user.get(ns, []) if forgotten or not r["forgotten"]]
+        key = "updated" if sort == "updatedAt" else "created"
+        records.sort(key=lambda r: (r[key], r["n"]), reverse=order != "asc")
+    chosen = records[(page - 1) * limit:page * limit]
+    return JSONResponse({"documents": [], "chunks": [], "memories": [_memory_json(r) for r in chosen],
+                         "pagination": _page(len(records), page, limit)})
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def search_memories(st: EmulatorState, request: Request, ns: str, body: dict) -> Response:
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        return _api_error(400, "query is required")
+    limit = body.get("limit") if isinstance(body.get("limit"), int) else 10
+    wanted = _words(query)
+    scored = []
+    for record in st.store.live(ns):
+        overlap = len(wanted & _words(record["memory"]))
+        if overlap:
+            scored.append((overlap / len(wanted), record["n"], record))
+    scored.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    results = [{"id": r["id"], "memory": r["memory"], "chunk": None, "metadata": r["metadata"],
+                "similarity": round(score, 4), "isLatest": True, "isInference": False,
+                "system": {"createdAt": _iso(r["created"]), "updatedAt": _iso(r["updated"])}}
+               for score, _, r in scored[:limit]]
+    return JSONResponse({"results": results, "searchTime": 0.1})
+
+
+def get_memory(st: EmulatorState, request: Request, ns: str, body: dict) -> Response:
+    record = st.store.get(ns, request.path_params["id"])
+    if record is None:
+        return _api_error(404, "Memory not found")
+    return JSONResponse(_memory_json(record))
+
+
+def forget_memories(st: EmulatorState, request: Request, ns: str, body: dict) -> Response:
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        return _api_error(400, "ids must be a non-empty list of memory ids")
+    matches, errors = [], []
+    for memory_id in ids:
+        record = st.store.forget(ns, memory_id)
+        if record is None:
+            errors.append({"id": memory_id, "error": "Memory not found or already forgotten"})
+        else:
+            matches.append({"id": record["id"], "memory": record["memory"]})
+    return JSONResponse({"count": len(matches), "errors": errors, "matches": matches})
+
+
+def profile(st: EmulatorState, request: Request, ns: str, body: dict) -> Response:
+    facts = [{"id": r["id"], "memory": r["memory"]} for r in reversed(st.store.live(ns))]
+    static = [f for f in facts if TELLS_NAME.search(f["memory"])]
+    dynamic = [f for f in facts if not TELLS_NAME.search(f["memory"])][:10]
+    return JSONResponse({"profile": {"static": static, "dynamic": dynamic, "buckets": {}}})
+
+
+def add_document(st: EmulatorState, request: Request, ns: str, body: dict) -> Response:
+    content = body.get("content")
+    if not isinstance(content, str) or not content.strip():
+        return _api_error(400, "content is required")
+    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    st.store.remember(ns, content, metadata)  # Supermemory extracts memories later; here at once
+    return JSONResponse({"id": body.get("id") or f"doc_{next(st.ids)}", "status": "done"})
+
+
+def list_namespaces(st: EmulatorState, request: Request, ns: str | None, body: dict) -> Response:
+    page, limit = _int_param(request, "page", 1, 10_000), _int_param(request, "limit", 10, 100)
+    names = sorted(st.store.by_user, key=lambda u: -(st.store.by_user[u][0]["n"] if st.store.by_user[u] else 0))
+    entries = []
+    for user in names[(page - 1) * limit:page * limit]:
+        records = st.store.by_user[user]
+        first = min((r["created"] for r in records), default=time.time())
+        last = max((r["updated"] for r in records), default=first)
+        entries.append({"id": f"ns_{hashlib.sha256(user.encode()).hexdigest()[:12]}", "namespace": user,
+                        "documentCount": 0, "memoryCount": len(st.store.live(user)), "description": None,
+                        "system": {"createdAt": _iso(first), "updatedAt": _iso(last)}})
+    return JSONResponse({"namespaces": entries, "pagination": _page(len(names), page, limit)})
+
+
+def memory_api(handler):
+    """An endpoint of the Memory API: behind the same Cloudflare as the router, bearer key,
+    pending ``error_*`` faults, then ``handler(state, request, namespace, JSON body)``."""
+    async def endpoint(request: Request) -> Response:
+        st = _state(request)
+        raw = await st.record(request)
+        refuse, fresh = st.cloudflare(request.cookies.get("cf_clearance"))
+        response = _cloudflare_refusal() if refuse else await _memory_answer(st, request, raw, handler)
+        if fresh:
+            st.issue_cookies(response)
+        return response
+    return endpoint
+
+
+async def _memory_answer(st: EmulatorState, request: Request, raw: bytes, handler) -> Response:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not st.key_accepted(token.strip()):
+        return _api_error(401, "Unauthorized: missing or invalid API key")
+    fault = st.fault
+    if fault and fault["mode"].startswith("error_"):
+        st.take_fault()
+        return _api_error(int(fault["mode"][-3:]), f"Emulated fault: {fault['mode']}")
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        return handler(st, request, request.path_params.get("ns"), body)
+    except ValueError as exc:
+        return _api_error(400, str(exc))
 
 
 async def not_found(request: Request) -> Response:
@@ -547,6 +758,19 @@ async def control_cloudflare(request: Request) -> Response:
     return JSONResponse({"refuse_next": st.cf_refuse_next})
 
 
+async def control_supermemory_keys(request: Request) -> Response:
+    """{"accept": [key, ...]} accepts only those Supermemory keys (router and Memory API); null: any."""
+    st = _state(request)
+    try:
+        accept = (await _control_body(request)).get("accept")
+        if accept is not None and not (isinstance(accept, list) and all(isinstance(k, str) for k in accept)):
+            raise ValueError("accept must be a list of keys or null")
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    st.supermemory_keys = set(accept) if accept is not None else None
+    return JSONResponse({"ok": True})
+
+
 async def control_memories(request: Request) -> Response:
     st = _state(request)
     return JSONResponse({"memories": st.memories, "conversations": st.conversations})
@@ -564,6 +788,7 @@ def create_app(*, chunk_delay: float = 0.02, chunks: int = 5) -> Starlette:
         Route("/_emulator/faults", control_faults, methods=["POST"]),
         Route("/_emulator/cloudflare", control_cloudflare, methods=["POST"]),
         Route("/_emulator/memories", control_memories, methods=["GET"]),
+        Route("/_emulator/supermemory_keys", control_supermemory_keys, methods=["POST"]),
         # LiteLLM's unauthenticated probes, so the emulator can stand in for LiteLLM behind the proxy.
         Route("/health/liveliness", health_probe, methods=["GET"]),
         Route("/health/readiness", health_probe, methods=["GET"]),
@@ -573,6 +798,13 @@ def create_app(*, chunk_delay: float = 0.02, chunks: int = 5) -> Starlette:
         Route("/v1/embeddings", provider_endpoint("embeddings"), methods=["POST"]),
         Route("/v1/models", provider_endpoint("models"), methods=["GET"]),
         Route("/v3/{target:path}", memory_router, methods=["GET", "POST"]),
+        Route("/ns", memory_api(list_namespaces), methods=["GET"]),
+        Route("/ns/{ns}/list/{type}", memory_api(list_resources), methods=["POST"]),
+        Route("/ns/{ns}/search", memory_api(search_memories), methods=["POST"]),
+        Route("/ns/{ns}/profile", memory_api(profile), methods=["POST"]),
+        Route("/ns/{ns}/document", memory_api(add_document), methods=["POST"]),
+        Route("/ns/{ns}/memories", memory_api(forget_memories), methods=["DELETE"]),
+        Route("/ns/{ns}/memories/{id}", memory_api(get_memory), methods=["GET"]),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
     app = Starlette(routes=routes)

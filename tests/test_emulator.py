@@ -369,3 +369,38 @@ def test_real_server_notices_client_leaving_endless_stream():
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+@pytest.mark.anyio
+async def test_memory_api_reads_and_changes_the_routers_store():
+    """The Memory API (v5 paths: one namespace = one router user id) over the router's memory."""
+    bearer = {"authorization": "Bearer sm-test"}
+    async with client_for() as c:
+        def router(user, text):
+            return c.post(ROUTER_CHAT, json=chat(text), headers={**OPENAI_AUTH, **SM, "x-sm-user-id": user})
+
+        def said(answer):
+            return answer.json()["choices"][0]["message"]["content"]
+        await router("a", "Hi, my name is Alice")
+        await router("b", "I like tea")
+        listed = (await c.post("/ns/a/list/memories", json={}, headers=bearer)).json()
+        other = (await c.post("/ns/b/list/memories", json={}, headers=bearer)).json()
+        (memory,) = listed["memories"]
+        assert memory["memory"] == "Hi, my name is Alice" and memory["system"]["createdAt"].endswith("Z")
+        assert [m["memory"] for m in other["memories"]] == ["I like tea"]
+        assert (await c.get(f"/ns/b/memories/{memory['id']}", headers=bearer)).status_code == 404
+        wrong = (await c.request("DELETE", "/ns/b/memories", json={"ids": [memory["id"]]}, headers=bearer)).json()
+        assert wrong["count"] == 0 and wrong["errors"][0]["id"] == memory["id"]
+        gone = (await c.request("DELETE", "/ns/a/memories", json={"ids": [memory["id"]]}, headers=bearer)).json()
+        assert gone["count"] == 1
+        assert said(await router("a", "What is my name?")) == "I don't know your name."
+        added = await c.post("/ns/a/document", json={"content": "My name is Alice"}, headers=bearer)
+        assert added.status_code == 200 and added.json()["status"] == "done"
+        assert said(await router("a", "What is my name?")) == "Your name is Alice."
+        found = (await c.post("/ns/a/search", json={"query": "name Alice"}, headers=bearer)).json()
+        assert found["results"][0]["memory"] == "My name is Alice"
+        unauthorised = await c.post("/ns/a/list/memories", json={})
+        await c.post("/_emulator/supermemory_keys", json={"accept": ["another"]})
+        refused = await c.post("/ns/a/list/memories", json={}, headers=bearer)
+        refused_router = await router("a", "hello")
+    assert unauthorised.status_code == refused.status_code == refused_router.status_code == 401

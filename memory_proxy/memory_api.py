@@ -1,0 +1,192 @@
+"""Supermemory's Memory API for the ``memory`` and ``doctor`` commands.
+
+The official SDK (``supermemory`` 5.x, see docs/memory.md for why that major version), with
+the base URL and key of ``memory_proxy.supermemory``, over an ``httpx.Client`` that carries the
+egress's Cloudflare cookies: it reads the state folder's jar, retries a Cloudflare refusal
+once as the egress does, and merges new cookies back safely while a proxy may be running.
+Imported only by those commands: the SDK and pydantic cost import time nobody else should pay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from . import cookie_store
+from .config import ENV_PREFIX, env_reference
+
+if TYPE_CHECKING:
+    from supermemory import Supermemory
+
+    from .config import Config
+    from .state import StateDir
+
+T = TypeVar("T")
+PAGE = 100  # the Memory API's largest page
+
+
+class MemoryApiError(Exception):
+    """A call that failed, as one sentence a user can act on; ``kind`` for scripts."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind  # unauthorised | unreachable | rate_limited | cloudflare | not_found | refused | no_key
+        self.message = message
+        self.status = status
+        self.fix = fix  # what to do, where there is something
+
+    def __str__(self) -> str:
+        return self.message + (f"; {self.fix}" if self.fix else "")
+
+
+def key_variable(config: Config) -> str:
+    """The environment variable the config reads the Supermemory key from (for messages)."""
+    raw = ((config.raw.get("memory_proxy") or {}).get("supermemory") or {}).get("api_key",
+                                                                               ENV_PREFIX + "SUPERMEMORY_API_KEY")
+    return env_reference(raw) or "memory_proxy.supermemory.api_key"
+
+
+@dataclass
+class Session:
+    """One SDK client for one command run, and what its last answer said about the server."""
+
+    client: Supermemory
+    base_url: str
+    secret: str
+    retry_delay: float
+    secret_hint: str = "the Supermemory key"  # where the key comes from, for messages
+    server_date: str | None = None  # the Date header of the last answer (doctor's clock check)
+    elapsed_ms: float | None = None
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one SDK call; a Cloudflare refusal is retried once, failures become MemoryApiError."""
+        for attempt in (1, 2):
+            started = time.monotonic()
+            try:
+                result = fn(*args, **kwargs)
+                self.elapsed_ms = (time.monotonic() - started) * 1000
+                return result
+            except Exception as exc:  # the SDK's error family (it wraps httpx's as their cause)
+                transport = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+                where = "check the network and memory_proxy.supermemory.base_url"
+                if isinstance(transport, httpx.TimeoutException):
+                    raise MemoryApiError("unreachable", f"Supermemory at {self.base_url} did not answer in time "
+                                                        f"({type(transport).__name__})", fix=where) from None
+                if isinstance(transport, httpx.HTTPError):
+                    raise MemoryApiError("unreachable", f"cannot reach Supermemory at {self.base_url} "
+                                                        f"({type(transport).__name__})", fix=where) from None
+                status = getattr(exc, "status_code", None)
+                if status is None:
+                    raise MemoryApiError("refused", f"Supermemory's answer could not be read "
+                                                    f"({type(exc).__name__})") from None
+                if _is_cloudflare_refusal(exc) and attempt == 1:
+                    time.sleep(self.retry_delay)
+                    continue
+                raise self._translate(exc, status) from None
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _translate(self, exc: Exception, status: int) -> MemoryApiError:
+        headers = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}
+        detail = self._detail(getattr(exc, "body", None))
+        if status in (401, 403):
+            return MemoryApiError("unauthorised", f"Supermemory refused the key ({status})" + detail, status,
+                                  fix=f"check {self.secret_hint}")
+        if _is_cloudflare_refusal(exc):
+            return MemoryApiError("cloudflare", "Supermemory's Cloudflare edge refused the request twice (503, "
+                                                "error code: 1200, rate limited)", status,
+                                  fix="retry in a few seconds; keep the cookie jar")
+        if status == 429:
+            wait = headers.get("retry-after")
+            return MemoryApiError("rate_limited", "Supermemory is rate-limiting this key (429)" + detail, status,
+                                  fix="retry " + (f"in {wait} s" if wait else "later"))
+        if status == 404:
+            return MemoryApiError("not_found", "not found" + detail, status)
+        return MemoryApiError("refused", f"Supermemory answered {status}" + detail, status)
+
+    def _detail(self, body: Any) -> str:
+        if isinstance(body, dict):
+            body = body.get("details") or body.get("error") or body.get("message")
+        if not isinstance(body, str) or not body.strip():
+            return ""
+        text = " ".join(body.split())[:200].replace(self.secret, "***") if self.secret else body[:200]
+        return f": {text}"
+
+
+def _is_cloudflare_refusal(exc: Exception) -> bool:
+    headers = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}
+    return (getattr(exc, "status_code", None) == 503 and "cloudflare" in headers.get("server", "").lower()
+            and "error code: 1200" in str(getattr(exc, "body", "")))
+
+
+@contextlib.contextmanager
+def session(config: Config, state: StateDir, timeout: float | None = None) -> Iterator[Session]:
+    """An SDK session over the state folder's cookie jar; new cookies are merged back at the end."""
+    settings = config.proxy.supermemory
+    if not settings.api_key:
+        raise MemoryApiError("no_key", f"no Supermemory key: {key_variable(config)} is not set "
+                                       "(memory_proxy.supermemory.api_key)")
+    from supermemory import Supermemory  # the SDK only for the commands that call it
+
+    jar_path = state.cookie_jar
+    jar = cookie_store.read(jar_path)
+    before = cookie_store.dump(jar)
+    timeouts = config.proxy.timeouts
+    limit = httpx.Timeout(timeout or min(timeouts.read, 30.0), connect=timeouts.connect)
+    holder: dict[str, Session] = {}
+
+    def seen(response: httpx.Response) -> None:
+        if "session" in holder:
+            holder["session"].server_date = response.headers.get("date")
+
+    http = httpx.Client(cookies=jar, timeout=limit, trust_env=False, follow_redirects=False,
+                        event_hooks={"response": [seen]})
+    try:
+        client = Supermemory(base_url=settings.base_url, api_key=settings.api_key, httpx_client=http,
+                             max_retries=0, timeout=limit.read)
+        current = Session(client, settings.base_url, settings.api_key, settings.cloudflare_retry_delay,
+                          f"{key_variable(config)} (memory_proxy.supermemory.api_key)")
+        holder["session"] = current
+        yield current
+    finally:
+        http.close()
+        if cookie_store.dump(jar) != before:
+            try:
+                cookie_store.merge_save(jar, jar_path)
+            except OSError:
+                pass  # the cookies are an optimisation: a read-only state folder must not fail the command
+
+
+def all_memories(api: Session, namespace: str, limit: int | None = None) -> list[Any]:
+    """The namespace's live memories, newest first, paged through (at most ``limit``)."""
+    found: list[Any] = []
+    page = 1
+    while limit is None or len(found) < limit:
+        size = PAGE if limit is None else min(PAGE, limit - len(found))
+        answer = api.call(api.client.list, namespace, "memories", page=page, limit=size, sort="createdAt",
+                          order="desc")
+        found += answer.memories
+        if not answer.memories or page >= answer.pagination.total_pages:
+            break
+        page += 1
+    return found
+
+
+def memory_record(memory: Any) -> dict[str, Any]:
+    """One memory as ``--json`` and ``export`` show it (SDK object to plain data)."""
+    system = getattr(memory, "system", None)
+    created = getattr(system, "created_at", None)
+    updated = getattr(system, "updated_at", None)
+    return {"id": memory.id, "memory": memory.memory, "metadata": dict(getattr(memory, "metadata", None) or {}),
+            "created_at": _iso(created), "updated_at": _iso(updated),
+            "is_static": getattr(memory, "is_static", None), "is_forgotten": getattr(memory, "is_forgotten", None)}
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
