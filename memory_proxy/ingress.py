@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from . import headers as h
 from .errors import error_body, error_response
+from .holding import ClientLeft, NotHeld
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, stream_body, upstream_failure
 from .routing import InvalidClientId, Resolution, resolve, split_scope
 from .runtime import Runtime
@@ -125,12 +126,9 @@ async def relay(request: Request) -> Response:
     except ClientDisconnect:  # while its body was still streaming in
         return _client_gone(resolution, request)
     except (httpx.HTTPError, BodyTooLarge) as exc:
-        runtime.count(resolution.user_id, error=True)
-        response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
-        response.headers.update(dict(extra))
-        log.warning("client=%s %s %s -> %s (%s)", resolution.user_id, request.method, resolution.path,
-                    response.status_code, type(exc).__name__)
-        return response
+        upstream = await _when_litellm_is_back(runtime, request, outgoing, exc, resolution, extra)
+        if isinstance(upstream, Response):
+            return upstream
 
     if upstream.status_code >= 400 and "json" in upstream.headers.get("content-type", ""):
         return await _error_in_openai_shape(upstream, extra)
@@ -143,6 +141,38 @@ async def relay(request: Request) -> Response:
     total = runtime.config.proxy.timeouts.total
     return RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
                          path=resolution.path, on_complete=done, deadline=admitted_at + total, total=total)
+
+
+async def _when_litellm_is_back(runtime: Runtime, request: Request, outgoing: httpx.Request, exc: Exception,
+                                resolution: Resolution, extra: list[tuple[str, str]]) -> httpx.Response | Response:
+    """A failed send: LiteLLM's answer once it is back when the request can wait for it
+    (``holding.py``), else the error answer (503 with Retry-After past either bound)."""
+    holding = runtime.holding
+    if holding.takes(exc, outgoing):
+        started = time.monotonic()
+        try:
+            upstream = await holding.send(runtime.litellm, outgoing, request.receive)
+        except ClientLeft:
+            log.info("client=%s %s %s: the client went away while waiting for LiteLLM", resolution.user_id,
+                     request.method, resolution.path)
+            return error_response(503, "the client went away while waiting for LiteLLM", code="client_gone")
+        except NotHeld as refused:
+            runtime.count(resolution.user_id, error=True)
+            log.warning("client=%s %s %s -> 503 (%s)", resolution.user_id, request.method, resolution.path,
+                        refused.message)
+            return error_response(503, refused.message, headers=dict(extra))
+        except (httpx.HTTPError, BodyTooLarge) as again:
+            exc = again
+        else:
+            log.info("client=%s %s %s: waited %.1f s for LiteLLM", resolution.user_id, request.method,
+                     resolution.path, time.monotonic() - started)
+            return upstream
+    runtime.count(resolution.user_id, error=True)
+    response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
+    response.headers.update(dict(extra))
+    log.warning("client=%s %s %s -> %s (%s)", resolution.user_id, request.method, resolution.path,
+                response.status_code, type(exc).__name__)
+    return response
 
 
 def _client_gone(resolution: Resolution, request: Request) -> Response:
@@ -236,11 +266,21 @@ def routing_info(runtime: Runtime, resolution: Resolution, extra: list[tuple[str
 
 async def anthropic_models(runtime: Runtime, request: Request, extra: list[tuple[str, str]]) -> Response:
     """Claude Code asks ``/v1/models`` in Anthropic's shape, which LiteLLM does not give."""
+    outgoing = runtime.litellm.build_request("GET", runtime.litellm_target(b"/v1/models"),
+                                             headers={"authorization": f"Bearer {runtime.master_key}"})
     try:
-        answer = await runtime.litellm.get(
-            runtime.litellm_target(b"/v1/models"),
-            headers={"authorization": f"Bearer {runtime.master_key}"})
+        try:
+            answer = await runtime.litellm.send(outgoing)
+        except httpx.ConnectError as exc:  # Claude Code asks this first: wait for a starting LiteLLM too
+            if not runtime.holding.takes(exc, outgoing):
+                raise
+            answer = await runtime.holding.send(runtime.litellm, outgoing, request.receive)
+            await answer.aread()
         listing = answer.json()
+    except ClientLeft:
+        return error_response(503, "the client went away while waiting for LiteLLM", code="client_gone")
+    except NotHeld as refused:
+        return error_response(503, refused.message, headers=dict(extra))
     except (httpx.HTTPError, ValueError) as exc:
         response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
         response.headers.update(dict(extra))
@@ -266,6 +306,7 @@ def proxy_status(runtime: Runtime) -> dict:
     """The memory proxy's own part of ``/health`` (both modes)."""
     return {"status": "ok", "pid": runtime.pid, "uptime_s": round(time.time() - runtime.started, 1),
             "supermemory_errors": runtime.supermemory_errors,
+            "waiting_for_litellm": runtime.holding.waiting,  # requests held while LiteLLM (re)starts
             "tasks": len(asyncio.all_tasks())}  # a leak of cancelled relays would show here
 
 

@@ -551,8 +551,9 @@ class Supervisor:
         """Bring both processes up and healthy, or raise LaunchError with nothing left running.
 
         LiteLLM and the memory proxy start at the same moment: the memory proxy needs nothing
-        from LiteLLM to start (until LiteLLM is ready it answers 503 with ``Retry-After``, and
-        its ``/health`` says ``degraded``), so ``up`` is done about when LiteLLM is ready instead
+        from LiteLLM to start (until LiteLLM is ready it holds requests for up to
+        ``memory_proxy.startup_wait``, then answers 503 with ``Retry-After``, and its ``/health`` says
+        ``degraded``), so ``up`` is done about when LiteLLM is ready instead
         of a memory-proxy start (1-2 s) later. While waiting for one, the other is watched
         too: whichever exits first is named, with the last lines of its own log."""
         self.state.ensure()
@@ -597,7 +598,8 @@ class Supervisor:
             status = http_status(litellm_url + "/health/readiness", timeout=5)
             if status != 200:
                 self.event(f"warning: the LiteLLM at {litellm_url} is not ready (GET /health/readiness: "
-                           f"{status or 'no answer'}); the memory proxy answers 503 until it is")
+                           f"{status or 'no answer'}); the memory proxy holds requests until it is "
+                           "(memory_proxy.startup_wait), then answers 503")
 
         env = dict(base_env)
         env[MASTER_KEY_ENV] = master_key
@@ -694,10 +696,10 @@ class Supervisor:
             code = child.proc.poll()
             if code is None:
                 if child.awaiting_ready and http_status(child.ready_url, timeout=1.0) == 200:
-                    child.awaiting_ready = False
-                    child.last_answer = now
                     self.event(f"{label} is ready again (pid {child.proc.pid}, "
                                f"{now - child.started_mono:.1f} s after the restart)")
+                    child.awaiting_ready = False
+                    child.last_answer = time.monotonic()
                     self.save_record()
                 elif now - child.last_probe >= PROBE_EVERY:
                     child.last_probe = now
@@ -715,7 +717,8 @@ class Supervisor:
             child.backoff = min(child.backoff * 2, BACKOFF_MAX)
             self.event(f"{label} (pid {child.proc.pid}) exited ({describe_exit(code)}) after {ran:.0f} s; "
                        f"restarting in {delay:g} s"
-                       + ("; meanwhile the memory proxy answers 503" if child.name == LITELLM else ""))
+                       + ("; meanwhile the memory proxy holds new requests for it (memory_proxy.startup_wait)"
+                          if child.name == LITELLM else ""))
             child.proc = None
             child.restart_at = now + delay
             self.save_record()
@@ -848,8 +851,10 @@ def _entry_status(name: str, entry: Mapping[str, Any] | None, probe_url: str | N
         if name in (MEMORY, SDK):
             info["healthy"] = proc is not None and code in (200, 503)
             try:
-                info["litellm_ready"] = bool(json.loads(body)["litellm"]["ready"])
-            except (ValueError, KeyError, TypeError):
+                answer = json.loads(body)
+                info["litellm_ready"] = bool(answer["litellm"]["ready"])
+                info["waiting_for_litellm"] = int(answer["memory_proxy"].get("waiting_for_litellm") or 0)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 info["litellm_ready"] = False
         else:
             info["healthy"] = code == 200 and (proc is not None or entry is None)

@@ -1,7 +1,8 @@
 """LiteLLM killed (SIGKILL) or frozen (SIGSTOP) under live requests and streams.
 
 Killed: a request in flight gets a 503 with Retry-After, streams end with an error event in
-their own format, at once; the supervisor restarts LiteLLM with back-off (1 s, then 2 s for a
+their own format, at once (nothing LiteLLM may have seen is sent again); a request sent while
+it is away waits for it; the supervisor restarts LiteLLM with back-off (1 s, then 2 s for a
 second death soon after); once it is back every request succeeds. Frozen: the request gets a
 504 after ``timeouts.read``, streams an error event; after SIGCONT everything works. The
 memory proxy is the same process throughout. (SIGKILL first: it also ends the LiteLLM request
@@ -134,16 +135,19 @@ def test_sigkill_mid_request_and_mid_stream(stack, proxy_pid):
         assert error["message"] and s.ended - killed < 1.0, (error, s.ended - killed)
         seen("stream error after SIGKILL", s.data[-400:])
         fault(f"LiteLLM SIGKILLed mid-stream ({'Anthropic' if s.path == MESSAGES else 'OpenAI'} format error event)")
-    # While it is away: quick 503s with Retry-After, and /health says degraded.
+    # While it is away a new request waits for it (memory_proxy.startup_wait), and /health says
+    # degraded and how many wait; once LiteLLM is back the request is answered.
+    held = InFlight(stack.proxy_url, CHAT, "faulty", False)
     with httpx.Client(base_url=stack.proxy_url, trust_env=False, timeout=30) as c:
-        started = time.monotonic()
-        answer = c.post(CHAT, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
-        assert answer.status_code == 503 and answer.headers["retry-after"], answer.text
-        assert time.monotonic() - started < 1.0
-        health = c.get("/health")
+        deadline = time.monotonic() + 30
+        while (health := c.get("/health")).json()["memory_proxy"]["waiting_for_litellm"] < 1:
+            assert held.status is None and time.monotonic() < deadline, (held.status, held.data[:300])
+            time.sleep(0.05)
         assert health.status_code == 503 and health.json()["memory_proxy"]["status"] == "ok"
-        fault("request while LiteLLM is down (503)")
     took = wait_ready_again(stack, killed_pid)
+    held.join()
+    assert held.status == 200 and json.loads(held.data)["choices"], held.data[:300]
+    fault("request while LiteLLM is down (held, answered once it is back)")
     metric(f"LiteLLM back {took:.0f} s after SIGKILL (supervisor restart + LiteLLM startup)")
     log = (stack.state / "logs" / "supervisor.log").read_text()
     assert f"LiteLLM (pid {killed_pid}) exited (signal SIGKILL)" in log and "restarting in 1 s" in log, log[-1500:]
