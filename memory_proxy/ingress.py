@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from . import headers as h
+from . import warmup
 from .errors import error_body, error_response
 from .holding import ClientLeft, NotHeld
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, stream_body, upstream_failure
@@ -87,10 +88,14 @@ def admit(runtime: Runtime, request: Request) -> Admission | Response:
     return Admission(request_id, resolution, extra)
 
 
+def wants_models(request: Request, resolution: Resolution) -> bool:
+    """``GET /v1/models`` (or ``/models``): answered by ``model_listing``."""
+    return request.method == "GET" and resolution.path.rstrip("/") in ("/v1/models", "/models")
+
+
 def wants_anthropic_models(request: Request, resolution: Resolution) -> bool:
     """``GET /v1/models`` from a caller that speaks Anthropic (``anthropic-version`` header)."""
-    return (request.method == "GET" and resolution.path.rstrip("/") in ("/v1/models", "/models")
-            and "anthropic-version" in request.headers)
+    return wants_models(request, resolution) and "anthropic-version" in request.headers
 
 
 async def relay(request: Request) -> Response:
@@ -101,8 +106,8 @@ async def relay(request: Request) -> Response:
     if isinstance(admitted, Response):
         return admitted
     request_id, resolution, extra = admitted.request_id, admitted.resolution, admitted.extra
-    if wants_anthropic_models(request, resolution):
-        return await anthropic_models(runtime, request, extra)
+    if wants_models(request, resolution):
+        return await model_listing(runtime, request, extra)
 
     try:
         content = await _request_content(runtime, request)
@@ -264,9 +269,15 @@ def routing_info(runtime: Runtime, resolution: Resolution, extra: list[tuple[str
     }, headers=dict(extra))
 
 
-async def anthropic_models(runtime: Runtime, request: Request, extra: list[tuple[str, str]]) -> Response:
-    """Claude Code asks ``/v1/models`` in Anthropic's shape, which LiteLLM does not give."""
-    outgoing = runtime.litellm.build_request("GET", runtime.litellm_target(b"/v1/models"),
+async def model_listing(runtime: Runtime, request: Request, extra: list[tuple[str, str]]) -> Response:
+    """``GET /v1/models``, answered here: without LiteLLM's hidden warm-up groups
+    (``warmup.py``), and in Anthropic's shape for a caller that speaks Anthropic (Claude Code
+    asks it so; LiteLLM does not give it). LiteLLM's other shapes (Codex's ``client_version``
+    catalog) keep their shape, minus the warm-up groups."""
+    anthropic = "anthropic-version" in request.headers
+    query = request.scope.get("query_string", b"")
+    raw = b"/v1/models" + (b"?" + query if query and not anthropic else b"")
+    outgoing = runtime.litellm.build_request("GET", runtime.litellm_target(raw),
                                              headers={"authorization": f"Bearer {runtime.master_key}"})
     try:
         try:
@@ -276,7 +287,7 @@ async def anthropic_models(runtime: Runtime, request: Request, extra: list[tuple
                 raise
             answer = await runtime.holding.send(runtime.litellm, outgoing, request.receive)
             await answer.aread()
-        listing = answer.json()
+        listing = answer.json() if answer.status_code == 200 else None
     except ClientLeft:
         return error_response(503, "the client went away while waiting for LiteLLM", code="client_gone")
     except NotHeld as refused:
@@ -285,10 +296,19 @@ async def anthropic_models(runtime: Runtime, request: Request, extra: list[tuple
         response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
         response.headers.update(dict(extra))
         return response
-    if answer.status_code != 200:
+    if not isinstance(listing, dict):
         return Response(answer.content, answer.status_code, headers=dict(extra),
                         media_type=answer.headers.get("content-type"))
-    return JSONResponse(anthropic_model_listing(listing), headers=dict(extra))
+    listing = without_warmup_groups(listing)
+    return JSONResponse(anthropic_model_listing(listing) if anthropic else listing, headers=dict(extra))
+
+
+def without_warmup_groups(listing: dict) -> dict:
+    """A ``/v1/models`` answer (any of LiteLLM's shapes) without the warm-up groups."""
+    def visible(entry: object) -> bool:
+        return not (isinstance(entry, dict) and any(warmup.is_warmup(entry.get(k)) for k in ("id", "slug", "name")))
+    return {k: [e for e in v if visible(e)] if k in ("data", "models") and isinstance(v, list) else v
+            for k, v in listing.items()}
 
 
 def anthropic_model_listing(listing: dict) -> dict:

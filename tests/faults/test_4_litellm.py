@@ -165,6 +165,29 @@ def test_a_second_death_soon_after_backs_off_longer(stack, proxy_pid):
     fault("LiteLLM SIGKILLed again soon after (back-off 2 s)")
 
 
+def test_every_start_warms_litellm_up_without_calling_a_provider(stack, proxy_pid):
+    """``up`` and every restart send LiteLLM one mock answer per API shape and provider family
+    (memory_proxy/warmup.py) before anything says healthy; none of them reaches a provider."""
+    lines = (stack.state / "logs" / "supervisor.log").read_text().splitlines()
+    ready = next(i for i, line in enumerate(lines) if "LiteLLM is ready (pid" in line)
+    warmed = next(i for i, line in enumerate(lines) if "warmed LiteLLM" in line)
+    proxy_ready = next(i for i, line in enumerate(lines) if "memory proxy is ready" in line)
+    assert ready < warmed < proxy_ready, lines[ready:proxy_ready + 1]
+    assert "for openai, anthropic (8 of 8 answered)" in lines[warmed], lines[warmed]
+    before = stack.emu.request_count()
+    pid = stack.signal_litellm(signal.SIGKILL)
+    wait_ready_again(stack, pid)
+    assert stack.emu.requests_since(before) == []  # the warm-up after the restart called no provider
+    lines = (stack.state / "logs" / "supervisor.log").read_text().splitlines()
+    died = next(i for i, line in enumerate(lines) if f"LiteLLM (pid {pid}) exited" in line)
+    again = next(i for i, line in enumerate(lines[died:], died) if "LiteLLM is ready again" in line)
+    assert "(8 of 8 answered)" in lines[again + 1] and "warmed LiteLLM" in lines[again + 1], lines[died:]
+    # Nothing a warm-up sent has ever reached the emulator in this session.
+    assert not [r for r in stack.emu.requests_since(0) if "warm-up" in json.dumps(r.get("body"))]
+    every_request_succeeds(stack, n=4)
+    fault("LiteLLM warmed up after a restart, no provider called")
+
+
 def test_sigstop_mid_request_is_a_504_and_mid_stream_an_error_event_then_sigcont_recovers(stack, proxy_pid):
     litellm_pid = stack.pid("litellm")
     before = stack.emu.stats()
