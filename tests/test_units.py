@@ -161,7 +161,8 @@ def test_warm_up_groups_one_per_provider_family_of_the_models_litellm_gets():
     assert warmup.deployments(config) == [
         {"model_name": "memory-proxy-warmup/openai",
          "litellm_params": {"model": "openai/gpt-4o-mini", "mock_response": "ok"}},
-        {"model_name": "memory-proxy-warmup/hosted_vllm", "litellm_params": {"model": "my-model", "mock_response": "ok"}},
+        {"model_name": "memory-proxy-warmup/hosted_vllm",
+         "litellm_params": {"model": "my-model", "mock_response": "ok"}},
     ]
     shapes = [(path, stream) for _, path, stream, _ in warmup.requests(["memory-proxy-warmup/openai"])]
     assert shapes == [("/v1/chat/completions", False), ("/v1/chat/completions", True), ("/v1/messages", False),
@@ -183,7 +184,8 @@ def test_warm_up_summary_names_what_was_warmed_and_what_failed():
                                    ("http://127.0.0.1:9/v1/messages", False, "Bearer sk-master"),
                                    ("http://127.0.0.1:9/v1/messages", True, "Bearer sk-master")])
     line = warmup.summary(outcomes, 1.23)
-    assert line.startswith("warmed LiteLLM in 1.2 s without calling a provider") and "for openai (3 of 4 answered)" in line
+    assert line.startswith("warmed LiteLLM in 1.2 s without calling a provider")
+    assert "for openai (3 of 4 answered)" in line
     assert "/v1/messages (streamed, memory-proxy-warmup/openai) failed: no answer ConnectionRefusedError" in line
     assert "sk-master" not in line
 
