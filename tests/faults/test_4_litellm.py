@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import threading
 import time
 
 import httpx
 import pytest
 
-from .conftest import ANTHROPIC_HEADERS, CHAT, MESSAGES, READ_TIMEOUT, fault, metric, seen
+from .conftest import (ANTHROPIC_HEADERS, CHAT, MESSAGES, PLAIN, READ_TIMEOUT, assert_openai_error, bad_input, fault,
+                       free_port, metric, post_bytes, seen, start_direct)
 
 SLACK = 2.5
 
@@ -224,3 +226,86 @@ def test_sigstop_mid_request_is_a_504_and_mid_stream_an_error_event_then_sigcont
     assert after["active_streams"] == before["active_streams"], after
     every_request_succeeds(stack)
     assert stack.pid("litellm") == litellm_pid, "a frozen LiteLLM was restarted instead of thawed"
+
+
+# --- waiting for a LiteLLM that is not there: a memory proxy alone, in front of a closed port ---
+
+
+def _alone(stack, tmp_path, name: str, keys: str):
+    """``python -m memory_proxy`` (a real process, no supervisor) in front of a port nothing
+    listens on, with ``keys`` in place of the suite's ``startup_wait``."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    config = tmp_path / f"{name}.yaml"
+    text = stack.config.read_text()
+    assert "  startup_wait: 120\n" in text
+    config.write_text(text.replace("  startup_wait: 120\n", keys))
+    return start_direct(config, tmp_path / f"{name}-state", free_port(), f"http://127.0.0.1:{closed}",
+                        secret="s" * 32)
+
+
+def _waiting(proxy) -> dict:
+    return httpx.get(proxy.url + "/health", trust_env=False, timeout=10).json()["memory_proxy"]
+
+
+def _until(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+    return value
+
+
+def test_past_startup_queue_or_startup_wait_a_request_gets_503_with_retry_after(stack, tmp_path):
+    proxy = _alone(stack, tmp_path, "bounds", "  startup_wait: 1.5\n  startup_queue: 2\n")
+    try:
+        held: list[httpx.Response] = []
+        threads = [threading.Thread(target=lambda: held.append(
+            httpx.post(proxy.url + CHAT, json=PLAIN, trust_env=False, timeout=30))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        _until(lambda: _waiting(proxy)["waiting_for_litellm"] == 2, "two requests wait")
+        over = httpx.post(proxy.url + CHAT, json=PLAIN, trust_env=False, timeout=30)
+        error = assert_openai_error(over, 503, "over startup_queue")
+        assert "startup_queue" in error["message"] and over.headers["retry-after"], over.text
+        bad_input("a request over memory_proxy.startup_queue (503)")
+        for t in threads:
+            t.join(30)
+        assert len(held) == 2
+        for answer in held:
+            error = assert_openai_error(answer, 503, "past startup_wait")
+            assert "startup_wait (1.5 s)" in error["message"] and answer.headers["retry-after"], answer.text
+            assert error["type"] == "service_unavailable"
+        fault("LiteLLM away past memory_proxy.startup_wait (503)", 2)
+        assert _waiting(proxy)["waiting_for_litellm"] == 0
+    finally:
+        proxy.stop()
+
+
+def test_clients_that_walk_away_while_waiting_leave_no_task_behind(stack, tmp_path):
+    proxy = _alone(stack, tmp_path, "walk-away", "  startup_wait: 120\n")
+    try:
+        baseline = _waiting(proxy)["tasks"]
+        for messages in (False, True):
+            socks = []
+            for i in range(10):
+                sock = socket.create_connection(("127.0.0.1", proxy.port))
+                body = {"model": "faulty-claude" if messages else "faulty", "max_tokens": 8, "stream": i % 2 == 0,
+                        "messages": [{"role": "user", "content": f"leaving {i}"}]}
+                sock.sendall(post_bytes(MESSAGES if messages else CHAT, body, close=False))
+                socks.append(sock)
+            _until(lambda: _waiting(proxy)["waiting_for_litellm"] == 10, "ten requests wait")
+            assert _waiting(proxy)["tasks"] > baseline
+            for i, sock in enumerate(socks):
+                if i % 2:  # reset, as a killed client does; else a plain close
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.close()
+            _until(lambda: _waiting(proxy)["waiting_for_litellm"] == 0, "nobody waits any more")
+            _until(lambda: _waiting(proxy)["tasks"] <= baseline, "every task of theirs ended")
+        fault("clients walked away while waiting for LiteLLM (no task left)", 20)
+        health = httpx.get(proxy.url + "/health", trust_env=False, timeout=10)
+        assert health.status_code == 503 and health.json()["memory_proxy"]["status"] == "ok"
+        assert proxy.proc.poll() is None
+    finally:
+        proxy.stop()
