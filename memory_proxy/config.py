@@ -24,7 +24,8 @@ HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 OUR_SECTIONS = ("user_id_mappings", "memory_proxy")
 MAPPING_KEYS = ("custom_header", "header_patterns", "default_user_id")
 PROXY_KEYS = ("host", "port", "litellm_port", "api_keys", "allowed_hosts", "cors_origins", "optional_routes",
-              "max_body_bytes", "max_header_bytes", "requests_per_minute", "timeouts", "supermemory")
+              "max_body_bytes", "max_header_bytes", "requests_per_minute", "timeouts", "supermemory",
+              "startup_wait", "startup_queue")
 # Route groups an AI client may need beyond chat, completions, embeddings, models, messages and
 # responses; off unless listed in memory_proxy.optional_routes (see front_door.py).
 OPTIONAL_ROUTE_GROUPS = ("audio", "images", "moderations", "rerank")
@@ -77,6 +78,10 @@ class ProxySettings:
     requests_per_minute: int | None = None
     timeouts: Timeouts = Timeouts()
     supermemory: SupermemorySettings = SupermemorySettings()
+    # While LiteLLM's port refuses connections (starting, restarting), a request waits up to
+    # startup_wait seconds for it, at most startup_queue of them at once (0: answer 503 at once).
+    startup_wait: float = 30.0
+    startup_queue: int = 256
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,10 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
                         low=1024, high=2**40)
     max_header = c.number(section, "max_header_bytes", path, ProxySettings.max_header_bytes, integer=True,
                           low=1024, high=2**24)
+    startup_wait = c.number(section, "startup_wait", path, ProxySettings.startup_wait, integer=False,
+                            low=0, high=3600)
+    startup_queue = c.number(section, "startup_queue", path, ProxySettings.startup_queue, integer=True,
+                             low=0, high=100_000)
     rpm = None
     if section.get("requests_per_minute") is not None:
         rpm = c.number(section, "requests_per_minute", path, 60, integer=True, low=1, high=10**7)
@@ -417,7 +426,8 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
                      integer=False, low=0, high=60)
     supermemory = SupermemorySettings(base_url.rstrip("/"), api_key, retry)
     return ProxySettings(host, port, litellm_port, tuple(keys), allowed_hosts, cors_origins, optional_routes,
-                         max_body, max_header, rpm, timeouts, supermemory)
+                         max_body, max_header, rpm, timeouts, supermemory,
+                         startup_wait=startup_wait, startup_queue=startup_queue)
 
 
 def _supermemory_section(raw: dict) -> dict:

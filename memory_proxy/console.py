@@ -389,6 +389,8 @@ def status(ctx: Context, as_json: bool) -> int:
             health = ("ok", "green")
             if name in (sv.MEMORY, sv.SDK) and p.get("litellm_ready") is False:
                 health = ("ok, LiteLLM not ready", "yellow")
+            if p.get("waiting_for_litellm"):
+                health = (f"{health[0]}, {p['waiting_for_litellm']} requests waiting for LiteLLM", "yellow")
         elif p.get("restarting"):
             health = ("restarting", "yellow")
         elif p.get("starting"):

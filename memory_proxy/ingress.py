@@ -16,7 +16,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from . import headers as h
+from . import warmup
 from .errors import error_body, error_response
+from .holding import ClientLeft, NotHeld
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, stream_body, upstream_failure
 from .routing import InvalidClientId, Resolution, resolve, split_scope
 from .runtime import Runtime
@@ -101,10 +103,14 @@ def admit(runtime: Runtime, request: Request) -> Admission | Response:
     return Admission(request_id, resolution, extra)
 
 
+def wants_models(request: Request, resolution: Resolution) -> bool:
+    """``GET /v1/models`` (or ``/models``): answered by ``model_listing``."""
+    return request.method == "GET" and resolution.path.rstrip("/") in ("/v1/models", "/models")
+
+
 def wants_anthropic_models(request: Request, resolution: Resolution) -> bool:
     """``GET /v1/models`` from a caller that speaks Anthropic (``anthropic-version`` header)."""
-    return (request.method == "GET" and resolution.path.rstrip("/") in ("/v1/models", "/models")
-            and "anthropic-version" in request.headers)
+    return wants_models(request, resolution) and "anthropic-version" in request.headers
 
 
 async def relay(request: Request) -> Response:
@@ -115,8 +121,8 @@ async def relay(request: Request) -> Response:
     if isinstance(admitted, Response):
         return admitted
     request_id, resolution, extra = admitted.request_id, admitted.resolution, admitted.extra
-    if wants_anthropic_models(request, resolution):
-        return await anthropic_models(runtime, request, extra)
+    if wants_models(request, resolution):
+        return await model_listing(runtime, request, extra)
 
     try:
         content = await _request_content(runtime, request)
@@ -140,12 +146,9 @@ async def relay(request: Request) -> Response:
     except ClientDisconnect:  # while its body was still streaming in
         return _client_gone(resolution, request)
     except (httpx.HTTPError, BodyTooLarge) as exc:
-        runtime.count(resolution.user_id, error=True)
-        response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
-        response.headers.update(dict(extra))
-        log.warning("client=%s %s %s -> %s (%s)", resolution.user_id, request.method, resolution.path,
-                    response.status_code, type(exc).__name__)
-        return response
+        upstream = await _when_litellm_is_back(runtime, request, outgoing, exc, resolution, extra)
+        if isinstance(upstream, Response):
+            return upstream
 
     if upstream.status_code >= 400 and "json" in upstream.headers.get("content-type", ""):
         return await _error_in_openai_shape(upstream, extra)
@@ -158,6 +161,38 @@ async def relay(request: Request) -> Response:
     total = runtime.config.proxy.timeouts.total
     return RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
                          path=resolution.path, on_complete=done, deadline=admitted_at + total, total=total)
+
+
+async def _when_litellm_is_back(runtime: Runtime, request: Request, outgoing: httpx.Request, exc: Exception,
+                                resolution: Resolution, extra: list[tuple[str, str]]) -> httpx.Response | Response:
+    """A failed send: LiteLLM's answer once it is back when the request can wait for it
+    (``holding.py``), else the error answer (503 with Retry-After past either bound)."""
+    holding = runtime.holding
+    if holding.takes(exc, outgoing):
+        started = time.monotonic()
+        try:
+            upstream = await holding.send(runtime.litellm, outgoing, request.receive)
+        except ClientLeft:
+            log.info("client=%s %s %s: the client went away while waiting for LiteLLM", resolution.user_id,
+                     request.method, resolution.path)
+            return error_response(503, "the client went away while waiting for LiteLLM", code="client_gone")
+        except NotHeld as refused:
+            runtime.count(resolution.user_id, error=True)
+            log.warning("client=%s %s %s -> 503 (%s)", resolution.user_id, request.method, resolution.path,
+                        refused.message)
+            return error_response(503, refused.message, headers=dict(extra))
+        except (httpx.HTTPError, BodyTooLarge) as again:
+            exc = again
+        else:
+            log.info("client=%s %s %s: waited %.1f s for LiteLLM", resolution.user_id, request.method,
+                     resolution.path, time.monotonic() - started)
+            return upstream
+    runtime.count(resolution.user_id, error=True)
+    response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
+    response.headers.update(dict(extra))
+    log.warning("client=%s %s %s -> %s (%s)", resolution.user_id, request.method, resolution.path,
+                response.status_code, type(exc).__name__)
+    return response
 
 
 def _client_gone(resolution: Resolution, request: Request) -> Response:
@@ -249,21 +284,46 @@ def routing_info(runtime: Runtime, resolution: Resolution, extra: list[tuple[str
     }, headers=dict(extra))
 
 
-async def anthropic_models(runtime: Runtime, request: Request, extra: list[tuple[str, str]]) -> Response:
-    """Claude Code asks ``/v1/models`` in Anthropic's shape, which LiteLLM does not give."""
+async def model_listing(runtime: Runtime, request: Request, extra: list[tuple[str, str]]) -> Response:
+    """``GET /v1/models``, answered here: without LiteLLM's hidden warm-up groups
+    (``warmup.py``), and in Anthropic's shape for a caller that speaks Anthropic (Claude Code
+    asks it so; LiteLLM does not give it). LiteLLM's other shapes (Codex's ``client_version``
+    catalog) keep their shape, minus the warm-up groups."""
+    anthropic = "anthropic-version" in request.headers
+    query = request.scope.get("query_string", b"")
+    raw = b"/v1/models" + (b"?" + query if query and not anthropic else b"")
+    outgoing = runtime.litellm.build_request("GET", runtime.litellm_target(raw),
+                                             headers={"authorization": f"Bearer {runtime.master_key}"})
     try:
-        answer = await runtime.litellm.get(
-            runtime.litellm_target(b"/v1/models"),
-            headers={"authorization": f"Bearer {runtime.master_key}"})
-        listing = answer.json()
+        try:
+            answer = await runtime.litellm.send(outgoing)
+        except httpx.ConnectError as exc:  # Claude Code asks this first: wait for a starting LiteLLM too
+            if not runtime.holding.takes(exc, outgoing):
+                raise
+            answer = await runtime.holding.send(runtime.litellm, outgoing, request.receive)
+            await answer.aread()
+        listing = answer.json() if answer.status_code == 200 else None
+    except ClientLeft:
+        return error_response(503, "the client went away while waiting for LiteLLM", code="client_gone")
+    except NotHeld as refused:
+        return error_response(503, refused.message, headers=dict(extra))
     except (httpx.HTTPError, ValueError) as exc:
         response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
         response.headers.update(dict(extra))
         return response
-    if answer.status_code != 200:
+    if not isinstance(listing, dict):
         return Response(answer.content, answer.status_code, headers=dict(extra),
                         media_type=answer.headers.get("content-type"))
-    return JSONResponse(anthropic_model_listing(listing), headers=dict(extra))
+    listing = without_warmup_groups(listing)
+    return JSONResponse(anthropic_model_listing(listing) if anthropic else listing, headers=dict(extra))
+
+
+def without_warmup_groups(listing: dict) -> dict:
+    """A ``/v1/models`` answer (any of LiteLLM's shapes) without the warm-up groups."""
+    def visible(entry: object) -> bool:
+        return not (isinstance(entry, dict) and any(warmup.is_warmup(entry.get(k)) for k in ("id", "slug", "name")))
+    return {k: [e for e in v if visible(e)] if k in ("data", "models") and isinstance(v, list) else v
+            for k, v in listing.items()}
 
 
 def anthropic_model_listing(listing: dict) -> dict:
@@ -281,6 +341,7 @@ def proxy_status(runtime: Runtime) -> dict:
     """The memory proxy's own part of ``/health`` (both modes)."""
     return {"status": "ok", "pid": runtime.pid, "uptime_s": round(time.time() - runtime.started, 1),
             "supermemory_errors": runtime.supermemory_errors,
+            "waiting_for_litellm": runtime.holding.waiting,  # requests held while LiteLLM (re)starts
             "tasks": len(asyncio.all_tasks())}  # a leak of cancelled relays would show here
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from .config import (OUR_SECTIONS, URL_PASSWORD_RE, Config, env_reference, is_secret_name,
                      is_supermemory_backed, resolve_env)
+from . import warmup
 from .headers import EGRESS_SECRET_HEADER
 from .state import MASTER_KEY_ENV
 
@@ -31,7 +32,8 @@ def egress_base(port: int, host: str = "127.0.0.1") -> str:
 
 def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, str] | None = None) -> dict:
     """Our sections removed, Supermemory-backed models sent through the egress with the
-    per-run secret, header forwarding on for exactly those groups, model-info polling off."""
+    per-run secret, header forwarding on for exactly those groups, model-info polling off,
+    and the hidden warm-up groups (``warmup.py``) added."""
     environ = os.environ if environ is None else environ
     raw = copy.deepcopy(config.raw)
     for section in OUR_SECTIONS:
@@ -54,6 +56,8 @@ def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, 
         extra = dict(params.get("extra_headers") or {})
         extra[EGRESS_SECRET_HEADER] = f"os.environ/{EGRESS_SECRET_ENV}"
         params["extra_headers"] = extra
+
+    raw["model_list"] += warmup.deployments(config)  # answered by LiteLLM itself (warmup.py)
 
     groups = sorted({m.model_name for m in config.models if m.supermemory_backed and not m.missing_env})
     if groups:

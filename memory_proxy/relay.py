@@ -97,7 +97,10 @@ async def send_upstream(client: httpx.AsyncClient, request: httpx.Request) -> ht
                 raise
             log.info("%s %s: the connection closed before an answer (%s); sending once more",
                      request.method, request.url.path, exc)
-            return await client.send(request, stream=True)
+            try:
+                return await client.send(request, stream=True)
+            except httpx.ConnectError:  # it went away meanwhile, maybe with the request: never held
+                raise exc from None
     except httpx.TransportError as exc:  # httpx wraps errors raised by our body iterator
         cause = exc.__context__ or exc.__cause__
         if isinstance(cause, BodyTooLarge):

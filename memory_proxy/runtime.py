@@ -16,6 +16,7 @@ import httpx
 
 from .config import Config
 from .front_door import FrontDoor
+from .holding import Holding
 from .ratelimit import RateLimiter
 
 
@@ -36,8 +37,10 @@ class Runtime:
     supermemory_errors: int = 0
     _targets: dict[bytes, httpx.URL] = field(default_factory=dict, repr=False)  # parsing a URL costs ~50 us
     limiter: RateLimiter | None = None
+    holding: Holding = field(init=False, repr=False)  # requests waiting for a starting LiteLLM
 
     def __post_init__(self) -> None:
+        self.holding = Holding(self.litellm_url, self.config.proxy.startup_wait, self.config.proxy.startup_queue)
         if self.config.proxy.requests_per_minute:
             self.limiter = RateLimiter(self.config.proxy.requests_per_minute)
 

@@ -94,6 +94,10 @@ def json_schema() -> dict:
                     "max_header_bytes": _number(ProxySettings.max_header_bytes, 1024, 2**24, integer=True),
                     "requests_per_minute": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}, _ENV_REF],
                                             "default": None, "description": "per client id; null: no limit"},
+                    "startup_wait": {**_number(ProxySettings.startup_wait, 0, 3600), "description":
+                                     "seconds a request waits for a starting or restarting LiteLLM; 0: 503 at once"},
+                    "startup_queue": {**_number(ProxySettings.startup_queue, 0, 100_000, integer=True),
+                                      "description": "requests that may wait for LiteLLM at once; more get 503"},
                     "timeouts": {
                         "type": "object",
                         "additionalProperties": False,

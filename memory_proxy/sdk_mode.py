@@ -51,6 +51,7 @@ Choices forced by LiteLLM's code (1.108):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import json
@@ -69,7 +70,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import egress, ingress
+from . import egress, ingress, warmup
 from . import headers as h
 from .app import AnyMethod, _http_error, create_app
 from .config import Config, resolve_env
@@ -255,6 +256,8 @@ class SdkBackend:
 
         data = []
         for name in self.router.get_model_names():
+            if warmup.is_warmup(name):  # hidden, as the binary mode's front door hides them
+                continue
             info = create_model_info_response(model_id=name, provider="openai", llm_router=self.router)
             info["id"] = name
             data.append(dict(info))
@@ -590,6 +593,30 @@ class SseAnswer:
                 await _close(self.result)
 
 
+async def warm_up(sdk: SdkBackend) -> list[warmup.Outcome]:
+    """The binary mode's warm-up (``warmup.py``) in-process: every API shape through the Router
+    on the hidden warm-up groups, which LiteLLM answers itself (no provider is called)."""
+    started = time.monotonic()
+    groups = [m["model_name"] for m in sdk.settings.model_list if warmup.is_warmup(m.get("model_name"))]
+
+    async def one(group: str, path: str, stream: bool, body: dict) -> warmup.Outcome:
+        began = time.monotonic()
+        route = "anthropic_messages" if path == "/v1/messages" else "acompletion"
+        status, error = 200, ""
+        try:
+            result = await getattr(sdk.router, route)(**body)
+            if hasattr(result, "__aiter__"):
+                async for _ in result:
+                    pass
+        except Exception as exc:  # noqa: BLE001 -- reported, never fatal
+            status, error = None, type(exc).__name__
+        return warmup.Outcome(group, path, stream, status, (time.monotonic() - began) * 1000, error)
+
+    outcomes = list(await asyncio.gather(*(one(*r) for r in warmup.requests(groups))))
+    log.info("SDK mode: %s", warmup.summary(outcomes, time.monotonic() - started))
+    return outcomes
+
+
 async def health(request: Request) -> JSONResponse:
     """The proxy's own state; LiteLLM runs in this process, so it is ready whenever we answer."""
     runtime: Runtime = request.state.runtime
@@ -598,7 +625,8 @@ async def health(request: Request) -> JSONResponse:
         "status": "ok",
         "memory_proxy": ingress.proxy_status(runtime),
         "litellm": {"ready": True, "mode": "sdk", "version": sdk.version,
-                    "models": len(sdk.router.get_model_names()), "startup_s": round(sdk.started_s, 2)},
+                    "models": sum(1 for name in sdk.router.get_model_names() if not warmup.is_warmup(name)),
+                    "startup_s": round(sdk.started_s, 2)},
     })
 
 
@@ -633,6 +661,7 @@ def create_sdk_app(
             backend = SdkBackend.start(settings, runtime)
             log.info("SDK mode: LiteLLM %s Router with %d deployments ready in %.1f s", backend.version,
                      len(settings.model_list), backend.started_s)
+            await warm_up(backend)  # before the server listens: `up` sees /health only after it
             app.state.sdk = backend
             try:
                 yield {**state, "sdk": backend}

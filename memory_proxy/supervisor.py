@@ -426,6 +426,7 @@ class Supervisor:
         self.error: dict | None = None
         self.started_at = time.time()
         self.events: list[str] = []
+        self.master_key = ""  # LiteLLM's, for the warm-up requests
 
     # -- reporting --
 
@@ -551,15 +552,16 @@ class Supervisor:
         """Bring both processes up and healthy, or raise LaunchError with nothing left running.
 
         LiteLLM and the memory proxy start at the same moment: the memory proxy needs nothing
-        from LiteLLM to start (until LiteLLM is ready it answers 503 with ``Retry-After``, and
-        its ``/health`` says ``degraded``), so ``up`` is done about when LiteLLM is ready instead
+        from LiteLLM to start (until LiteLLM is ready it holds requests for up to
+        ``memory_proxy.startup_wait``, then answers 503 with ``Retry-After``, and its ``/health`` says
+        ``degraded``), so ``up`` is done about when LiteLLM is ready instead
         of a memory-proxy start (1-2 s) later. While waiting for one, the other is watched
         too: whichever exits first is named, with the last lines of its own log."""
         self.state.ensure()
         self.set_phase("checking the config, ports and binary")
         self.config = config = self.preflight()
         proxy = config.proxy
-        master_key = self.state.master_key(self.environ)
+        master_key = self.master_key = self.state.master_key(self.environ)
         egress_secret = secrets.token_urlsafe(32)
         base_env = dict(self.environ)
         no_proxy = ",".join(filter(None, [base_env.get("NO_PROXY") or base_env.get("no_proxy"),
@@ -600,7 +602,8 @@ class Supervisor:
             status = http_status(litellm_url + "/health/readiness", timeout=5)
             if status != 200:
                 self.event(f"warning: the LiteLLM at {litellm_url} is not ready (GET /health/readiness: "
-                           f"{status or 'no answer'}); the memory proxy answers 503 until it is")
+                           f"{status or 'no answer'}); the memory proxy holds requests until it is "
+                           "(memory_proxy.startup_wait), then answers 503")
 
         env = dict(base_env)
         env[MASTER_KEY_ENV] = master_key
@@ -621,6 +624,8 @@ class Supervisor:
             self._wait_until(litellm, litellm.ready_url, deadline, "LiteLLM", watch=(memory,))
             self.event(f"LiteLLM is ready (pid {litellm.proc.pid}, "
                        f"{time.monotonic() - litellm.started_mono:.1f} s)")
+            self.set_phase("warming LiteLLM up (no provider is called)")
+            self.warm_up(litellm)
         self.set_phase(f"waiting for the memory proxy: GET {mp_base}/health")
         accept = (200, 503) if self.litellm_url else (200,)
         watch = (litellm,) if litellm is not None else ()
@@ -631,6 +636,16 @@ class Supervisor:
             self._start_sdk(SDK, self.sdk_port_for(config), base_env, master_key)
         self.record_state = "running"
         self.set_phase("running")
+
+    def warm_up(self, litellm: Child) -> None:
+        """One mock answer per API shape and provider family (``warmup.py``), logged; a failed
+        warm-up is reported and costs only the first real request's speed."""
+        from . import warmup
+
+        started = time.monotonic()
+        groups = [warmup.PREFIX + name for name in warmup.families(self.config)]
+        outcomes = warmup.run(f"http://127.0.0.1:{litellm.port}", self.master_key, groups)
+        self.event(warmup.summary(outcomes, time.monotonic() - started))
 
     def _spawn(self, child: Child) -> None:
         log_path = self.state.log_file(LOG_NAMES[child.name])
@@ -697,10 +712,12 @@ class Supervisor:
             code = child.proc.poll()
             if code is None:
                 if child.awaiting_ready and http_status(child.ready_url, timeout=1.0) == 200:
-                    child.awaiting_ready = False
-                    child.last_answer = now
                     self.event(f"{label} is ready again (pid {child.proc.pid}, "
                                f"{now - child.started_mono:.1f} s after the restart)")
+                    if child.name == LITELLM:
+                        self.warm_up(child)  # before status says healthy again
+                    child.awaiting_ready = False
+                    child.last_answer = time.monotonic()
                     self.save_record()
                 elif now - child.last_probe >= PROBE_EVERY:
                     child.last_probe = now
@@ -718,7 +735,8 @@ class Supervisor:
             child.backoff = min(child.backoff * 2, BACKOFF_MAX)
             self.event(f"{label} (pid {child.proc.pid}) exited ({describe_exit(code)}) after {ran:.0f} s; "
                        f"restarting in {delay:g} s"
-                       + ("; meanwhile the memory proxy answers 503" if child.name == LITELLM else ""))
+                       + ("; meanwhile the memory proxy holds new requests for it (memory_proxy.startup_wait)"
+                          if child.name == LITELLM else ""))
             child.proc = None
             child.restart_at = now + delay
             self.save_record()
@@ -851,11 +869,13 @@ def _entry_status(name: str, entry: Mapping[str, Any] | None, probe_url: str | N
         if name in (MEMORY, SDK):
             info["healthy"] = proc is not None and code in (200, 503)
             try:
-                info["litellm_ready"] = bool(json.loads(body)["litellm"]["ready"])
-            except (ValueError, KeyError, TypeError):
+                answer = json.loads(body)
+                info["litellm_ready"] = bool(answer["litellm"]["ready"])
+                info["waiting_for_litellm"] = int(answer["memory_proxy"].get("waiting_for_litellm") or 0)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 info["litellm_ready"] = False
-        else:
-            info["healthy"] = code == 200 and (proc is not None or entry is None)
+        else:  # a restarted LiteLLM is "starting" until the supervisor has warmed it up too
+            info["healthy"] = code == 200 and (proc is not None or entry is None) and not info.get("starting")
     else:
         info["healthy"] = proc is not None
     return info

@@ -66,6 +66,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
+import bench_startup  # noqa: E402  (scripts/: the part "first requests and restarts")
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 import yaml  # noqa: E402
@@ -749,6 +750,10 @@ def run(args: argparse.Namespace) -> dict:
             errors_during=sum(r["errors"] for r in runs),
             chain_proxy=psutil.Process(chain_pid).memory_info().rss / 2**20)
         log(f"memory proxy RSS after {done_} requests: {rss_after:.1f} MB")
+        bench.launcher(chain_cfg, chain_state, "down", timeout=120)  # its own chain, on a calmer machine
+        bench.states.remove((chain_cfg, chain_state))
+        log("first requests and restarts (scripts/bench_startup.py) ...")
+        results["startup"] = bench_startup.run_part(bench, workdir, provider, sm_port, tuple(free_ports(2)))
     finally:
         log("stopping everything ...")
         bench.stop()
@@ -761,8 +766,31 @@ def run(args: argparse.Namespace) -> dict:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1, default=float))
     print(render(results))
+    print(bench_startup.render(results["startup"]))
     print(f"\nJSON: {json_path}")
     return results
+
+
+def run_startup_only(args: argparse.Namespace) -> dict:
+    """``--startup-only``: the emulator and the part "first requests and restarts" alone."""
+    workdir = Path(tempfile.mkdtemp(prefix="memory-proxy-bench-"))
+    provider, sm_port, port, litellm_port = free_ports(4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORY_PROXY_")}
+    env.update(BENCH_PROVIDER_KEY="sk-emulator-" + secrets.token_hex(8),
+               BENCH_SUPERMEMORY_KEY="sm-emulator-" + secrets.token_hex(8), PYTHONUNBUFFERED="1")
+    env.pop("LITELLM_MASTER_KEY", None)
+    bench = Bench(args, workdir, env)
+    try:
+        bench.start_emulator([provider, sm_port], provider, 0)  # no direct path here
+        log(f"work folder {workdir}; first requests and restarts (scripts/bench_startup.py) ...")
+        part = bench_startup.run_part(bench, workdir, provider, sm_port, (port, litellm_port))
+    finally:
+        bench.stop()
+    json_path = Path(args.json) if args.json else workdir / "benchmark-startup.json"
+    json_path.write_text(json.dumps({"machine": machine(), "startup": part}, indent=1, default=float))
+    print(bench_startup.render(part))
+    print(f"\nJSON: {json_path}")
+    return part
 
 
 # --- figures -----------------------------------------------------------------------------------
@@ -994,9 +1022,11 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=8, help="content chunks per streamed answer")
     parser.add_argument("--direct-processes", type=int, default=None,
                         help="emulator processes serving the direct path (default: one per core)")
+    parser.add_argument("--startup-only", action="store_true",
+                        help="only the part 'first requests and restarts' (scripts/bench_startup.py, about 2 minutes)")
     args = parser.parse_args()
     try:
-        run(args)
+        run_startup_only(args) if args.startup_only else run(args)
     except KeyboardInterrupt:
         log("interrupted")
         return 130

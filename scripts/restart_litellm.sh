@@ -7,7 +7,8 @@
 # Sends SIGTERM (--kill: SIGKILL, for a LiteLLM that hangs) to the LiteLLM pid recorded in
 # the state folder (checked by `start_proxies.py status` to still be that process), lets the
 # supervisor restart it with the same generated config, and waits until `status` is healthy
-# again; meanwhile the memory proxy answers 503 with Retry-After. Works from any directory;
+# again; meanwhile the memory proxy holds new requests until LiteLLM is back (503 with Retry-After
+# past memory_proxy.startup_wait or startup_queue). Works from any directory;
 # never signals anything but the recorded pid. Exit 0 once LiteLLM is back and healthy.
 set -euo pipefail
 
@@ -28,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     --kill)
       sig=KILL; shift ;;
     -h|--help)
-      sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *)
       echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac

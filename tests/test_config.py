@@ -96,7 +96,9 @@ def test_missing_provider_key_only_disables_that_model():
     assert [m.missing_env for m in config.models] == [("NOPE_KEY",), ()]
     assert any("'a' is disabled" in w and "NOPE_KEY" in w for w in config.warnings)
     generated = litellm_config.build_litellm_config(config, "http://127.0.0.1:8764/_egress", ENV)
-    assert [m["model_name"] for m in generated["model_list"]] == ["b"]
+    # b, and the hidden warm-up group of its provider family (from b's model: a is left out)
+    assert [m["model_name"] for m in generated["model_list"]] == ["b", "memory-proxy-warmup/openai"]
+    assert generated["model_list"][1]["litellm_params"] == {"model": "openai/y", "mock_response": "ok"}
 
 
 def test_environment_references_resolve_everywhere_in_our_sections():

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -178,11 +179,15 @@ def test_body_over_limit_is_413(emu, proxy):
     assert records(emu) == []
 
 
-def test_litellm_down_is_a_quick_503(emu, tmp_path):
+def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
-    with running_proxy(emu.url, litellm_url=f"http://127.0.0.1:{closed}") as server:
+        return s.getsockname()[1]
+
+
+def test_litellm_down_is_a_quick_503_when_nothing_may_wait(emu, tmp_path):
+    closed = closed_port()
+    with running_proxy(emu.url, litellm_url=f"http://127.0.0.1:{closed}", extra="  startup_wait: 0") as server:
         start = time.monotonic()
         r = httpx.post(server.url + "/v1/chat/completions", json=CHAT)
         assert time.monotonic() - start < 1.0
@@ -191,6 +196,73 @@ def test_litellm_down_is_a_quick_503(emu, tmp_path):
         health = httpx.get(server.url + "/health")
         assert health.status_code == 503
         assert health.json()["memory_proxy"]["status"] == "ok" and health.json()["litellm"]["ready"] is False
+
+
+def _health(server) -> dict:
+    return httpx.get(server.url + "/health").json()["memory_proxy"]
+
+
+def _until(predicate, what: str, timeout: float = 20.0):
+    """Polls ``predicate`` until it returns something true (a bound against hangs, not a timing claim)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+    return value
+
+
+def test_a_request_waits_for_litellm_to_listen_then_is_relayed_once(emu, tmp_path):
+    port = closed_port()
+    with running_proxy(emu.url, litellm_url=f"http://127.0.0.1:{port}") as server:
+        answers: dict[str, httpx.Response] = {}
+
+        def ask(name: str, path: str, **kwargs) -> None:
+            answers[name] = httpx.request(kwargs.pop("method", "POST"), server.url + path, timeout=30, **kwargs)
+
+        threads = [threading.Thread(target=ask, args=("chat", "/v1/chat/completions"), kwargs={"json": CHAT}),
+                   threading.Thread(target=ask, args=("models", "/v1/models"),
+                                    kwargs={"method": "GET", "headers": {"anthropic-version": "2023-06-01"}})]
+        for t in threads:
+            t.start()
+        _until(lambda: _health(server)["waiting_for_litellm"] == 2, "both requests wait")
+        with ServerThread(emulator.create_app(chunk_delay=0.01, chunks=2), port=port) as late:
+            for t in threads:
+                t.join(timeout=30)
+            assert answers["chat"].status_code == 200, answers["chat"].text
+            assert answers["chat"].json()["choices"][0]["message"]["content"]
+            assert answers["models"].status_code == 200 and answers["models"].json()["data"] is not None
+            assert len(records(late, "/v1/chat/completions")) == 1  # sent once
+            assert _health(server)["waiting_for_litellm"] == 0
+
+
+def test_past_the_queue_or_the_wait_a_request_gets_503_with_retry_after(emu, tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}"
+    with running_proxy(emu.url, litellm_url=url, extra="  startup_wait: 0.3\n  startup_queue: 1") as server:
+        held = []
+        t = threading.Thread(target=lambda: held.append(httpx.post(server.url + "/v1/chat/completions", json=CHAT,
+                                                                   timeout=30)))
+        t.start()
+        _until(lambda: _health(server)["waiting_for_litellm"] == 1, "the first request waits")
+        over = httpx.post(server.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        t.join(timeout=30)
+    assert over.status_code == 503 and over.headers["retry-after"], over.text
+    assert "startup_queue" in over.json()["error"]["message"]
+    assert held[0].status_code == 503 and held[0].headers["retry-after"], held[0].text
+    assert "startup_wait" in held[0].json()["error"]["message"]
+    assert held[0].json()["error"]["type"] == "service_unavailable"
+
+
+def test_a_client_that_leaves_while_waiting_leaves_no_task_behind(emu, tmp_path):
+    with running_proxy(emu.url, litellm_url=f"http://127.0.0.1:{closed_port()}") as server:
+        before = _health(server)["tasks"]
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                body = json.dumps(CHAT).encode()
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                _until(lambda: _health(server)["waiting_for_litellm"] == 1, "the request waits")
+            _until(lambda: _health(server)["waiting_for_litellm"] == 0, "the request stops waiting")
+            _until(lambda: _health(server)["tasks"] <= before, "its tasks end")
 
 
 def test_upstream_timeout_is_504_and_protocol_breakage_502(emu, proxy):

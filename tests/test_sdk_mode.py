@@ -125,6 +125,28 @@ def test_lifespan_sets_and_restores_litellm_globals(emu, tmp_path):
     assert (litellm.aclient_session, litellm.drop_params) == before
 
 
+def test_startup_warms_every_api_shape_in_process_without_calling_a_provider(emu, tmp_path, caplog):
+    from memory_proxy.sdk_mode import create_sdk_app
+
+    providers, supermemory = emu
+    httpx.post(providers.url + "/_emulator/reset")
+    port = free_port()
+    extra = """  - model_name: claude
+    litellm_params: {model: anthropic/claude-3-5-haiku-latest, api_base: "%s", api_key: os.environ/OPENAI_API_KEY}
+""" % providers.url
+    text = config_text(providers.url, supermemory.url, port).replace("litellm_settings:", extra + "litellm_settings:")
+    config = parse_config(text, tmp_path / "c.yaml", ENV)
+    app = create_sdk_app(config, master_key="unused-master-key", egress_secret="s" * 32, port=port, environ=ENV)
+    caplog.set_level("INFO", logger="memory_proxy")
+    with ServerThread(app, port=port):
+        assert httpx.get(providers.url + "/_emulator/requests").json() == []  # no provider was called
+        warmed = [r.getMessage() for r in caplog.records if "warmed LiteLLM" in r.getMessage()]
+        assert len(warmed) == 1 and "for openai, anthropic (8 of 8 answered)" in warmed[0], warmed
+        listing = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+        assert [m["id"] for m in listing["data"]] == ["plain", "memory", "claude"]  # warm-up groups hidden
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["litellm"]["models"] == 3
+
+
 def test_unknown_router_settings_are_ignored_not_fatal(emu, tmp_path, caplog):
     from memory_proxy.sdk_mode import create_sdk_app
 

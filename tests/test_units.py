@@ -139,3 +139,61 @@ def test_health_probe_reads_every_framing_and_gives_up_cleanly():
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]
     assert http_get(f"http://127.0.0.1:{port}/health") == (None, b"")  # refused
+
+
+# --- warm-up (memory_proxy/warmup.py) ------------------------------------------------------
+
+
+def test_warm_up_groups_one_per_provider_family_of_the_models_litellm_gets():
+    from pathlib import Path
+
+    from memory_proxy import warmup
+    from memory_proxy.config import parse_config
+
+    text = """model_list:
+  - {model_name: a, litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/K}}
+  - {model_name: b, litellm_params: {model: openai/gpt-4o}}
+  - {model_name: c, litellm_params: {model: anthropic/claude-3-5-haiku-latest, api_key: os.environ/UNSET_K}}
+  - {model_name: d, litellm_params: {model: my-model, custom_llm_provider: hosted_vllm}}
+"""
+    config = parse_config(text, Path("t.yaml"), {"K": "k"})
+    assert warmup.families(config) == {"openai": "openai/gpt-4o-mini", "hosted_vllm": "my-model"}  # c: key unset
+    assert warmup.deployments(config) == [
+        {"model_name": "memory-proxy-warmup/openai",
+         "litellm_params": {"model": "openai/gpt-4o-mini", "mock_response": "ok"}},
+        {"model_name": "memory-proxy-warmup/hosted_vllm",
+         "litellm_params": {"model": "my-model", "mock_response": "ok"}},
+    ]
+    shapes = [(path, stream) for _, path, stream, _ in warmup.requests(["memory-proxy-warmup/openai"])]
+    assert shapes == [("/v1/chat/completions", False), ("/v1/chat/completions", True), ("/v1/messages", False),
+                      ("/v1/messages", True)]
+
+
+def test_warm_up_summary_names_what_was_warmed_and_what_failed():
+    from memory_proxy import warmup
+
+    sent = []
+
+    def send(url, body, headers):
+        sent.append((url, body["stream"], headers["authorization"]))
+        return (None, "ConnectionRefusedError") if body["stream"] and url.endswith("/v1/messages") else (200, "")
+
+    outcomes = warmup.run("http://127.0.0.1:9/", "sk-master", ["memory-proxy-warmup/openai"], send=send)
+    assert sorted(sent) == sorted([("http://127.0.0.1:9/v1/chat/completions", False, "Bearer sk-master"),
+                                   ("http://127.0.0.1:9/v1/chat/completions", True, "Bearer sk-master"),
+                                   ("http://127.0.0.1:9/v1/messages", False, "Bearer sk-master"),
+                                   ("http://127.0.0.1:9/v1/messages", True, "Bearer sk-master")])
+    line = warmup.summary(outcomes, 1.23)
+    assert line.startswith("warmed LiteLLM in 1.2 s without calling a provider")
+    assert "for openai (3 of 4 answered)" in line
+    assert "/v1/messages (streamed, memory-proxy-warmup/openai) failed: no answer ConnectionRefusedError" in line
+    assert "sk-master" not in line
+
+
+def test_model_listings_leave_the_warm_up_groups_out_in_every_shape():
+    from memory_proxy.ingress import without_warmup_groups
+
+    openai = {"object": "list", "data": [{"id": "a"}, {"id": "memory-proxy-warmup/openai"}, {"id": "b"}]}
+    assert without_warmup_groups(openai) == {"object": "list", "data": [{"id": "a"}, {"id": "b"}]}
+    codex = {"models": [{"slug": "memory-proxy-warmup/anthropic"}, {"slug": "c"}]}
+    assert without_warmup_groups(codex) == {"models": [{"slug": "c"}]}

@@ -51,10 +51,13 @@ def port_taken(port: int) -> bool:
 
 
 def config_text(provider: int, supermemory: int, proxy_port: int, litellm_port: int, extra: str = "", *,
-                models: str = "", read_timeout: float = 60, total_timeout: float | None = None) -> str:
+                models: str = "", read_timeout: float = 60, total_timeout: float | None = None,
+                startup_wait: float = 120) -> str:
     """The test stacks' config: four models on the emulator (two Supermemory-backed) and one
     whose key is never set, then ``models`` (more ``model_list`` entries, ``{a}`` standing for
-    the provider URL and ``{b}`` for Supermemory's); ``extra`` lines go under ``memory_proxy``."""
+    the provider URL and ``{b}`` for Supermemory's); ``extra`` lines go under ``memory_proxy``.
+    ``startup_wait``: a LiteLLM restart takes 14-20 s on an idle machine, far more on a loaded
+    one, and requests sent meanwhile must wait for it rather than get a 503."""
     a, b = f"http://127.0.0.1:{provider}", f"http://127.0.0.1:{supermemory}"
     timeouts = f"connect: 2, read: {read_timeout:g}" + (f", total: {total_timeout:g}" if total_timeout else "")
     return f"""
@@ -82,6 +85,7 @@ model_list:
 memory_proxy:
   port: {proxy_port}
   litellm_port: {litellm_port}
+  startup_wait: {startup_wait:g}
   timeouts: {{{timeouts}}}
   supermemory:
     base_url: {b}

@@ -1,7 +1,8 @@
 """LiteLLM killed (SIGKILL) or frozen (SIGSTOP) under live requests and streams.
 
 Killed: a request in flight gets a 503 with Retry-After, streams end with an error event in
-their own format, at once; the supervisor restarts LiteLLM with back-off (1 s, then 2 s for a
+their own format, at once (nothing LiteLLM may have seen is sent again); a request sent while
+it is away waits for it; the supervisor restarts LiteLLM with back-off (1 s, then 2 s for a
 second death soon after); once it is back every request succeeds. Frozen: the request gets a
 504 after ``timeouts.read``, streams an error event; after SIGCONT everything works. The
 memory proxy is the same process throughout. (SIGKILL first: it also ends the LiteLLM request
@@ -13,13 +14,15 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import threading
 import time
 
 import httpx
 import pytest
 
-from .conftest import ANTHROPIC_HEADERS, CHAT, MESSAGES, READ_TIMEOUT, fault, metric, seen
+from .conftest import (ANTHROPIC_HEADERS, CHAT, MESSAGES, PLAIN, READ_TIMEOUT, assert_openai_error, bad_input, fault,
+                       free_port, metric, post_bytes, seen, start_direct)
 
 SLACK = 2.5
 
@@ -134,16 +137,19 @@ def test_sigkill_mid_request_and_mid_stream(stack, proxy_pid):
         assert error["message"] and s.ended - killed < 1.0, (error, s.ended - killed)
         seen("stream error after SIGKILL", s.data[-400:])
         fault(f"LiteLLM SIGKILLed mid-stream ({'Anthropic' if s.path == MESSAGES else 'OpenAI'} format error event)")
-    # While it is away: quick 503s with Retry-After, and /health says degraded.
+    # While it is away a new request waits for it (memory_proxy.startup_wait), and /health says
+    # degraded and how many wait; once LiteLLM is back the request is answered.
+    held = InFlight(stack.proxy_url, CHAT, "faulty", False)
     with httpx.Client(base_url=stack.proxy_url, trust_env=False, timeout=30) as c:
-        started = time.monotonic()
-        answer = c.post(CHAT, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
-        assert answer.status_code == 503 and answer.headers["retry-after"], answer.text
-        assert time.monotonic() - started < 1.0
-        health = c.get("/health")
+        deadline = time.monotonic() + 30
+        while (health := c.get("/health")).json()["memory_proxy"]["waiting_for_litellm"] < 1:
+            assert held.status is None and time.monotonic() < deadline, (held.status, held.data[:300])
+            time.sleep(0.05)
         assert health.status_code == 503 and health.json()["memory_proxy"]["status"] == "ok"
-        fault("request while LiteLLM is down (503)")
     took = wait_ready_again(stack, killed_pid)
+    held.join()
+    assert held.status == 200 and json.loads(held.data)["choices"], held.data[:300]
+    fault("request while LiteLLM is down (held, answered once it is back)")
     metric(f"LiteLLM back {took:.0f} s after SIGKILL (supervisor restart + LiteLLM startup)")
     log = (stack.state / "logs" / "supervisor.log").read_text()
     assert f"LiteLLM (pid {killed_pid}) exited (signal SIGKILL)" in log and "restarting in 1 s" in log, log[-1500:]
@@ -159,6 +165,29 @@ def test_a_second_death_soon_after_backs_off_longer(stack, proxy_pid):
     every_request_succeeds(stack, n=4)
     assert stack.status()["processes"]["litellm"]["restarts"] >= 2
     fault("LiteLLM SIGKILLed again soon after (back-off 2 s)")
+
+
+def test_every_start_warms_litellm_up_without_calling_a_provider(stack, proxy_pid):
+    """``up`` and every restart send LiteLLM one mock answer per API shape and provider family
+    (memory_proxy/warmup.py) before anything says healthy; none of them reaches a provider."""
+    lines = (stack.state / "logs" / "supervisor.log").read_text().splitlines()
+    ready = next(i for i, line in enumerate(lines) if "LiteLLM is ready (pid" in line)
+    warmed = next(i for i, line in enumerate(lines) if "warmed LiteLLM" in line)
+    proxy_ready = next(i for i, line in enumerate(lines) if "memory proxy is ready" in line)
+    assert ready < warmed < proxy_ready, lines[ready:proxy_ready + 1]
+    assert "for openai, anthropic (8 of 8 answered)" in lines[warmed], lines[warmed]
+    before = stack.emu.request_count()
+    pid = stack.signal_litellm(signal.SIGKILL)
+    wait_ready_again(stack, pid)
+    assert stack.emu.requests_since(before) == []  # the warm-up after the restart called no provider
+    lines = (stack.state / "logs" / "supervisor.log").read_text().splitlines()
+    died = next(i for i, line in enumerate(lines) if f"LiteLLM (pid {pid}) exited" in line)
+    again = next(i for i, line in enumerate(lines[died:], died) if "LiteLLM is ready again" in line)
+    assert "(8 of 8 answered)" in lines[again + 1] and "warmed LiteLLM" in lines[again + 1], lines[died:]
+    # Nothing a warm-up sent has ever reached the emulator in this session.
+    assert not [r for r in stack.emu.requests_since(0) if "warm-up" in json.dumps(r.get("body"))]
+    every_request_succeeds(stack, n=4)
+    fault("LiteLLM warmed up after a restart, no provider called")
 
 
 def test_sigstop_mid_request_is_a_504_and_mid_stream_an_error_event_then_sigcont_recovers(stack, proxy_pid):
@@ -197,3 +226,86 @@ def test_sigstop_mid_request_is_a_504_and_mid_stream_an_error_event_then_sigcont
     assert after["active_streams"] == before["active_streams"], after
     every_request_succeeds(stack)
     assert stack.pid("litellm") == litellm_pid, "a frozen LiteLLM was restarted instead of thawed"
+
+
+# --- waiting for a LiteLLM that is not there: a memory proxy alone, in front of a closed port ---
+
+
+def _alone(stack, tmp_path, name: str, keys: str):
+    """``python -m memory_proxy`` (a real process, no supervisor) in front of a port nothing
+    listens on, with ``keys`` in place of the suite's ``startup_wait``."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    config = tmp_path / f"{name}.yaml"
+    text = stack.config.read_text()
+    assert "  startup_wait: 120\n" in text
+    config.write_text(text.replace("  startup_wait: 120\n", keys))
+    return start_direct(config, tmp_path / f"{name}-state", free_port(), f"http://127.0.0.1:{closed}",
+                        secret="s" * 32)
+
+
+def _waiting(proxy) -> dict:
+    return httpx.get(proxy.url + "/health", trust_env=False, timeout=10).json()["memory_proxy"]
+
+
+def _until(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+    return value
+
+
+def test_past_startup_queue_or_startup_wait_a_request_gets_503_with_retry_after(stack, tmp_path):
+    proxy = _alone(stack, tmp_path, "bounds", "  startup_wait: 1.5\n  startup_queue: 2\n")
+    try:
+        held: list[httpx.Response] = []
+        threads = [threading.Thread(target=lambda: held.append(
+            httpx.post(proxy.url + CHAT, json=PLAIN, trust_env=False, timeout=30))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        _until(lambda: _waiting(proxy)["waiting_for_litellm"] == 2, "two requests wait")
+        over = httpx.post(proxy.url + CHAT, json=PLAIN, trust_env=False, timeout=30)
+        error = assert_openai_error(over, 503, "over startup_queue")
+        assert "startup_queue" in error["message"] and over.headers["retry-after"], over.text
+        bad_input("a request over memory_proxy.startup_queue (503)")
+        for t in threads:
+            t.join(30)
+        assert len(held) == 2
+        for answer in held:
+            error = assert_openai_error(answer, 503, "past startup_wait")
+            assert "startup_wait (1.5 s)" in error["message"] and answer.headers["retry-after"], answer.text
+            assert error["type"] == "service_unavailable"
+        fault("LiteLLM away past memory_proxy.startup_wait (503)", 2)
+        assert _waiting(proxy)["waiting_for_litellm"] == 0
+    finally:
+        proxy.stop()
+
+
+def test_clients_that_walk_away_while_waiting_leave_no_task_behind(stack, tmp_path):
+    proxy = _alone(stack, tmp_path, "walk-away", "  startup_wait: 120\n")
+    try:
+        baseline = _waiting(proxy)["tasks"]
+        for messages in (False, True):
+            socks = []
+            for i in range(10):
+                sock = socket.create_connection(("127.0.0.1", proxy.port))
+                body = {"model": "faulty-claude" if messages else "faulty", "max_tokens": 8, "stream": i % 2 == 0,
+                        "messages": [{"role": "user", "content": f"leaving {i}"}]}
+                sock.sendall(post_bytes(MESSAGES if messages else CHAT, body, close=False))
+                socks.append(sock)
+            _until(lambda: _waiting(proxy)["waiting_for_litellm"] == 10, "ten requests wait")
+            assert _waiting(proxy)["tasks"] > baseline
+            for i, sock in enumerate(socks):
+                if i % 2:  # reset, as a killed client does; else a plain close
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.close()
+            _until(lambda: _waiting(proxy)["waiting_for_litellm"] == 0, "nobody waits any more")
+            _until(lambda: _waiting(proxy)["tasks"] <= baseline, "every task of theirs ended")
+        fault("clients walked away while waiting for LiteLLM (no task left)", 20)
+        health = httpx.get(proxy.url + "/health", trust_env=False, timeout=10)
+        assert health.status_code == 503 and health.json()["memory_proxy"]["status"] == "ok"
+        assert proxy.proc.poll() is None
+    finally:
+        proxy.stop()

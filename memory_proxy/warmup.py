@@ -1,0 +1,134 @@
+"""Warm LiteLLM up before the first real request: one answer per API shape and provider family.
+
+LiteLLM imports the code of each route and provider dialect on the first request that needs
+it (about 1.2 s for the first ``/v1/messages`` on a small machine). So after LiteLLM is ready,
+and after every restart, the supervisor sends it one request per API shape the memory proxy
+serves (``/v1/chat/completions`` and ``/v1/messages``, streamed and not) for each provider
+family in the model list, and ``up`` reports healthy only after that.
+
+None of them may reach a provider. LiteLLM 1.108 drops a client's ``mock_response`` field,
+even with the master key (``_UNTRUSTED_ROOT_CONTROL_FIELDS``; tried: every such request
+reached the emulator), so the generated config gets one hidden model group per family,
+``memory-proxy-warmup/<family>``, whose only deployment has ``mock_response`` in its
+``litellm_params``: LiteLLM answers it itself, through the same route and dialect code. The
+memory proxy leaves those groups out of every ``/v1/models`` answer; calling one answers "ok".
+
+Standard library only: the supervisor imports this.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from .config import Config
+
+PREFIX = "memory-proxy-warmup/"
+SHAPES = (("/v1/chat/completions", False), ("/v1/chat/completions", True), ("/v1/messages", False),
+          ("/v1/messages", True))
+TIMEOUT = 60.0  # a warm-up answer that takes longer is reported, not waited for
+
+
+def family(params: dict) -> str:
+    """The provider family of a deployment: ``custom_llm_provider``, else the model's prefix."""
+    model = str(params.get("model") or "")
+    return str(params.get("custom_llm_provider") or (model.split("/", 1)[0] if "/" in model else model))
+
+
+def families(config: Config) -> dict[str, str]:
+    """Family -> the model string of its first deployment LiteLLM gets (keys set)."""
+    found: dict[str, str] = {}
+    for item, info in zip(config.raw.get("model_list") or [], config.models):
+        if info.missing_env or not isinstance(item, dict) or not isinstance(item.get("litellm_params"), dict):
+            continue
+        params = item["litellm_params"]
+        found.setdefault(family(params), str(params.get("model")))
+    return found
+
+
+def deployments(config: Config) -> list[dict]:
+    """The hidden warm-up groups for the generated config: LiteLLM answers them itself."""
+    return [{"model_name": PREFIX + name, "litellm_params": {"model": model, "mock_response": "ok"}}
+            for name, model in families(config).items()]
+
+
+def is_warmup(model: object) -> bool:
+    return isinstance(model, str) and model.startswith(PREFIX)
+
+
+def requests(groups: Iterable[str]) -> list[tuple[str, str, bool, dict]]:
+    """(group, path, stream, body) of every warm-up request."""
+    out = []
+    for group in groups:
+        for path, stream in SHAPES:
+            out.append((group, path, stream, {"model": group, "max_tokens": 8, "stream": stream,
+                                              "messages": [{"role": "user", "content": "warm-up"}]}))
+    return out
+
+
+@dataclass
+class Outcome:
+    group: str
+    path: str
+    stream: bool
+    status: int | None  # None: no answer
+    ms: float
+    error: str = ""
+
+
+def post(url: str, body: dict, headers: dict[str, str], timeout: float = TIMEOUT) -> tuple[int | None, str]:
+    """(status, "") of one JSON POST, its answer read to the end; (None, the error's name) without one."""
+    import http.client  # here: the supervisor imports this module for `status` too
+
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("POST", parts.path, body=json.dumps(body).encode(),
+                     headers={"content-type": "application/json", **headers})
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status, ""  # an error body is not logged: it may quote the request's key
+    except (OSError, http.client.HTTPException) as exc:
+        return None, type(exc).__name__
+    finally:
+        conn.close()
+
+
+def run(base_url: str, master_key: str, groups: Iterable[str],
+        send: Callable[[str, dict, dict[str, str]], tuple[int | None, str]] = post) -> list[Outcome]:
+    """Send every warm-up request to the LiteLLM at ``base_url`` at once (their waits overlap)."""
+    headers = {"authorization": f"Bearer {master_key}", "anthropic-version": "2023-06-01"}
+    todo = requests(groups)
+
+    def one(item: tuple[str, str, bool, dict]) -> Outcome:
+        group, path, stream, body = item
+        started = time.monotonic()
+        status, error = send(base_url.rstrip("/") + path, body, headers)
+        return Outcome(group, path, stream, status, (time.monotonic() - started) * 1000, error)
+
+    if not todo:
+        return []
+    with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+        return list(pool.map(one, todo))
+
+
+def summary(outcomes: list[Outcome], seconds: float) -> str:
+    """One line for the supervisor's log: what was warmed, and what failed."""
+    if not outcomes:
+        return "warm-up: no model to warm"
+    names = ", ".join(dict.fromkeys(o.group[len(PREFIX):] for o in outcomes))
+    failed = [o for o in outcomes if o.status != 200]
+    line = (f"warmed LiteLLM in {seconds:.1f} s without calling a provider: /v1/chat/completions and "
+            f"/v1/messages, streamed and not, for {names} ({len(outcomes) - len(failed)} of {len(outcomes)} "
+            "answered)")
+    for o in failed:
+        line += (f"; {o.path} ({'streamed' if o.stream else 'not streamed'}, {o.group}) failed: "
+                 f"{o.status or 'no answer'} {o.error}".rstrip())
+    return line
