@@ -258,7 +258,7 @@ def test_a_client_that_leaves_while_waiting_leaves_no_task_behind(emu, tmp_path)
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 body = json.dumps(CHAT).encode()
-                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                              b"content-length: %d\r\n\r\n%s" % (len(body), body))
                 _until(lambda: _health(server)["waiting_for_litellm"] == 1, "the request waits")
             _until(lambda: _health(server)["waiting_for_litellm"] == 0, "the request stops waiting")
