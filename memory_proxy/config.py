@@ -24,8 +24,9 @@ HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 OUR_SECTIONS = ("user_id_mappings", "memory_proxy")
 MAPPING_KEYS = ("custom_header", "header_patterns", "default_user_id")
 PROXY_KEYS = ("host", "port", "litellm_port", "api_keys", "max_body_bytes", "max_header_bytes",
-              "requests_per_minute", "timeouts", "supermemory")
+              "requests_per_minute", "timeouts", "supermemory", "usage")
 SUPERMEMORY_KEYS = ("base_url", "api_key", "cloudflare_retry_delay")
+USAGE_KEYS = ("enabled", "retention_days", "max_mb", "queue_size", "database_url")
 DEFAULT_SUPERMEMORY_URL = "https://api.supermemory.ai"
 
 
@@ -59,6 +60,17 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class UsageSettings:
+    """The usage record (docs/usage.md): on by default, SQLite in the state folder."""
+
+    enabled: bool = True
+    retention_days: int = 90
+    max_mb: int = 1024  # the SQLite file is pruned, oldest first, past this size
+    queue_size: int = 10_000  # records waiting for the writer; more are dropped and counted
+    database_url: str | None = None  # postgresql://... instead of SQLite
+
+
+@dataclass(frozen=True)
 class ProxySettings:
     host: str = "127.0.0.1"
     port: int = 8764
@@ -69,6 +81,7 @@ class ProxySettings:
     requests_per_minute: int | None = None
     timeouts: Timeouts = Timeouts()
     supermemory: SupermemorySettings = SupermemorySettings()
+    usage: UsageSettings = UsageSettings()
 
 
 @dataclass(frozen=True)
@@ -384,7 +397,30 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
     retry = c.number(ssection, "cloudflare_retry_delay", spath, SupermemorySettings.cloudflare_retry_delay,
                      integer=False, low=0, high=60)
     supermemory = SupermemorySettings(base_url.rstrip("/"), api_key, retry)
-    return ProxySettings(host, port, litellm_port, tuple(keys), max_body, max_header, rpm, timeouts, supermemory)
+    usage = _usage_settings(c, section.get("usage"), path + ("usage",))
+    return ProxySettings(host, port, litellm_port, tuple(keys), max_body, max_header, rpm, timeouts, supermemory,
+                         usage)
+
+
+def _usage_settings(c: _Checker, raw: Any, path: tuple) -> UsageSettings:
+    section = c.mapping(raw, path, USAGE_KEYS)
+    enabled = c.resolved(section.get("enabled", True), path + ("enabled",), required=True)
+    if not isinstance(enabled, bool):
+        c.fail(path + ("enabled",), f"must be true or false, got {enabled!r}")
+        enabled = True
+    retention = c.number(section, "retention_days", path, UsageSettings.retention_days, integer=True,
+                         low=1, high=100 * 366)
+    max_mb = c.number(section, "max_mb", path, UsageSettings.max_mb, integer=True, low=1, high=10**7)
+    queue_size = c.number(section, "queue_size", path, UsageSettings.queue_size, integer=True, low=10, high=10**7)
+    url = c.resolved(section.get("database_url"), path + ("database_url",), required=True)
+    if url is not None and (not isinstance(url, str) or not re.match(r"^postgres(ql)?://", url)):
+        c.fail(path + ("database_url",), "must be a postgresql://... URL (or leave it out for SQLite in the "
+                                         "state folder)")
+        url = None
+    if url is not None and env_reference(section.get("database_url")) is None and URL_PASSWORD_RE.search(url):
+        c.warnings.append(f"{_dotted(path + ('database_url',))}: literal password in the config; "
+                          "prefer an os.environ/NAME reference")
+    return UsageSettings(enabled, retention, max_mb, queue_size, url)
 
 
 def _supermemory_section(raw: dict) -> dict:

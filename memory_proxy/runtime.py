@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from .config import Config
 from .ratelimit import RateLimiter
+from .usage import UsageLog
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Runtime:
     supermemory_errors: int = 0
     _targets: dict[bytes, httpx.URL] = field(default_factory=dict, repr=False)  # parsing a URL costs ~50 us
     limiter: RateLimiter | None = None
+    usage: UsageLog | None = None  # the usage record's queue; None when memory_proxy.usage.enabled is false
+    usage_reader: Callable[[], Any] | None = None  # opens a read-only store (dashboard)
 
     def __post_init__(self) -> None:
         if self.config.proxy.requests_per_minute:

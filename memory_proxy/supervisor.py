@@ -583,6 +583,8 @@ class Supervisor:
             env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True")
             env[MASTER_KEY_ENV] = master_key
             env[EGRESS_SECRET_ENV] = egress_secret
+            if proxy.usage.enabled:
+                env.update(litellm_config.usage_callback_env(proxy.port, connect_host(proxy.host), egress_secret))
             base = f"http://127.0.0.1:{proxy.litellm_port}"
             litellm = self.children[LITELLM] = Child(
                 LITELLM,
