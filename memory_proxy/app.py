@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route, request_response
 
-from . import cookie_store, egress, ingress, usage_intake
+from . import cookie_store, dashboard, egress, ingress, usage_intake
 from .config import Config
 from .errors import error_response
 from .runtime import Runtime
@@ -70,7 +70,7 @@ def _routed(scope) -> bool:
     """Paths that the router below serves with something other than the ingress relay."""
     path = scope["path"]
     return (path.startswith(egress.EGRESS_PREFIX + "/") or (path == "/health" and scope["method"] in ("GET", "HEAD"))
-            or path == USAGE_CALLBACK_PATH)
+            or path == USAGE_CALLBACK_PATH or dashboard.is_dashboard_path(path))
 
 
 async def _http_error(request: Request, exc: Exception):
@@ -133,6 +133,7 @@ def create_app(
     routes = [
         Route("/health", ingress.health, methods=["GET"]),
         Route(USAGE_CALLBACK_PATH, usage_intake.litellm_callback, methods=["POST"]),
+        *dashboard.routes(),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
         Route("/{path:path}", AnyMethod(ingress.relay)),
     ]

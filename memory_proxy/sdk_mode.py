@@ -69,7 +69,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import egress, ingress
+from . import dashboard, egress, ingress
 from . import headers as h
 from .app import AnyMethod, _http_error, create_app
 from .config import Config, resolve_env
@@ -685,6 +685,7 @@ def create_sdk_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
+        *dashboard.routes(),
         Route("/{path:path}", AnyMethod(handle)),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

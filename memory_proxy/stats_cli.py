@@ -34,6 +34,18 @@ def _cell(row: dict, name: str) -> str:
     return f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
 
 
+def render_table(columns: list[str], rows: list[list[str]], text_columns: int) -> str:
+    """Plain columns, numbers right-aligned, two spaces apart (as wide as it takes: a long
+    report wraps in the terminal rather than losing figures)."""
+    widths = [max(len(col), *(len(row[i]) for row in rows)) for i, col in enumerate(columns)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(columns)] + [line(row) for row in rows]) + "\n"
+
+
 def stats(config_path, state: StateDir, *, period: str | None, by: str, since: str | None, until: str | None,
           key: str | None, breakdown: bool, as_json: bool, as_csv: bool) -> int:
     from . import usage_report as ur
@@ -103,7 +115,7 @@ def stats(config_path, state: StateDir, *, period: str | None, by: str, since: s
                          + [_cell(row, name) for _, name in COLUMNS])
             marked = marked or bool(row["unpriced_requests"])
         if table:
-            out.table(columns, table)
+            out.write(render_table(columns, table, text_columns=len(columns) - len(COLUMNS)))
         else:
             out.line("  no requests")
         out.line("")

@@ -850,9 +850,14 @@ def _entry_status(name: str, entry: Mapping[str, Any] | None, probe_url: str | N
         if name in (MEMORY, SDK):
             info["healthy"] = proc is not None and code in (200, 503)
             try:
-                info["litellm_ready"] = bool(json.loads(body)["litellm"]["ready"])
+                health = json.loads(body)
+                info["litellm_ready"] = bool(health["litellm"]["ready"])
             except (ValueError, KeyError, TypeError):
                 info["litellm_ready"] = False
+            else:
+                usage = (health.get("memory_proxy") or {}).get("usage") if isinstance(health, dict) else None
+                if isinstance(usage, dict):
+                    info["usage"] = usage  # the usage record's writer: written, queued, dropped, failing
         else:
             info["healthy"] = code == 200 and (proc is not None or entry is None)
     else:

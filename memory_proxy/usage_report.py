@@ -1,8 +1,8 @@
 """Reports over the usage record, for ``start_proxies.py stats`` and the dashboard's API.
 
 Reports read the rollup the writer keeps beside the records (sums per quarter hour, latency
-buckets 10 % wide per hour; ``usage_store``), so a report over a million records reads a few
-thousand rows. Days are local days (the machine's UTC offset now); weeks start on Monday.
+buckets 10 % wide per local day; ``usage_store``), so a report over a million records reads
+thousands of rows, not a million. Days are local days (the machine's UTC offset now); weeks start on Monday.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass, field
 
 from .usage import bucket_value
-from .usage_store import HISTOGRAM, HOUR_MS, ROLLUP, ROLLUP_SUMS, SLOT_MS, TABLE
+from .usage_store import DAILY, HISTOGRAM, ROLLUP, ROLLUP_SUMS, SLOT_MS, TABLE, local_day
 
 PERIODS = ("hourly", "daily", "weekly", "monthly", "session", "total")
 GROUPS = {"client": "client_id", "project": "project", "model": "model_group", "provider": "provider"}
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 SUMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
@@ -85,7 +86,9 @@ def day_label(day: int) -> dt.date:
 
 
 def period_label(period: str, value) -> str:
-    if period in ("session", "total"):
+    if period == "total":
+        return "total"
+    if period == "session":
         return str(value)
     if period == "hourly":
         moment = dt.datetime(1970, 1, 1) + dt.timedelta(hours=int(value))
@@ -102,41 +105,28 @@ def report(store, *, period: str = "daily", by: str = "client", since_ms: int | 
            until_ms: int | None = None, key: str | None = None, breakdown: bool = False,
            offset_ms: int | None = None) -> list[Row]:
     """Rows of one report from the rollup, newest period first, then by requests."""
-    offset = utc_offset_ms() if offset_ms is None else offset_ms
+    offset = utc_offset_ms() if offset_ms is None else offset_ms  # hourly reports only
     column = GROUPS[by]
-    if period == "session":
-        period_sql = "session_id"
-    elif period == "total":
-        period_sql = "'total'"
-    else:  # integer division: the same in SQLite and PostgreSQL
-        unit = HOUR_MS if period == "hourly" else DAY_MS  # days are folded into weeks and months below
-        period_sql = f"((slot * {SLOT_MS} + {int(offset)}) / {unit})"
-    keys = [period_sql, column] + (["model_group"] if breakdown else [])
     since, until = since_ms or 0, until_ms or 2**62
-    where, params = ["slot >= ?", "slot < ?"], [since // SLOT_MS, -(-until // SLOT_MS)]
+    if period == "hourly":  # the quarter-hour rollup
+        table, period_sql = ROLLUP, f"((slot * {SLOT_MS} + {int(offset)}) / {HOUR_MS})"
+        where, params = ["slot >= ?", "slot < ?"], [since // SLOT_MS, -(-until // SLOT_MS)]
+    else:  # the daily rollup; days are folded into weeks and months below
+        table = DAILY
+        period_sql = {"session": "session_id", "total": "(day * 0)"}.get(period, "day")  # PostgreSQL: no constant
+        where, params = ["day >= ?", "day < ?"], [local_day(since), local_day(until - 1) + 1 if until_ms else 2**40]
+    keys = [period_sql, column] + (["model_group"] if breakdown else [])
     if key is not None:
         where.append(f"{column} = ?")
         params.append(key)
     group = ", ".join(keys)
-    main = store.query(f"SELECT {group}, {', '.join(f'SUM({c})' for c in ROLLUP_SUMS)} FROM {ROLLUP} "
+    main = store.query(f"SELECT {group}, {', '.join(f'SUM({c})' for c in ROLLUP_SUMS)} FROM {table} "
                        f"WHERE {' AND '.join(where)} GROUP BY {group}", tuple(params))
-    if period == "session":  # the histogram has no session: these percentiles read the records
-        hist_group = ", ".join(["COALESCE(session_id, '')", f"COALESCE({column}, '')"]
-                               + (["COALESCE(model_group, '')"] if breakdown else []))
-        condition = "ts_ms >= ? AND ts_ms < ?" + (f" AND {column} = ?" if key is not None else "")
-        hist_params = (since, until, *((key,) if key is not None else ()))
-        buckets = store.query(
-            f"SELECT {hist_group}, 'latency', latency_bucket, COUNT(*) FROM {TABLE} WHERE {condition} AND "
-            f"latency_bucket IS NOT NULL GROUP BY {hist_group}, latency_bucket UNION ALL "
-            f"SELECT {hist_group}, 'first_event', first_event_bucket, COUNT(*) FROM {TABLE} WHERE {condition} AND "
-            f"first_event_bucket IS NOT NULL GROUP BY {hist_group}, first_event_bucket", hist_params * 2)
-    else:
-        hist_sql = period_sql.replace(f"slot * {SLOT_MS}", f"hour * {HOUR_MS}")
-        hist_group = ", ".join([hist_sql, column] + (["model_group"] if breakdown else []))
-        condition = " AND ".join(["hour >= ?", "hour < ?"] + where[2:])
-        buckets = store.query(f"SELECT {hist_group}, kind, bucket, SUM(n) FROM {HISTOGRAM} WHERE {condition} "
-                              f"GROUP BY {hist_group}, kind, bucket",
-                              (since // HOUR_MS, -(-until // HOUR_MS), *params[2:]))
+    if period in ("daily", "weekly", "monthly", "total"):  # latency buckets are counted per local day
+        buckets = store.query(f"SELECT {group}, kind, bucket, SUM(n) FROM {HISTOGRAM} WHERE {' AND '.join(where)} "
+                              f"GROUP BY {group}, kind, bucket", tuple(params))
+    else:  # hourly and per session: no percentiles (docs/usage.md)
+        buckets = []
     width = len(keys)
     rows: dict[tuple, Row] = {}
 

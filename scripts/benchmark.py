@@ -980,6 +980,98 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+STATS_COMMANDS = ([], ["daily"], ["weekly", "--by", "model"], ["monthly", "--by", "provider", "--breakdown"],
+                  ["session"], ["daily", "--by", "project", "--json"])
+
+
+def fill_usage_store(state: Path, records: int, days: int = 30) -> float:
+    """``records`` synthetic usage records over ``days`` through the writer's own upsert (the
+    rollup included), shaped like a busy installation: 10 clients, 4 models, Claude Code
+    sessions of two hours. Returns the seconds the writer took."""
+    import random
+
+    from memory_proxy.usage import derive
+    from memory_proxy.usage_store import SqliteStore
+
+    store = SqliteStore(state / "usage.sqlite3")
+    rnd = random.Random(17)
+    now = int(time.time() * 1000)
+    clients = ["claude-cli", "pycharm-ai", "openai-python", "proj-a", "proj-b", "curl", "default-dev", "ci-1",
+               "ci-2", "notebook"]
+    models = ["gpt-4o-mini", "claude-sonnet-4-5", "memory/gpt-4o-mini", "claude-3-5-haiku-latest"]
+    started = time.perf_counter()
+    batch = []
+    for i in range(records):
+        client, model = rnd.choice(clients), rnd.choice(models)
+        ts = now - rnd.randrange(days * 86_400_000)
+        latency = rnd.lognormvariate(6, 1)
+        streamed = rnd.random() < 0.6
+        batch.append(derive({
+            "request_id": f"{i:032x}", "ts_ms": ts, "client_id": client,
+            "client_source": "scope_path" if client.startswith("proj") else "pattern", "method": "POST",
+            "path": "/v1/messages" if "claude" in model else "/v1/chat/completions", "model_group": model,
+            "deployment": model, "provider": "anthropic" if "claude" in model else "openai",
+            "status": 200 if rnd.random() > 0.03 else 500, "completed": 1, "streamed": int(streamed),
+            "latency_ms": latency, "ttfb_ms": latency * 0.3, "first_event_ms": latency * 0.3 if streamed else None,
+            "input_tokens": rnd.randrange(2000), "output_tokens": rnd.randrange(800),
+            "cache_read_tokens": rnd.randrange(5000), "cache_write_tokens": rnd.randrange(300),
+            "cost_usd": rnd.random() / 100, "priced": int("haiku" not in model),
+            "sm_error": "x" if rnd.random() < 0.01 else None, "sm_context_modified": int(rnd.random() < 0.5),
+            "cf_retries": 0, "session_id": f"{client}-{ts // 7_200_000}" if client == "claude-cli" else None,
+        }, frozenset({"memory/gpt-4o-mini"})))
+        if len(batch) == 5000:  # the writer's largest batch
+            store.upsert(batch)
+            batch = []
+    if batch:
+        store.upsert(batch)
+    store.close()
+    return time.perf_counter() - started
+
+
+def run_stats_part(args: argparse.Namespace) -> dict:
+    """``--part stats``: ``start_proxies.py stats`` over a store of ``--stats-records`` records."""
+    root = Path(tempfile.mkdtemp(prefix="bench-stats-"))
+    state = root / "state"
+    state.mkdir()
+    config = root / "config.yaml"
+    config.write_text("model_list: []\n")
+    log(f"writing {args.stats_records:,} usage records (the writer's upsert and rollup) into {state}")
+    fill_s = fill_usage_store(state, args.stats_records)
+    size_mb = (state / "usage.sqlite3").stat().st_size / 1e6
+    log(f"  {fill_s:.1f} s ({args.stats_records / fill_s:,.0f} records/s), {size_mb:.0f} MB")
+    python = os.environ.get("BENCH_USER_PYTHON") or sys.executable
+    rows = []
+    for extra in STATS_COMMANDS:
+        argv = [python, str(ROOT / "start_proxies.py"), "--config", str(config), "--state-dir", str(state),
+                "stats", *extra]
+        times, cpu = [], []
+        for _ in range(3):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            began = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+            times.append(time.perf_counter() - began)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            if done.returncode != 0:
+                raise SystemExit(f"stats {' '.join(extra)} failed: {done.stderr[-500:]}")
+        rows.append({"command": " ".join(["stats", *extra]), "median_s": round(med(times), 3),
+                     "max_s": round(max(times), 3), "cpu_median_s": round(med(cpu), 3)})
+    results = {"records": args.stats_records, "fill_s": round(fill_s, 1), "store_mb": round(size_mb),
+               "stats": rows, "target_s": 1.0, "machine": machine()}
+    width = max(len(r["command"]) for r in rows)
+    print(f"\nstats over {args.stats_records:,} records ({size_mb:.0f} MB store); target: under 1 s each "
+          f"(wall time; the CPU time beside it shows what a busy machine added)")
+    for r in rows:
+        mark = "ok" if r["median_s"] < 1.0 else "OVER"
+        print(f"  {r['command']:<{width}}  median {r['median_s']:.3f} s  max {r['max_s']:.3f} s  "
+              f"(CPU {r['cpu_median_s']:.3f} s)  {mark}")
+    out = Path(args.json) if args.json else root / "benchmark-stats.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"figures: {out}")
+    shutil.rmtree(state, ignore_errors=True)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python3 scripts/benchmark.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -994,8 +1086,15 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=8, help="content chunks per streamed answer")
     parser.add_argument("--direct-processes", type=int, default=None,
                         help="emulator processes serving the direct path (default: one per core)")
+    parser.add_argument("--part", choices=("proxies", "stats"), default="proxies",
+                        help="proxies: the hops above (default); stats: `start_proxies.py stats` over a large "
+                             "usage store (a separate part: it starts nothing)")
+    parser.add_argument("--stats-records", type=int, default=1_000_000, help="records for --part stats")
     args = parser.parse_args()
     try:
+        if args.part == "stats":
+            run_stats_part(args)
+            return 0
         run(args)
     except KeyboardInterrupt:
         log("interrupted")

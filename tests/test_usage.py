@@ -285,3 +285,27 @@ def test_stats_command(tmp_path):
     assert lines[0].startswith("report,period,key,model,requests") and len(lines) == 2 and ",c2,," in lines[1]
     bad = stats("--since", "yesterday")
     assert bad.returncode == 2 and "not a date" in bad.stderr
+
+
+def test_requests_litellm_never_saw_are_recorded(tmp_path):
+    """Refused at the door, too large, LiteLLM down: each still gets its one record."""
+    import socket
+
+    from tests.test_proxy_app import running_proxy
+
+    with socket.socket() as sock:  # a port nobody listens on: LiteLLM is down
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with running_proxy(dead, state_dir=tmp_path) as proxy:
+        headers = {"x-memory-user-id": "door"}
+        down = httpx.post(proxy.url + "/v1/chat/completions", headers=headers, json={"model": "gpt-4o-mini"})
+        large = httpx.post(proxy.url + "/v1/chat/completions", headers=headers, json={"x": "y" * 5000})
+        method = httpx.request("TRACE", proxy.url + "/v1/models")
+        assert (down.status_code, large.status_code, method.status_code) == (503, 413, 405)
+        runtime = proxy.server.config.app.state.runtime
+        wait_for(lambda: runtime.usage.written == 3)
+    found = {r["request_id"]: r for r in read(tmp_path / "usage.sqlite3")}
+    assert [(found[a.headers["x-request-id"]]["status"], found[a.headers["x-request-id"]]["client_source"])
+            for a in (down, large, method)] == [(503, "custom_header"), (413, "custom_header"), (405, "refused")]
+    assert found[down.headers["x-request-id"]]["model_group"] == "gpt-4o-mini"
+    assert found[down.headers["x-request-id"]]["litellm_status"] is None

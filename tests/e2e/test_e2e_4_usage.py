@@ -163,3 +163,19 @@ def test_stats_json_gives_the_same_figures(stack, traffic):
     assert (d["requests"], d["errors"]) == (1, 0)
     human = stack.cli("stats", "--by", "client", timeout=60)
     assert human.returncode == 0 and "usage-b" in human.stdout and "n/a*" in human.stdout
+
+
+def test_dashboard_api_gives_the_same_figures(stack, traffic):
+    assert f"Usage: {stack.proxy_url}/ui/ (dashboard)" in stack.last_up.stdout
+    summary = httpx.get(f"{stack.proxy_url}/ui/api/summary", params={"range": "today", "by": "client"},
+                        timeout=30).json()
+    rows = {r["key"]: r for r in summary["rows"]}
+    assert (rows["usage-a"]["requests"], rows["usage-a"]["errors"], rows["usage-a"]["input_tokens"]) == (3, 1, 6)
+    assert (rows["usage-b"]["cache_read_tokens"], rows["usage-b"]["cache_write_tokens"],
+            rows["usage-b"]["unpriced_requests"]) == (14, 10, 2)
+    assert (rows["usage-c"]["memory_errors"], rows["usage-c"]["context_modified"]) == (1, 1)
+    latest = httpx.get(f"{stack.proxy_url}/ui/api/requests", params={"limit": 1000}, timeout=30).json()["rows"]
+    ours = [r for r in latest if r["client_id"] in ("usage-a", "usage-b", "usage-c", "usage-d")]
+    assert sorted(r["request_id"] for r in ours) == sorted(r["request_id"] for r in traffic)
+    status = httpx.get(f"{stack.proxy_url}/health", timeout=30).json()["memory_proxy"]["usage"]
+    assert status["enabled"] and status["store_ok"] and status["dropped"] == 0
