@@ -17,6 +17,7 @@ No prompt or answer text is ever put here.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import threading
@@ -29,6 +30,7 @@ log = logging.getLogger("memory_proxy")
 COLUMNS: dict[str, str] = {
     "request_id": "TEXT PRIMARY KEY",
     "ts_ms": "BIGINT",  # when the request arrived, ms since the epoch
+    "day": "BIGINT",  # its local date (this machine's time zone), days since 1970-01-01
     "client_id": "TEXT",  # the memory id the request was resolved to
     "client_source": "TEXT",  # custom_header | scope_path | pattern | default | refused
     "project": "TEXT",  # the client id when named explicitly (header or /scope/<id>), else ''
@@ -65,7 +67,9 @@ COLUMNS: dict[str, str] = {
     "session_id": "TEXT",  # x-claude-code-session-id
 }
 KEEP_FIRST = frozenset({"model_group"})  # the model asked for, not a fallback LiteLLM served
-EARLIEST = frozenset({"ts_ms"})
+EARLIEST = frozenset({"ts_ms"})  # the ingress's arrival, not LiteLLM's later start
+FOLLOWS_TS = frozenset({"day"})  # set with ts_ms, kept or replaced with it
+DAY_MS = 86_400_000
 
 API_SHAPES = (("/chat/completions", "openai_chat"), ("/completions", "openai_completions"),
               ("/embeddings", "openai_embeddings"), ("/responses", "openai_responses"),
@@ -161,6 +165,18 @@ def from_supermemory(request_id: str, headers, cloudflare_retries: int) -> dict:
             except ValueError:
                 pass
     return fields
+
+
+def local_day(ts_ms: int) -> int:
+    """Days since 1970-01-01 of the local date at ``ts_ms``."""
+    return (ts_ms + _utc_offset_ms(ts_ms // 3_600_000)) // DAY_MS
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_offset_ms(hour: int) -> int:
+    """The local UTC offset during an hour since the epoch (time zones change on whole quarter
+    hours at most, DST on whole hours)."""
+    return time.localtime(hour * 3600).tm_gmtoff * 1000
 
 
 def derive(fields: dict, backed: frozenset[str]) -> dict:

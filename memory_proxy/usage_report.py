@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 from .usage import bucket_value
-from .usage_store import DAILY, HISTOGRAM, ROLLUP, ROLLUP_SUMS, SLOT_MS, TABLE, local_day
+from .usage import local_day
+from .usage_store import DAILY, HISTOGRAM, ROLLUP, ROLLUP_SUMS, SLOT_MS, TABLE
 
 PERIODS = ("hourly", "daily", "weekly", "monthly", "session", "total")
 GROUPS = {"client": "client_id", "project": "project", "model": "model_group", "provider": "provider"}

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .usage import COLUMNS, EARLIEST, KEEP_FIRST
+from .usage import COLUMNS, DAY_MS, EARLIEST, FOLLOWS_TS, KEEP_FIRST, local_day
 
 TABLE = "usage_requests"
 SCHEMA_VERSION = 1
@@ -24,7 +24,6 @@ MIGRATIONS: dict[int, list[str]] = {}
 # report). Latency buckets are counted per local day and without the session: finer, they
 # would outnumber the records.
 SLOT_MS = 900_000
-DAY_MS = 86_400_000
 ROLLUP = "usage_rollup"  # by slot
 DAILY = "usage_rollup_daily"  # by day
 HISTOGRAM = "usage_rollup_latency"  # by day
@@ -34,15 +33,6 @@ DAILY_KEYS = ("day",) + GROUP_KEYS
 HISTOGRAM_KEYS = ("day", "client_id", "project", "model_group", "provider")
 ROLLUP_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                "cost_usd", "unpriced", "memory_errors", "context_modified", "cloudflare_retries")
-_ROW_NEEDS = ("request_id", "ts_ms", "client_id", "project", "model_group", "provider", "session_id", "status",
-              "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "priced",
-              "sm_error", "sm_context_modified", "cf_retries", "latency_bucket", "first_event_bucket")
-
-
-def local_day(ts_ms: int) -> int:
-    """Days since 1970-01-01 of the local date at ``ts_ms``."""
-    return (ts_ms + time.localtime(ts_ms / 1000).tm_gmtoff * 1000) // DAY_MS
-
 
 def _keys_sql(keys: tuple[str, ...]) -> str:
     return ", ".join(f"{k} {'BIGINT' if k in ('slot', 'day') else 'TEXT'} NOT NULL" for k in keys)
@@ -64,73 +54,36 @@ def create_statements() -> list[str]:
     return statements
 
 
-def contribution(row: dict) -> tuple[tuple, tuple, tuple, list[tuple]] | None:
-    """What one record adds to the rollups: its slot key, its day key, its sums and its
-    latency buckets' keys."""
-    if row.get("ts_ms") is None:
-        return None
-    group = tuple(row.get(k) or "" for k in GROUP_KEYS)
-    day = local_day(row["ts_ms"])
-
-    def n(name: str) -> int:
-        return int(row.get(name) or 0)
-
-    priced = row.get("priced")
-    sums = (1, 1 if (row.get("status") or 0) >= 400 else 0, n("input_tokens"), n("output_tokens"),
-            n("cache_read_tokens"), n("cache_write_tokens"), float(row.get("cost_usd") or 0) if priced == 1 else 0.0,
-            1 if priced == 0 else 0, 1 if row.get("sm_error") is not None else 0, n("sm_context_modified"),
-            n("cf_retries"))
-    buckets = [(day,) + group[:4] + (kind, row[column]) for kind, column in (("latency", "latency_bucket"),
-                                                                             ("first_event", "first_event_bucket"))
-               if row.get(column) is not None]
-    return (row["ts_ms"] // SLOT_MS,) + group, (day,) + group, sums, buckets
+BATCH = "usage_batch"  # a temporary table: the request ids of the batch being written
+_SUMS_SQL = ("COUNT(*)", "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)", "SUM(COALESCE(input_tokens, 0))",
+             "SUM(COALESCE(output_tokens, 0))", "SUM(COALESCE(cache_read_tokens, 0))",
+             "SUM(COALESCE(cache_write_tokens, 0))", "SUM(CASE WHEN priced = 1 THEN COALESCE(cost_usd, 0) ELSE 0 END)",
+             "SUM(CASE WHEN priced = 0 THEN 1 ELSE 0 END)", "SUM(CASE WHEN sm_error IS NULL THEN 0 ELSE 1 END)",
+             "SUM(COALESCE(sm_context_modified, 0))", "SUM(COALESCE(cf_retries, 0))")  # ROLLUP_SUMS, in order
+_IN_BATCH = f"ts_ms IS NOT NULL AND request_id IN (SELECT request_id FROM {BATCH})"
 
 
-def rollup_deltas(before: dict[str, dict], after: dict[str, dict]) -> tuple[dict, dict, dict]:
-    """What to add to each rollup so that it follows the records: (slot key -> sums,
-    day key -> sums, histogram key -> count)."""
-    slots: dict[tuple, list] = {}
-    days: dict[tuple, list] = {}
-    counts: dict[tuple, int] = {}
-    for request_id, new in after.items():
-        for row, sign in ((before.get(request_id), -1), (new, 1)):
-            part = contribution(row) if row is not None else None
-            if part is None:
-                continue
-            slot_key, day_key, values, buckets = part
-            for table, key in ((slots, slot_key), (days, day_key)):
-                total = table.setdefault(key, [0] * len(ROLLUP_SUMS))
-                for i, value in enumerate(values):
-                    total[i] += sign * value
-            for bucket_key in buckets:
-                counts[bucket_key] = counts.get(bucket_key, 0) + sign
-    return ({k: v for k, v in slots.items() if any(v)}, {k: v for k, v in days.items() if any(v)},
-            {k: v for k, v in counts.items() if v})
-
-
-def rollup_sql(table: str, keys: tuple[str, ...]) -> str:
-    names = ", ".join(keys)
-    adds = ", ".join(f"{k} = {table}.{k} + excluded.{k}" for k in ROLLUP_SUMS)
-    return (f"INSERT INTO {table} ({names}, {', '.join(ROLLUP_SUMS)}) VALUES "
-            f"({', '.join('?' * (len(keys) + len(ROLLUP_SUMS)))}) ON CONFLICT ({names}) DO UPDATE SET {adds}")
-
-
-def histogram_sql() -> str:
-    names = ", ".join(HISTOGRAM_KEYS)
-    return (f"INSERT INTO {HISTOGRAM} ({names}, kind, bucket, n) VALUES "
-            f"({', '.join('?' * (len(HISTOGRAM_KEYS) + 3))}) ON CONFLICT ({names}, kind, bucket) "
-            f"DO UPDATE SET n = {HISTOGRAM}.n + excluded.n")
-
-
-def fetch_rows(query, request_ids: list[str]) -> dict[str, dict]:
-    """The records (the columns the rollup needs) of these request ids."""
-    found: dict[str, dict] = {}
-    for start in range(0, len(request_ids), 500):
-        chunk = request_ids[start:start + 500]
-        for values in query(f"SELECT {', '.join(_ROW_NEEDS)} FROM {TABLE} WHERE request_id IN "
-                            f"({', '.join('?' * len(chunk))})", tuple(chunk)):
-            found[values[0]] = dict(zip(_ROW_NEEDS, values))
-    return found
+def rollup_statements(sign: int) -> list[str]:
+    """Add (sign 1) or take away (sign -1) the batch's records in the rollups, in SQL: run
+    with -1 before the batch is merged and with 1 after, the rollups follow the records."""
+    groups = [f"COALESCE({k}, '')" for k in GROUP_KEYS]
+    statements = []
+    for table, time_key, time_sql in ((ROLLUP, "slot", f"ts_ms / {SLOT_MS}"), (DAILY, "day", "day")):
+        keys = (time_key,) + GROUP_KEYS
+        adds = ", ".join(f"{k} = {table}.{k} + excluded.{k}" for k in ROLLUP_SUMS)
+        statements.append(
+            f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(ROLLUP_SUMS)}) "
+            f"SELECT {time_sql}, {', '.join(groups)}, {', '.join(f'{sign} * {s}' for s in _SUMS_SQL)} "
+            f"FROM {TABLE} WHERE {_IN_BATCH} GROUP BY {time_sql}, {', '.join(groups)} "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}")
+    hist_groups = ", ".join(["day"] + groups[:4])
+    for kind, column in (("latency", "latency_bucket"), ("first_event", "first_event_bucket")):
+        statements.append(
+            f"INSERT INTO {HISTOGRAM} ({', '.join(HISTOGRAM_KEYS)}, kind, bucket, n) "
+            f"SELECT {hist_groups}, '{kind}', {column}, {sign} * COUNT(*) FROM {TABLE} "
+            f"WHERE {_IN_BATCH} AND {column} IS NOT NULL GROUP BY {hist_groups}, {column} "
+            f"ON CONFLICT ({', '.join(HISTOGRAM_KEYS)}, kind, bucket) DO UPDATE SET n = {HISTOGRAM}.n + excluded.n")
+    return statements
 
 
 def upsert_sql(names: tuple[str, ...]) -> str:
@@ -142,8 +95,8 @@ def upsert_sql(names: tuple[str, ...]) -> str:
             continue
         if name in KEEP_FIRST:
             updates.append(f"{name} = COALESCE({TABLE}.{name}, excluded.{name})")
-        elif name in EARLIEST:
-            updates.append(f"{name} = CASE WHEN {TABLE}.{name} IS NULL OR excluded.{name} < {TABLE}.{name} "
+        elif name in EARLIEST or name in FOLLOWS_TS:
+            updates.append(f"{name} = CASE WHEN {TABLE}.ts_ms IS NULL OR excluded.ts_ms < {TABLE}.ts_ms "
                            f"THEN excluded.{name} ELSE {TABLE}.{name} END")
         else:
             updates.append(f"{name} = excluded.{name}")
@@ -153,23 +106,33 @@ def upsert_sql(names: tuple[str, ...]) -> str:
 
 
 def group_rows(rows: list[dict]) -> dict[tuple[str, ...], list[tuple]]:
-    """Rows by their set of columns; rows of one request id in one batch merged first."""
+    """Rows by their columns (each source writes its own, always in the same order); the
+    parts of one request id within a batch merged first. The dicts are the writer's own."""
     merged: dict[str, dict] = {}
     for row in rows:
+        if row.get("ts_ms") is not None:
+            row["day"] = local_day(row["ts_ms"])
         known = merged.get(row["request_id"])
         if known is None:
-            merged[row["request_id"]] = dict(row)
-        else:
-            for name, value in row.items():
-                if name in KEEP_FIRST and known.get(name) is not None:
-                    continue
-                if name in EARLIEST and known.get(name) is not None and known[name] <= value:
-                    continue
-                known[name] = value
+            merged[row["request_id"]] = row
+            continue
+        later = known.get("ts_ms") is not None and row.get("ts_ms") is not None and known["ts_ms"] <= row["ts_ms"]
+        for name, value in row.items():
+            if name in KEEP_FIRST and known.get(name) is not None:
+                continue
+            if later and (name in EARLIEST or name in FOLLOWS_TS):
+                continue
+            known[name] = value
     groups: dict[tuple[str, ...], list[tuple]] = {}
     for row in merged.values():
-        names = tuple(sorted(n for n in row if n in COLUMNS))
-        groups.setdefault(names, []).append(tuple(row[n] for n in names))
+        names = tuple(row)
+        group = groups.get(names)
+        if group is None:
+            unknown = set(names) - COLUMNS.keys()
+            if unknown:
+                raise ValueError(f"not a usage column: {', '.join(sorted(unknown))}")
+            group = groups[names] = []
+        group.append(tuple(row.values()))
     return groups
 
 
@@ -217,14 +180,16 @@ class SqlStore:
     def upsert(self, rows: list[dict]) -> None:
         """Merge a batch of record parts and follow them in the rollups, in one transaction."""
         def work() -> None:
-            ids = list(dict.fromkeys(r["request_id"] for r in rows))
-            before = fetch_rows(self.query, ids)
+            self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {BATCH} (request_id TEXT PRIMARY KEY)")
+            self.execute(f"DELETE FROM {BATCH}")
+            self.executemany(f"INSERT INTO {BATCH} (request_id) VALUES (?) ON CONFLICT DO NOTHING",
+                             [(r["request_id"],) for r in rows])
+            for statement in rollup_statements(-1):
+                self.execute(statement)
             for names, values in group_rows(rows).items():
                 self.executemany(upsert_sql(names), values)
-            slots, days, counts = rollup_deltas(before, fetch_rows(self.query, ids))
-            for table, keys, sums in ((ROLLUP, ROLLUP_KEYS, slots), (DAILY, DAILY_KEYS, days)):
-                self.executemany(rollup_sql(table, keys), [key + tuple(values) for key, values in sums.items()])
-            self.executemany(histogram_sql(), [key + (n,) for key, n in counts.items()])
+            for statement in rollup_statements(1):
+                self.execute(statement)
         self._transaction(work)
 
     def prune(self, retention_days: int, max_bytes: int | None) -> int:

@@ -1072,6 +1072,67 @@ def run_stats_part(args: argparse.Namespace) -> dict:
     return results
 
 
+def run_usage_overhead_part(args: argparse.Namespace) -> dict:
+    """``--part usage``: the memory proxy alone in front of the emulator, twice (the usage record
+    on, and ``memory_proxy.usage.enabled: false``), wrk at 1 and 20 clients, interleaved round by
+    round; the ratios on/off of requests/s and p50."""
+    workdir = Path(tempfile.mkdtemp(prefix="memory-proxy-bench-usage-"))
+    provider, supermemory, on_port, off_port, unused = free_ports(5)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORY_PROXY_")}
+    env.update(LITELLM_MASTER_KEY="sk-bench-" + secrets.token_urlsafe(24), PYTHONUNBUFFERED="1",
+               BENCH_PROVIDER_KEY="sk-emulator-x", BENCH_SUPERMEMORY_KEY="sm-emulator-x")
+    bench = Bench(args, workdir, env)
+    wrk_binary = shutil.which("wrk")
+    if not wrk_binary:
+        sys.exit(f"--part usage needs wrk: {WRK_INSTALL}")
+    gen = Wrk(wrk_binary, workdir)
+    rounds = args.rounds or (2 if args.quick else 4)
+    per: dict[str, dict[str, list]] = {"on": {}, "off": {}}
+    try:
+        bench.start_emulator([provider, supermemory], provider, 0)  # no direct-path processes
+        for name, port in (("on", on_port), ("off", off_port)):
+            config, state = workdir / f"{name}.yaml", workdir / f"state-{name}"
+            write_config(config, port=port, litellm_port=unused, provider=provider, supermemory=supermemory)
+            if name == "off":
+                config.write_text(config.read_text().replace("memory_proxy:\n", "memory_proxy:\n  usage:\n"
+                                                             "    enabled: false\n", 1))
+            bench.states.append((config, state))
+            up = bench.launcher(config, state, "up", "--detach", "--litellm-url", f"http://127.0.0.1:{provider}",
+                                timeout=120)
+            if up.returncode != 0:
+                raise RuntimeError(f"up --detach --litellm-url failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
+        targets = {"on": Target("on", on_port, "sk-anything", "plain"),
+                   "off": Target("off", off_port, "sk-anything", "plain")}
+        for t in targets.values():
+            httpx_latency(t, 300)
+        bench.settle(provider)
+        log(f"usage record on/off: {rounds} rounds x (1 and 20 clients) x 2 proxies x 3 s ...")
+        for r in range(rounds):
+            for clients in (1, 20):
+                for name in (("on", "off") if r % 2 == 0 else ("off", "on")):
+                    per[name].setdefault(f"c{clients}", []).append(gen.run(targets[name], clients, 3.0))
+                    bench.settle(provider)
+        written = httpx.get(f"http://127.0.0.1:{on_port}/health", timeout=5).json()["memory_proxy"]["usage"]
+    finally:
+        bench.stop()
+    results: dict = {"rounds": rounds, "generator": gen.version, "machine": machine(), "usage_on": written}
+    print(f"\nthe memory proxy alone, usage record on vs off ({gen.version}, {rounds} rounds, medians)")
+    for clients in (1, 20):
+        key = f"c{clients}"
+        on_rps, off_rps = (med([x["rps"] for x in per[n][key]]) for n in ("on", "off"))
+        on_p50, off_p50 = (med([x["p50_ms"] for x in per[n][key]]) for n in ("on", "off"))
+        results[key] = {"on_rps": on_rps, "off_rps": off_rps, "rps_ratio": on_rps / off_rps,
+                        "on_p50_ms": on_p50, "off_p50_ms": off_p50, "p50_ratio": on_p50 / off_p50}
+        print(f"  {clients:>2} client(s): {on_rps:,.0f} vs {off_rps:,.0f} req/s (on/off {on_rps / off_rps:.3f}), "
+              f"p50 {on_p50:.2f} vs {off_p50:.2f} ms (on/off {on_p50 / off_p50:.3f}); target: within 5 %")
+    print(f"  records written by the proxy with the record on: {written.get('written')}, dropped "
+          f"{written.get('dropped')}")
+    out = Path(args.json) if args.json else workdir / "benchmark-usage.json"
+    out.write_text(json.dumps(results, indent=1, default=float))
+    print(f"figures: {out}")
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python3 scripts/benchmark.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1086,14 +1147,18 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=8, help="content chunks per streamed answer")
     parser.add_argument("--direct-processes", type=int, default=None,
                         help="emulator processes serving the direct path (default: one per core)")
-    parser.add_argument("--part", choices=("proxies", "stats"), default="proxies",
+    parser.add_argument("--part", choices=("proxies", "stats", "usage"), default="proxies",
                         help="proxies: the hops above (default); stats: `start_proxies.py stats` over a large "
-                             "usage store (a separate part: it starts nothing)")
+                             "usage store (starts nothing); usage: the memory proxy alone with the usage "
+                             "record on and off")
     parser.add_argument("--stats-records", type=int, default=1_000_000, help="records for --part stats")
     args = parser.parse_args()
     try:
         if args.part == "stats":
             run_stats_part(args)
+            return 0
+        if args.part == "usage":
+            run_usage_overhead_part(args)
             return 0
         run(args)
     except KeyboardInterrupt:
