@@ -5,6 +5,7 @@
     python3 start_proxies.py up --detach   # returns once both are healthy
     python3 start_proxies.py status | down | logs -f | check | route --user-agent UA
     python3 start_proxies.py memory list --user-agent UA | doctor
+    python3 start_proxies.py stats [daily|weekly|monthly|session] [--by model] [--json]
 
 Thin on purpose: the commands live in memory_proxy/console.py, the process handling in
 memory_proxy/supervisor.py. It never imports LiteLLM, so status and --help answer at once.
@@ -143,6 +144,42 @@ def route(
     """Which memory id a client would get, and why (starts nothing)."""
     c, cx = _console(ctx)
     raise typer.Exit(c.route(cx, user_agent, header, path, as_json))
+
+
+class Report(str, Enum):
+    daily = "daily"
+    weekly = "weekly"
+    monthly = "monthly"
+    session = "session"
+
+
+class GroupBy(str, Enum):
+    client = "client"
+    project = "project"
+    model = "model"
+    provider = "provider"
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    report: Optional[Report] = typer.Argument(None, metavar="[daily|weekly|monthly|session]",
+                                              help="Default: today and the last 7 days."),
+    by: GroupBy = typer.Option(GroupBy.client, "--by", help="client, project, model or provider."),
+    since: Optional[str] = typer.Option(None, "--since", metavar="YYYY-MM-DD", help="First day (local)."),
+    until: Optional[str] = typer.Option(None, "--until", metavar="YYYY-MM-DD", help="Last day (local)."),
+    key: Optional[str] = typer.Option(None, "--id", metavar="ID", help="Only this client/project/model/provider."),
+    breakdown: bool = typer.Option(False, "--breakdown", help="One line per model inside each row."),
+    as_json: bool = AS_JSON,
+    as_csv: bool = typer.Option(False, "--csv", help="CSV."),
+) -> None:
+    """Usage from the request log: requests, errors, latency, tokens, cost, memory (starts nothing)."""
+    from memory_proxy import stats_cli
+
+    config_path, state = ctx.obj
+    raise typer.Exit(stats_cli.stats(config_path, state, period=report.value if report else None, by=by.value,
+                                     since=since, until=until, key=key, breakdown=breakdown, as_json=as_json,
+                                     as_csv=as_csv))
 
 
 @app.command()

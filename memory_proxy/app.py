@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route, request_response
 
-from . import cookie_store, egress, ingress
+from . import cookie_store, dashboard, egress, ingress, usage_intake
 from .config import Config
 from .errors import error_response
 from .front_door import FrontDoor, Guard
@@ -21,6 +21,8 @@ from .routing import SCOPE_PREFIX, split_scope
 from .runtime import Runtime
 from .state import StateDir
 from .transport import AsyncClient, Transport
+from .usage import UsageLog
+from .litellm_config import USAGE_CALLBACK_PATH
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
@@ -69,8 +71,9 @@ class HotPath:
 def _routed(scope) -> bool:
     """Paths that the router below serves with something other than the ingress relay."""
     path = scope["path"]
-    return path.startswith(egress.EGRESS_PREFIX + "/") or (
-        path.endswith("/health") and scope["method"] in ("GET", "HEAD") and is_health(path))
+    return path.startswith(egress.EGRESS_PREFIX + "/") or path == USAGE_CALLBACK_PATH or (
+        path.endswith("/health") and scope["method"] in ("GET", "HEAD") and is_health(path)) or (
+        dashboard.is_dashboard_path(path))
 
 
 def is_health(path: str) -> bool:
@@ -103,6 +106,13 @@ def create_app(
     # would fail the request, so ours are dropped first.
     litellm_limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=4)
     jar_path = StateDir(state_dir).cookie_jar if state_dir is not None else None
+    usage_settings = config.proxy.usage
+    keeps_usage = usage_settings.enabled and (state_dir is not None or usage_settings.database_url is not None)
+
+    def open_usage(readonly: bool = False):
+        from .usage_store import open_store
+
+        return open_store(usage_settings.database_url, state_dir, readonly=readonly)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict]:
@@ -115,15 +125,25 @@ def create_app(
         ):
             runtime = Runtime(config, litellm, supermemory, httpx.URL(litellm_url), master_key, egress_secret,
                               jar_path, door)
+            if keeps_usage:
+                runtime.usage = UsageLog(open_usage, capacity=usage_settings.queue_size,
+                                         backed=frozenset(config.supermemory_groups),
+                                         retention_days=usage_settings.retention_days,
+                                         max_bytes=usage_settings.max_mb * 1024 * 1024).start()
+                runtime.usage_reader = lambda: open_usage(readonly=True)
             app.state.runtime = runtime  # for introspection in tests; handlers use request.state
             try:
                 yield {"runtime": runtime}
             finally:
                 egress.save_cookies(runtime)
+                if runtime.usage is not None:
+                    runtime.usage.stop()
 
     routes = [
         Route("/health", ingress.health, methods=["GET"]),
         Route(SCOPE_PREFIX + "{id}/health", ingress.health, methods=["GET"]),
+        Route(USAGE_CALLBACK_PATH, usage_intake.litellm_callback, methods=["POST"]),
+        *dashboard.routes(),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
         Route("/{path:path}", AnyMethod(ingress.relay)),
     ]

@@ -25,13 +25,14 @@ OUR_SECTIONS = ("user_id_mappings", "memory_proxy")
 MAPPING_KEYS = ("custom_header", "header_patterns", "default_user_id")
 PROXY_KEYS = ("host", "port", "litellm_port", "api_keys", "allowed_hosts", "cors_origins", "optional_routes",
               "max_body_bytes", "max_header_bytes", "requests_per_minute", "timeouts", "supermemory",
-              "startup_wait", "startup_queue")
+              "startup_wait", "startup_queue", "usage")
 # Route groups an AI client may need beyond chat, completions, embeddings, models, messages and
 # responses; off unless listed in memory_proxy.optional_routes (see front_door.py).
 OPTIONAL_ROUTE_GROUPS = ("audio", "images", "moderations", "rerank")
 HOST_NAME_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 ORIGIN_RE = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?$")
 SUPERMEMORY_KEYS = ("base_url", "api_key", "cloudflare_retry_delay")
+USAGE_KEYS = ("enabled", "retention_days", "max_mb", "queue_size", "database_url")
 DEFAULT_SUPERMEMORY_URL = "https://api.supermemory.ai"
 
 
@@ -65,6 +66,17 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class UsageSettings:
+    """The usage record (docs/usage.md): on by default, SQLite in the state folder."""
+
+    enabled: bool = True
+    retention_days: int = 90
+    max_mb: int = 1024  # the SQLite file is pruned, oldest first, past this size
+    queue_size: int = 10_000  # records waiting for the writer; more are dropped and counted
+    database_url: str | None = None  # postgresql://... instead of SQLite
+
+
+@dataclass(frozen=True)
 class ProxySettings:
     host: str = "127.0.0.1"
     port: int = 8764
@@ -82,6 +94,7 @@ class ProxySettings:
     # startup_wait seconds for it, at most startup_queue of them at once (0: answer 503 at once).
     startup_wait: float = 30.0
     startup_queue: int = 256
+    usage: UsageSettings = UsageSettings()
 
 
 @dataclass(frozen=True)
@@ -427,7 +440,29 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
     supermemory = SupermemorySettings(base_url.rstrip("/"), api_key, retry)
     return ProxySettings(host, port, litellm_port, tuple(keys), allowed_hosts, cors_origins, optional_routes,
                          max_body, max_header, rpm, timeouts, supermemory,
-                         startup_wait=startup_wait, startup_queue=startup_queue)
+                         startup_wait=startup_wait, startup_queue=startup_queue,
+                         usage=_usage_settings(c, section.get("usage"), path + ("usage",)))
+
+
+def _usage_settings(c: _Checker, raw: Any, path: tuple) -> UsageSettings:
+    section = c.mapping(raw, path, USAGE_KEYS)
+    enabled = c.resolved(section.get("enabled", True), path + ("enabled",), required=True)
+    if not isinstance(enabled, bool):
+        c.fail(path + ("enabled",), f"must be true or false, got {enabled!r}")
+        enabled = True
+    retention = c.number(section, "retention_days", path, UsageSettings.retention_days, integer=True,
+                         low=1, high=100 * 366)
+    max_mb = c.number(section, "max_mb", path, UsageSettings.max_mb, integer=True, low=1, high=10**7)
+    queue_size = c.number(section, "queue_size", path, UsageSettings.queue_size, integer=True, low=10, high=10**7)
+    url = c.resolved(section.get("database_url"), path + ("database_url",), required=True)
+    if url is not None and (not isinstance(url, str) or not re.match(r"^postgres(ql)?://", url)):
+        c.fail(path + ("database_url",), "must be a postgresql://... URL (or leave it out for SQLite in the "
+                                         "state folder)")
+        url = None
+    if url is not None and env_reference(section.get("database_url")) is None and URL_PASSWORD_RE.search(url):
+        c.warnings.append(f"{_dotted(path + ('database_url',))}: literal password in the config; "
+                          "prefer an os.environ/NAME reference")
+    return UsageSettings(enabled, retention, max_mb, queue_size, url)
 
 
 def _supermemory_section(raw: dict) -> dict:

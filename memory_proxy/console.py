@@ -149,6 +149,8 @@ def print_hints(config: Config, record: dict | None, command: str = "python3 sta
     out.line(f"Models with memory: {', '.join(g for g in backed if g not in missing) or '(none)'}; "
              f"without memory: {', '.join(ordinary) or '(none)'}"
              + (f"; disabled (missing keys): {', '.join(missing)}" if missing else ""))
+    if config.proxy.usage.enabled:
+        out.line(f"Usage: {base}/ui/ (dashboard) or {command} stats")
     out.line(f"Logs: {command} logs -f\nStatus: {command} status\nStop: {command} down")
 
 
@@ -407,6 +409,12 @@ def status(ctx: Context, as_json: bool) -> int:
         rows.append([name, pid, port, health, _duration(p.get("uptime_s")), rss,
                      str(p.get("restarts", "-")) if name != sv.SUPERVISOR else "-"])
     out.table(("process", "pid", "port", "health", "uptime", "memory", "restarts"), rows)
+    for name in (sv.MEMORY, sv.SDK):
+        usage = (result["processes"].get(name) or {}).get("usage") or {}
+        if usage.get("enabled") and (not usage.get("store_ok") and usage.get("last_error") or usage.get("dropped")):
+            _warn(f"{name}: the usage store is {'failing' if not usage.get('store_ok') else 'ok'} "
+                  f"({usage.get('last_error') or 'no error now'}); {usage.get('queued', 0)} records queued, "
+                  f"{usage.get('dropped', 0)} dropped")
     for model, variables in (result.get("models_missing_keys") or {}).items():
         _warn(f"model {model!r} lacks its key: {', '.join(variables)} not set (left out of LiteLLM)")
     for problem in result["problems"]:

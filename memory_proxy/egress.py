@@ -17,7 +17,7 @@ import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from . import cookie_store
+from . import cookie_store, usage
 from . import headers as h
 from .config import CLIENT_ID_RE
 from .errors import error_response
@@ -79,7 +79,7 @@ async def relay(request: Request) -> Response:
                                                   api_key=runtime.config.proxy.supermemory.api_key))
     client = runtime.supermemory
     timeout = runtime.config.proxy.timeouts.read
-    new_cookies = False
+    new_cookies = retried = False
     try:
         upstream = await send_upstream(client, client.build_request(request.method, url, headers=headers,
                                                                     content=body))
@@ -88,12 +88,14 @@ async def relay(request: Request) -> Response:
             log.warning("client=%s Supermemory: Cloudflare refusal (1200), retrying once", user_id)
             await upstream.aclose()
             new_cookies = "set-cookie" in upstream.headers  # the refusal's fresh cookies: keep them too
+            retried = True
             await anyio.sleep(runtime.config.proxy.supermemory.cloudflare_retry_delay)
             upstream = await send_upstream(client, client.build_request(request.method, url, headers=headers,
                                                                         content=body))
             if await _is_cloudflare_refusal(upstream):
                 await upstream.aclose()
                 save_cookies(runtime)
+                _record(runtime, request, {"x-supermemory-error": "Cloudflare refused twice (error code: 1200)"}, 1)
                 return error_response(503, "Supermemory's Cloudflare edge refused the request twice "
                                            "(error code: 1200, rate limited); retry in a few seconds",
                                       code="cloudflare_1200")
@@ -102,6 +104,7 @@ async def relay(request: Request) -> Response:
         return upstream_failure(exc, "Supermemory", timeout)
     if new_cookies or "set-cookie" in upstream.headers:
         save_cookies(runtime)
+    _record(runtime, request, upstream.headers, 1 if retried else 0)
     if "x-supermemory-error" in upstream.headers:
         runtime.supermemory_errors += 1
         log.warning("client=%s Supermemory could not add memory: %s", user_id,
@@ -113,6 +116,13 @@ async def relay(request: Request) -> Response:
         return _plain(upstream, relayed)
     total = runtime.config.proxy.timeouts.total
     return RelayResponse(upstream, relayed, path=url.path, deadline=started + total, total=total)
+
+
+def _record(runtime: Runtime, request: Request, answer_headers, cloudflare_retries: int) -> None:
+    """Supermemory's signals for the usage record of the request LiteLLM is making for us."""
+    request_id = request.headers.get("x-request-id")
+    if runtime.usage is not None and request_id:
+        runtime.usage.put(usage.from_supermemory(request_id[:64], answer_headers, cloudflare_retries))
 
 
 def _plain(upstream: httpx.Response, headers: list[tuple[str, str]]) -> Response:

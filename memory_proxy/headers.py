@@ -29,6 +29,7 @@ USER_ID_HEADER = "x-supermemory-user-id"  # ingress -> LiteLLM -> egress
 CONVERSATION_HEADER = "x-supermemory-conversation-id"  # ingress -> LiteLLM -> egress
 EGRESS_SECRET_HEADER = "x-memory-proxy-egress-secret"  # set by the generated LiteLLM config
 CLAUDE_SESSION_HEADER = "x-claude-code-session-id"
+CALL_ID_HEADER = "x-litellm-call-id"  # LiteLLM names its call (and its usage callback) after it
 
 
 def connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -59,12 +60,13 @@ def ingress_request_headers(
     session = next((v for n, v in headers if n == CLAUDE_SESSION_HEADER), None)
     kept = [
         (n, v) for n, v in strip_transport(headers, also=CREDENTIAL_HEADERS | {custom_header, EGRESS_SECRET_HEADER,
-                                                                                  "x-request-id"})
+                                                                                  "x-request-id", CALL_ID_HEADER})
         if not is_memory_header(n)
     ]
     kept.append(("authorization", f"Bearer {master_key}"))
     kept.append((USER_ID_HEADER, user_id))
     kept.append(("x-request-id", request_id))
+    kept.append((CALL_ID_HEADER, request_id))  # joins LiteLLM's usage figures to our record
     if session and len(session) <= 128 and session.isprintable():
         kept.append((CONVERSATION_HEADER, session))
     return kept

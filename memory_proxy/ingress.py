@@ -118,20 +118,26 @@ async def relay(request: Request) -> Response:
     started = time.perf_counter()
     admitted_at = time.monotonic()
     admitted = admit(runtime, request)
-    if isinstance(admitted, Response):
-        return admitted
+    if isinstance(admitted, Response):  # refused, or answered here (routing info, telemetry: no model traffic)
+        return _recorded(runtime, request, None, started, admitted) if admitted.status_code >= 400 else admitted
     request_id, resolution, extra = admitted.request_id, admitted.resolution, admitted.extra
     if wants_models(request, resolution):
-        return await model_listing(runtime, request, extra)
+        return _recorded(runtime, request, admitted, started, await model_listing(runtime, request, extra))
 
+    model = None
     try:
-        content = await _request_content(runtime, request)
+        content, data = await _request_content(runtime, request)
     except BodyTooLarge:
-        return error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=dict(extra))
+        return _recorded(runtime, request, admitted, started, error_response(
+            413, "request body is larger than memory_proxy.max_body_bytes", headers=dict(extra)))
     except ValueError as exc:
-        return error_response(400, str(exc), code="invalid_json", headers=dict(extra))
+        return _recorded(runtime, request, admitted, started,
+                         error_response(400, str(exc), code="invalid_json", headers=dict(extra)))
     except ClientDisconnect:
-        return _client_gone(resolution, request)
+        return _recorded(runtime, request, admitted, started, _client_gone(resolution, request),
+                         completed=False)
+    if isinstance(data, dict) and isinstance(data.get("model"), str):
+        model = data["model"][:200]
 
     upstream_headers = h.ingress_request_headers(
         request.headers.items(), custom_header=runtime.config.user_id_mappings.custom_header,
@@ -144,23 +150,72 @@ async def relay(request: Request) -> Response:
     try:
         upstream = await send_upstream(runtime.litellm, outgoing)
     except ClientDisconnect:  # while its body was still streaming in
-        return _client_gone(resolution, request)
+        return _recorded(runtime, request, admitted, started, _client_gone(resolution, request), model=model,
+                         completed=False)
     except (httpx.HTTPError, BodyTooLarge) as exc:
         upstream = await _when_litellm_is_back(runtime, request, outgoing, exc, resolution, extra)
         if isinstance(upstream, Response):
-            return upstream
+            return _recorded(runtime, request, admitted, started, upstream, model=model)
+    head_at = time.perf_counter()
 
     if upstream.status_code >= 400 and "json" in upstream.headers.get("content-type", ""):
-        return await _error_in_openai_shape(upstream, extra)
+        return _recorded(runtime, request, admitted, started, await _error_in_openai_shape(upstream, extra),
+                         model=model, ttfb=head_at)
 
     def done(status: int, completed: bool) -> None:
         runtime.count(resolution.user_id, error=status >= 400 or not completed)
+        now = time.perf_counter()
         log.info("client=%s %s %s -> %s %.1f ms%s", resolution.user_id, request.method, resolution.path, status,
-                 (time.perf_counter() - started) * 1000, "" if completed else " (stream cut)")
+                 (now - started) * 1000, "" if completed else " (stream cut)")
+        if runtime.usage is not None:
+            first = relayed.first_chunk_at
+            runtime.usage.put(usage_fields(request, admitted, started, now, status, model=model,
+                                           completed=completed, ttfb=head_at, streamed=relayed.format is not None,
+                                           first_event=first))
 
     total = runtime.config.proxy.timeouts.total
-    return RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
-                         path=resolution.path, on_complete=done, deadline=admitted_at + total, total=total)
+    relayed = RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
+                            path=resolution.path, on_complete=done, deadline=admitted_at + total, total=total)
+    return relayed
+
+
+def usage_fields(request: Request, admitted: Admission | None, started: float, ended: float, status: int, *,
+                 model: str | None = None, completed: bool = True, ttfb: float | None = None,
+                 streamed: bool = False, first_event: float | None = None, error_code: str | None = None) -> dict:
+    """The ingress's part of a usage record (``usage.py``); times are ``time.perf_counter()`` values."""
+    if admitted is not None:
+        resolution = admitted.resolution
+        fields = {"request_id": admitted.request_id, "client_id": resolution.user_id,
+                  "client_source": resolution.source, "path": resolution.path}
+    else:  # refused at the door, before a client id was resolved
+        fields = {"request_id": os.urandom(16).hex(), "client_id": "", "client_source": "refused",
+                  "path": request.scope["path"]}
+    session = request.headers.get(h.CLAUDE_SESSION_HEADER)
+    fields.update(ts_ms=int((time.time() - (time.perf_counter() - started)) * 1000), method=request.method,
+                  model_group=model, status=status, completed=1 if completed else 0, streamed=1 if streamed else 0,
+                  latency_ms=(ended - started) * 1000, error_code=error_code,
+                  ttfb_ms=(ttfb - started) * 1000 if ttfb is not None else None,
+                  first_event_ms=(first_event - started) * 1000 if first_event is not None and streamed else None,
+                  session_id=session[:128] if session else None)
+    return fields
+
+
+def _recorded(runtime: Runtime, request: Request, admitted: Admission | None, started: float, response: Response,
+              **known) -> Response:
+    """An answer the proxy gives itself (or LiteLLM's error), with its usage record queued."""
+    if runtime.usage is not None:
+        code = None
+        if response.status_code >= 400 and isinstance(response, JSONResponse):
+            try:
+                code = json.loads(response.body)["error"].get("code")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass
+        fields = usage_fields(request, admitted, started, time.perf_counter(), response.status_code,
+                              error_code=code if isinstance(code, str) else None, **known)
+        if admitted is None and response.headers.get("x-request-id"):
+            fields["request_id"] = response.headers["x-request-id"]
+        runtime.usage.put(fields)
+    return response
 
 
 async def _when_litellm_is_back(runtime: Runtime, request: Request, outgoing: httpx.Request, exc: Exception,
@@ -227,18 +282,18 @@ async def _error_in_openai_shape(upstream: httpx.Response, extra: list[tuple[str
 
 
 async def _request_content(runtime: Runtime, request: Request):
-    """The body to send on: JSON bodies are read (bounded) and cleaned, others streamed."""
+    """(body to send on, parsed JSON or None): JSON bodies are read (bounded) and cleaned, others streamed."""
     limit = runtime.config.proxy.max_body_bytes
     if request.method not in BODY_METHODS:
-        return None
+        return None, None
     if "json" not in request.headers.get("content-type", ""):
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-        return stream_body(request, limit) if has_body else None
+        return (stream_body(request, limit) if has_body else None), None
     body, data = clean_json_body(await read_body(request, limit))
     if body.strip() and not isinstance(data, dict):  # LiteLLM answers some of these with a crash (500)
         kind = "null" if data is None else type(data).__name__
         raise ValueError(f"request body must be a JSON object, got a JSON {kind}")
-    return body
+    return body, data
 
 
 def clean_json_body(body: bytes) -> tuple[bytes, object]:
@@ -342,6 +397,7 @@ def proxy_status(runtime: Runtime) -> dict:
     return {"status": "ok", "pid": runtime.pid, "uptime_s": round(time.time() - runtime.started, 1),
             "supermemory_errors": runtime.supermemory_errors,
             "waiting_for_litellm": runtime.holding.waiting,  # requests held while LiteLLM (re)starts
+            "usage": runtime.usage.status() if runtime.usage is not None else {"enabled": False},
             "tasks": len(asyncio.all_tasks())}  # a leak of cancelled relays would show here
 
 

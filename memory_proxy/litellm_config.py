@@ -22,6 +22,8 @@ from .state import MASTER_KEY_ENV
 
 EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"
 EGRESS_PREFIX = "/_egress"  # where the memory proxy serves the egress (memory_proxy/egress.py)
+USAGE_CALLBACK_PATH = "/_usage/litellm"  # where LiteLLM's generic_api callback posts (memory_proxy/usage_intake.py)
+USAGE_CALLBACK = "generic_api"
 _SECRET_KEY_RE = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 
 
@@ -30,10 +32,32 @@ def egress_base(port: int, host: str = "127.0.0.1") -> str:
     return f"http://{host}:{port}{EGRESS_PREFIX}"
 
 
-def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, str] | None = None) -> dict:
+def usage_callback_env(port: int, host: str, secret: str) -> dict[str, str]:
+    """LiteLLM's environment for its ``generic_api`` callback: our loopback intake and the
+    per-run secret (as a header; the generated file never holds it). LiteLLM's batch loggers
+    flush every second instead of every five, so a record is complete soon after its answer."""
+    return {"GENERIC_LOGGER_ENDPOINT": f"http://{host}:{port}{USAGE_CALLBACK_PATH}",
+            "GENERIC_LOGGER_HEADERS": f"{EGRESS_SECRET_HEADER}={secret}",
+            "DEFAULT_FLUSH_INTERVAL_SECONDS": "1"}
+
+
+def _with_usage_callback(settings: dict) -> dict:
+    """``generic_api`` added to the success and failure callbacks, the user's own kept."""
+    for key in ("success_callback", "failure_callback"):
+        listed = settings.get(key)
+        listed = [listed] if isinstance(listed, str) else list(listed or [])
+        if USAGE_CALLBACK not in listed:
+            listed.append(USAGE_CALLBACK)
+        settings[key] = listed
+    return settings
+
+
+def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, str] | None = None, *,
+                         usage_callback: bool = True) -> dict:
     """Our sections removed, Supermemory-backed models sent through the egress with the
     per-run secret, header forwarding on for exactly those groups, model-info polling off,
-    and the hidden warm-up groups (``warmup.py``) added."""
+    the hidden warm-up groups (``warmup.py``) added, and LiteLLM's usage figures sent to our
+    intake (unless ``memory_proxy.usage.enabled`` is false)."""
     environ = os.environ if environ is None else environ
     raw = copy.deepcopy(config.raw)
     for section in OUR_SECTIONS:
@@ -66,6 +90,8 @@ def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, 
         group_settings["forward_client_headers_to_llm_api"] = groups
         settings["model_group_settings"] = group_settings
         raw["litellm_settings"] = settings
+    if usage_callback and config.proxy.usage.enabled:  # (SDK mode has its own, in-process)
+        raw["litellm_settings"] = _with_usage_callback(raw.get("litellm_settings") or {})
     return raw
 
 

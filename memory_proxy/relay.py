@@ -129,6 +129,7 @@ class RelayResponse(Response):
         self.background = None
         self.format = stream_format(path, upstream.headers.get("content-type", ""))
         self.on_complete = on_complete
+        self.first_chunk_at: float | None = None  # time.perf_counter() when the first body chunk went out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = arrived_body(self.upstream)
@@ -175,6 +176,8 @@ class RelayResponse(Response):
                 if chunk:
                     tail = (tail + chunk)[-2:]
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if self.first_chunk_at is None:
+                        self.first_chunk_at = time.perf_counter()
                     if deadline is not None and time.monotonic() > deadline:
                         raise AnswerTooLong
         except OSError:  # the client went away while we were sending

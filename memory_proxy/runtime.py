@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -18,6 +20,7 @@ from .config import Config
 from .front_door import FrontDoor
 from .holding import Holding
 from .ratelimit import RateLimiter
+from .usage import UsageLog
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Runtime:
     _targets: dict[bytes, httpx.URL] = field(default_factory=dict, repr=False)  # parsing a URL costs ~50 us
     limiter: RateLimiter | None = None
     holding: Holding = field(init=False, repr=False)  # requests waiting for a starting LiteLLM
+    usage: UsageLog | None = None  # the usage record's queue; None when memory_proxy.usage.enabled is false
+    usage_reader: Callable[[], Any] | None = None  # opens a read-only store (dashboard)
 
     def __post_init__(self) -> None:
         self.holding = Holding(self.litellm_url, self.config.proxy.startup_wait, self.config.proxy.startup_queue)

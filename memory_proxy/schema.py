@@ -7,7 +7,7 @@ Keep it in step with the checks in ``config.py``; a test compares the two.
 from __future__ import annotations
 
 from .config import (DEFAULT_SUPERMEMORY_URL, HOST_NAME_RE, OPTIONAL_ROUTE_GROUPS, ORIGIN_RE, ProxySettings,
-                     SupermemorySettings, Timeouts, UserIdMappings)
+                     SupermemorySettings, Timeouts, UsageSettings, UserIdMappings)
 
 _ENV_REF = {"type": "string", "pattern": "^os\\.environ/[A-Za-z_][A-Za-z0-9_]*$"}
 _CLIENT_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
@@ -115,6 +115,19 @@ def json_schema() -> dict:
                                          "default": DEFAULT_SUPERMEMORY_URL},
                             "api_key": {"type": "string", "default": "os.environ/SUPERMEMORY_API_KEY"},
                             "cloudflare_retry_delay": _number(SupermemorySettings.cloudflare_retry_delay, 0, 60),
+                        },
+                    },
+                    "usage": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "description": "the usage record (docs/usage.md)",
+                        "properties": {
+                            "enabled": {"type": "boolean", "default": True},
+                            "retention_days": _number(UsageSettings.retention_days, 1, 100 * 366, integer=True),
+                            "max_mb": _number(UsageSettings.max_mb, 1, 10**7, integer=True),
+                            "queue_size": _number(UsageSettings.queue_size, 10, 10**7, integer=True),
+                            "database_url": {"type": "string", "pattern": "^(postgres(ql)?://|os\\.environ/)",
+                                             "description": "PostgreSQL instead of SQLite in the state folder"},
                         },
                     },
                 },

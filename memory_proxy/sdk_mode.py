@@ -70,7 +70,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import egress, ingress, warmup
+from . import dashboard, egress, ingress, warmup
 from . import headers as h
 from .app import AnyMethod, _http_error, create_app
 from .config import Config, resolve_env
@@ -147,7 +147,7 @@ def sdk_settings(config: Config, egress_url: str, egress_secret: str,
                  environ: Mapping[str, str] | None = None) -> SdkSettings:
     """The generated config binary mode hands LiteLLM, with ``os.environ/`` resolved."""
     environ = os.environ if environ is None else environ
-    generated = build_litellm_config(config, egress_url, environ)
+    generated = build_litellm_config(config, egress_url, environ, usage_callback=False)
     model_list = []
     for model in generated.get("model_list") or []:
         model = dict(model)
@@ -174,6 +174,7 @@ class SdkBackend:
     version: str
     started_s: float
     restore: dict[str, object] = field(default_factory=dict)
+    usage_logger: Any = None
 
     @classmethod
     def start(cls, settings: SdkSettings, runtime: Runtime) -> SdkBackend:
@@ -189,6 +190,10 @@ class SdkBackend:
 
         set_global("aclient_session", runtime.litellm)
         set_global("suppress_debug_info", True)
+        usage_logger = None
+        if runtime.usage is not None:  # LiteLLM's figures for the usage record, in-process
+            usage_logger = _usage_logger(runtime.usage)
+            set_global("callbacks", [*litellm.callbacks, usage_logger])
         for name, value in settings.litellm_settings.items():
             if name.endswith("callbacks") or name in ("callbacks", "cache", "cache_params"):
                 log.warning("SDK mode ignores litellm_settings.%s", name)
@@ -205,7 +210,7 @@ class SdkBackend:
             litellm_version = version("litellm")
         except Exception:  # noqa: BLE001
             litellm_version = "unknown"
-        return cls(router, settings, litellm_version, time.perf_counter() - started, restore)
+        return cls(router, settings, litellm_version, time.perf_counter() - started, restore, usage_logger)
 
     async def stop(self) -> None:
         litellm = _litellm()
@@ -215,6 +220,12 @@ class SdkBackend:
         except Exception as exc:  # noqa: BLE001
             log.debug("closing LiteLLM's cached clients: %s", exc)
         _flush_client_cache(litellm)
+        if self.usage_logger is not None:  # LiteLLM copied it into its own lists on the first call
+            for name in ("input_callback", "success_callback", "failure_callback", "_async_success_callback",
+                         "_async_failure_callback"):
+                listed = getattr(litellm, name, None)
+                if isinstance(listed, list) and self.usage_logger in listed:
+                    listed.remove(self.usage_logger)
         for name, value in self.restore.items():
             if value is _UNSET:
                 with contextlib.suppress(AttributeError):
@@ -391,13 +402,20 @@ async def handle(request: Request) -> Response:
     if not isinstance(data, dict):
         return error_response(400, "request body must be a JSON object", code="invalid_json", headers=extra)
 
-    def done(status: int, completed: bool = True) -> None:
-        runtime.count(resolution.user_id, error=status >= 400 or not completed)
-        log.info("client=%s %s %s -> %s %.1f ms%s (sdk)", resolution.user_id, request.method, path, status,
-                 (time.perf_counter() - started) * 1000, "" if completed else " (stream cut)")
-
     requested = data.get("model") if isinstance(data.get("model"), str) else None
     stream = data.get("stream") is True and route_type != "aembedding"
+    first_at = None
+
+    def done(status: int, completed: bool = True) -> None:
+        runtime.count(resolution.user_id, error=status >= 400 or not completed)
+        now = time.perf_counter()
+        log.info("client=%s %s %s -> %s %.1f ms%s (sdk)", resolution.user_id, request.method, path, status,
+                 (now - started) * 1000, "" if completed else " (stream cut)")
+        if runtime.usage is not None:
+            runtime.usage.put(ingress.usage_fields(request, admitted, started, now, status, model=requested,
+                                                   completed=completed, streamed=stream and status < 400,
+                                                   ttfb=first_at or now, first_event=first_at))
+
     read_timeout = runtime.config.proxy.timeouts.read
     result = first = None
     # Binary mode's ingress gives LiteLLM timeouts.read to start answering (504 otherwise); same here.
@@ -408,6 +426,7 @@ async def handle(request: Request) -> Response:
             if stream:
                 stream_answer = SseAnswer(result, route_type, requested, strip_usage=strip_usage)
                 first = await stream_answer.first()
+                first_at = time.perf_counter()
         except Exception as exc:  # noqa: BLE001 -- every LiteLLM failure becomes the proxy's answer
             response = _error_answer(route_type, exc, admitted)
             log.warning("client=%s %s %s -> %s (%s, sdk)", resolution.user_id, request.method, path,
@@ -462,6 +481,7 @@ def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request,
     raise_if_required_body_param_missing(route_type=route_type, data=kwargs, llm_router=sdk.router)
     raise_if_mock_testing_params_disallowed(kwargs, allowed=general.get(MOCK_TESTING_CONFIG_KEY) is True)
     kwargs.update(sdk.route_kwargs(route_type, kwargs))
+    kwargs["litellm_call_id"] = admitted.request_id  # joins LiteLLM's usage figures to our record
     group = sdk.group_of(kwargs.get("model"))
     if group is not None and group in sdk.settings.backed_groups:
         kwargs["headers"] = forwarded_headers(request, runtime, admitted)
@@ -481,6 +501,33 @@ def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request,
         strip_usage = updates.pop("_litellm_strip_stream_usage", False) is True
         kwargs.update(updates)
     return kwargs, strip_usage
+
+
+def _usage_logger(usage: Any) -> Any:
+    """A LiteLLM callback handing each call's standard logging payload to the usage record
+    (what binary mode's ``generic_api`` callback posts to ``usage_intake``)."""
+    from litellm.integrations.custom_logger import CustomLogger
+
+    from .usage import from_litellm
+
+    class UsageLogger(CustomLogger):
+        def __init__(self) -> None:
+            super().__init__()
+            # LiteLLM keeps one logger per class name and public attributes: this one is this app's
+            self.app_id = os.urandom(8).hex()
+
+        def _put(self, kwargs: dict) -> None:
+            fields = from_litellm(kwargs.get("standard_logging_object"))
+            if fields is not None:
+                usage.put(fields)
+
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # noqa: D102
+            self._put(kwargs)
+
+        async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # noqa: D102
+            self._put(kwargs)
+
+    return UsageLogger()
 
 
 def _injected_usage_chunk(chunk: Any) -> bool:
@@ -672,6 +719,7 @@ def create_sdk_app(
         Route("/health", health, methods=["GET"]),
         Route(SCOPE_PREFIX + "{id}/health", health, methods=["GET"]),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
+        *dashboard.routes(),
         Route("/{path:path}", AnyMethod(handle)),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

@@ -589,6 +589,8 @@ class Supervisor:
                        LITELLM_CORS_ORIGINS=f"{base},http://localhost:{proxy.litellm_port}")
             env[MASTER_KEY_ENV] = master_key
             env[EGRESS_SECRET_ENV] = egress_secret
+            if proxy.usage.enabled:
+                env.update(litellm_config.usage_callback_env(proxy.port, connect_host(proxy.host), egress_secret))
             litellm = self.children[LITELLM] = Child(
                 LITELLM,
                 [str(binary), "--config", str(self.state.litellm_config), "--host", "127.0.0.1",
@@ -869,11 +871,15 @@ def _entry_status(name: str, entry: Mapping[str, Any] | None, probe_url: str | N
         if name in (MEMORY, SDK):
             info["healthy"] = proc is not None and code in (200, 503)
             try:
-                answer = json.loads(body)
-                info["litellm_ready"] = bool(answer["litellm"]["ready"])
-                info["waiting_for_litellm"] = int(answer["memory_proxy"].get("waiting_for_litellm") or 0)
+                health = json.loads(body)
+                info["litellm_ready"] = bool(health["litellm"]["ready"])
+                info["waiting_for_litellm"] = int(health["memory_proxy"].get("waiting_for_litellm") or 0)
             except (ValueError, KeyError, TypeError, AttributeError):
                 info["litellm_ready"] = False
+            else:
+                usage = (health.get("memory_proxy") or {}).get("usage") if isinstance(health, dict) else None
+                if isinstance(usage, dict):
+                    info["usage"] = usage  # the usage record's writer: written, queued, dropped, failing
         else:  # a restarted LiteLLM is "starting" until the supervisor has warmed it up too
             info["healthy"] = code == 200 and (proc is not None or entry is None) and not info.get("starting")
     else:

@@ -1008,6 +1008,159 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+STATS_COMMANDS = ([], ["daily"], ["weekly", "--by", "model"], ["monthly", "--by", "provider", "--breakdown"],
+                  ["session"], ["daily", "--by", "project", "--json"])
+
+
+def fill_usage_store(state: Path, records: int, days: int = 30) -> float:
+    """``records`` synthetic usage records over ``days`` through the writer's own upsert (the
+    rollup included), shaped like a busy installation: 10 clients, 4 models, Claude Code
+    sessions of two hours. Returns the seconds the writer took."""
+    import random
+
+    from memory_proxy.usage import derive
+    from memory_proxy.usage_store import SqliteStore
+
+    store = SqliteStore(state / "usage.sqlite3")
+    rnd = random.Random(17)
+    now = int(time.time() * 1000)
+    clients = ["claude-cli", "pycharm-ai", "openai-python", "proj-a", "proj-b", "curl", "default-dev", "ci-1",
+               "ci-2", "notebook"]
+    models = ["gpt-4o-mini", "claude-sonnet-4-5", "memory/gpt-4o-mini", "claude-3-5-haiku-latest"]
+    started = time.perf_counter()
+    batch = []
+    for i in range(records):
+        client, model = rnd.choice(clients), rnd.choice(models)
+        ts = now - rnd.randrange(days * 86_400_000)
+        latency = rnd.lognormvariate(6, 1)
+        streamed = rnd.random() < 0.6
+        batch.append(derive({
+            "request_id": f"{i:032x}", "ts_ms": ts, "client_id": client,
+            "client_source": "scope_path" if client.startswith("proj") else "pattern", "method": "POST",
+            "path": "/v1/messages" if "claude" in model else "/v1/chat/completions", "model_group": model,
+            "deployment": model, "provider": "anthropic" if "claude" in model else "openai",
+            "status": 200 if rnd.random() > 0.03 else 500, "completed": 1, "streamed": int(streamed),
+            "latency_ms": latency, "ttfb_ms": latency * 0.3, "first_event_ms": latency * 0.3 if streamed else None,
+            "input_tokens": rnd.randrange(2000), "output_tokens": rnd.randrange(800),
+            "cache_read_tokens": rnd.randrange(5000), "cache_write_tokens": rnd.randrange(300),
+            "cost_usd": rnd.random() / 100, "priced": int("haiku" not in model),
+            "sm_error": "x" if rnd.random() < 0.01 else None, "sm_context_modified": int(rnd.random() < 0.5),
+            "cf_retries": 0, "session_id": f"{client}-{ts // 7_200_000}" if client == "claude-cli" else None,
+        }, frozenset({"memory/gpt-4o-mini"})))
+        if len(batch) == 5000:  # the writer's largest batch
+            store.upsert(batch)
+            batch = []
+    if batch:
+        store.upsert(batch)
+    store.close()
+    return time.perf_counter() - started
+
+
+def run_stats_part(args: argparse.Namespace) -> dict:
+    """``--part stats``: ``start_proxies.py stats`` over a store of ``--stats-records`` records."""
+    root = Path(tempfile.mkdtemp(prefix="bench-stats-"))
+    state = root / "state"
+    state.mkdir()
+    config = root / "config.yaml"
+    config.write_text("model_list: []\n")
+    log(f"writing {args.stats_records:,} usage records (the writer's upsert and rollup) into {state}")
+    fill_s = fill_usage_store(state, args.stats_records)
+    size_mb = (state / "usage.sqlite3").stat().st_size / 1e6
+    log(f"  {fill_s:.1f} s ({args.stats_records / fill_s:,.0f} records/s), {size_mb:.0f} MB")
+    python = os.environ.get("BENCH_USER_PYTHON") or sys.executable
+    rows = []
+    for extra in STATS_COMMANDS:
+        argv = [python, str(ROOT / "start_proxies.py"), "--config", str(config), "--state-dir", str(state),
+                "stats", *extra]
+        times, cpu = [], []
+        for _ in range(3):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            began = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+            times.append(time.perf_counter() - began)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            if done.returncode != 0:
+                raise SystemExit(f"stats {' '.join(extra)} failed: {done.stderr[-500:]}")
+        rows.append({"command": " ".join(["stats", *extra]), "median_s": round(med(times), 3),
+                     "max_s": round(max(times), 3), "cpu_median_s": round(med(cpu), 3)})
+    results = {"records": args.stats_records, "fill_s": round(fill_s, 1), "store_mb": round(size_mb),
+               "stats": rows, "target_s": 1.0, "machine": machine()}
+    width = max(len(r["command"]) for r in rows)
+    print(f"\nstats over {args.stats_records:,} records ({size_mb:.0f} MB store); target: under 1 s each "
+          f"(wall time; the CPU time beside it shows what a busy machine added)")
+    for r in rows:
+        mark = "ok" if r["median_s"] < 1.0 else "OVER"
+        print(f"  {r['command']:<{width}}  median {r['median_s']:.3f} s  max {r['max_s']:.3f} s  "
+              f"(CPU {r['cpu_median_s']:.3f} s)  {mark}")
+    out = Path(args.json) if args.json else root / "benchmark-stats.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"figures: {out}")
+    shutil.rmtree(state, ignore_errors=True)
+    return results
+
+
+def run_usage_overhead_part(args: argparse.Namespace) -> dict:
+    """``--part usage``: the memory proxy alone in front of the emulator, twice (the usage record
+    on, and ``memory_proxy.usage.enabled: false``), wrk at 1 and 20 clients, interleaved round by
+    round; the ratios on/off of requests/s and p50."""
+    workdir = Path(tempfile.mkdtemp(prefix="memory-proxy-bench-usage-"))
+    provider, supermemory, on_port, off_port, unused = free_ports(5)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORY_PROXY_")}
+    env.update(LITELLM_MASTER_KEY="sk-bench-" + secrets.token_urlsafe(24), PYTHONUNBUFFERED="1",
+               BENCH_PROVIDER_KEY="sk-emulator-x", BENCH_SUPERMEMORY_KEY="sm-emulator-x")
+    bench = Bench(args, workdir, env)
+    wrk_binary = shutil.which("wrk")
+    if not wrk_binary:
+        sys.exit(f"--part usage needs wrk: {WRK_INSTALL}")
+    gen = Wrk(wrk_binary, workdir)
+    rounds = args.rounds or (2 if args.quick else 4)
+    per: dict[str, dict[str, list]] = {"on": {}, "off": {}}
+    try:
+        bench.start_emulator([provider, supermemory], provider, 0)  # no direct-path processes
+        for name, port in (("on", on_port), ("off", off_port)):
+            config, state = workdir / f"{name}.yaml", workdir / f"state-{name}"
+            write_config(config, port=port, litellm_port=unused, provider=provider, supermemory=supermemory)
+            if name == "off":
+                config.write_text(config.read_text().replace("memory_proxy:\n", "memory_proxy:\n  usage:\n"
+                                                             "    enabled: false\n", 1))
+            bench.states.append((config, state))
+            up = bench.launcher(config, state, "up", "--detach", "--litellm-url", f"http://127.0.0.1:{provider}",
+                                timeout=120)
+            if up.returncode != 0:
+                raise RuntimeError(f"up --detach --litellm-url failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
+        targets = {"on": Target("on", on_port, "sk-anything", "plain"),
+                   "off": Target("off", off_port, "sk-anything", "plain")}
+        for t in targets.values():
+            httpx_latency(t, 300)
+        bench.settle(provider)
+        log(f"usage record on/off: {rounds} rounds x (1 and 20 clients) x 2 proxies x 3 s ...")
+        for r in range(rounds):
+            for clients in (1, 20):
+                for name in (("on", "off") if r % 2 == 0 else ("off", "on")):
+                    per[name].setdefault(f"c{clients}", []).append(gen.run(targets[name], clients, 3.0))
+                    bench.settle(provider)
+        written = httpx.get(f"http://127.0.0.1:{on_port}/health", timeout=5).json()["memory_proxy"]["usage"]
+    finally:
+        bench.stop()
+    results: dict = {"rounds": rounds, "generator": gen.version, "machine": machine(), "usage_on": written}
+    print(f"\nthe memory proxy alone, usage record on vs off ({gen.version}, {rounds} rounds, medians)")
+    for clients in (1, 20):
+        key = f"c{clients}"
+        on_rps, off_rps = (med([x["rps"] for x in per[n][key]]) for n in ("on", "off"))
+        on_p50, off_p50 = (med([x["p50_ms"] for x in per[n][key]]) for n in ("on", "off"))
+        results[key] = {"on_rps": on_rps, "off_rps": off_rps, "rps_ratio": on_rps / off_rps,
+                        "on_p50_ms": on_p50, "off_p50_ms": off_p50, "p50_ratio": on_p50 / off_p50}
+        print(f"  {clients:>2} client(s): {on_rps:,.0f} vs {off_rps:,.0f} req/s (on/off {on_rps / off_rps:.3f}), "
+              f"p50 {on_p50:.2f} vs {off_p50:.2f} ms (on/off {on_p50 / off_p50:.3f}); target: within 5 %")
+    print(f"  records written by the proxy with the record on: {written.get('written')}, dropped "
+          f"{written.get('dropped')}")
+    out = Path(args.json) if args.json else workdir / "benchmark-usage.json"
+    out.write_text(json.dumps(results, indent=1, default=float))
+    print(f"figures: {out}")
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python3 scripts/benchmark.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1022,11 +1175,22 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=8, help="content chunks per streamed answer")
     parser.add_argument("--direct-processes", type=int, default=None,
                         help="emulator processes serving the direct path (default: one per core)")
-    parser.add_argument("--startup-only", action="store_true",
-                        help="only the part 'first requests and restarts' (scripts/bench_startup.py, about 2 minutes)")
+    parser.add_argument("--part", choices=("proxies", "startup", "stats", "usage"), default="proxies",
+                        help="proxies: the hops above (default, then the startup part too); startup: only the "
+                             "part 'first requests and restarts' (scripts/bench_startup.py, about 2 minutes); "
+                             "stats: `start_proxies.py stats` over a large usage store (starts nothing); usage: "
+                             "the memory proxy alone with the usage record on and off")
+    parser.add_argument("--startup-only", action="store_true", help="the same as --part startup")
+    parser.add_argument("--stats-records", type=int, default=1_000_000, help="records for --part stats")
     args = parser.parse_args()
     try:
-        run_startup_only(args) if args.startup_only else run(args)
+        if args.part == "stats":
+            run_stats_part(args)
+            return 0
+        if args.part == "usage":
+            run_usage_overhead_part(args)
+            return 0
+        run_startup_only(args) if args.startup_only or args.part == "startup" else run(args)
     except KeyboardInterrupt:
         log("interrupted")
         return 130

@@ -42,6 +42,7 @@ STREAM_FAULTS = ("close_mid_stream", "endless_stream")
 FAULT_MODES = ("slow", "error_500", "error_429", "error_400", "invalid_json", "memory_error") + STREAM_FAULTS
 DEFAULT_FAULT_DELAY = {"slow": 1.0, "endless_stream": 0.05}
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "text-embedding-3-small")
+CACHE_WRITE, CACHE_READ = 5, 7  # prompt-cache tokens reported for a request with cache_control
 NO_USER_ID = "[SUPERMEMORY] No user ID found. Provide x-sm-user-id header, user field or userId query parameter"
 ASKS_NAME = re.compile(r"what is my name", re.I)
 TELLS_NAME = re.compile(r"my name is (\w+)", re.I)
@@ -386,21 +387,30 @@ async def chat_completions(st, request, body, user, fault) -> Response:
     return _stream(st, request, events())
 
 
+def _cache_usage(body: dict) -> dict:
+    """Anthropic's prompt-cache counts, apart from ``input_tokens``, when a block of the request
+    asks for caching (``cache_control``): fixed figures, so tests know what to expect."""
+    return {"cache_creation_input_tokens": CACHE_WRITE, "cache_read_input_tokens": CACHE_READ} \
+        if '"cache_control"' in json.dumps(body.get("system")) + json.dumps(body.get("messages")) else {}
+
+
 async def messages(st, request, body, user, fault) -> Response:
     texts = _user_texts(body.get("messages"))
     text = st.converse(texts, user)
     p, c = _tokens(texts), _tokens([text])
+    cache = _cache_usage(body)
     message = {"id": f"msg_emu{next(st.ids)}", "type": "message", "role": "assistant",
                "model": body.get("model") or MODELS[2], "stop_sequence": None}
     if body.get("stream") is not True:
         return JSONResponse({**message, "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                             "usage": {"input_tokens": p, "output_tokens": c}})
+                             "usage": {"input_tokens": p, "output_tokens": c, **cache}})
 
     def event(name: str, **fields: Any) -> str:
         return _sse(name, {"type": name, **fields})
 
     async def events() -> AsyncIterator[str]:
-        start = {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": p, "output_tokens": 1}}
+        start = {**message, "content": [], "stop_reason": None,
+                 "usage": {"input_tokens": p, "output_tokens": 1, **cache}}
         yield event("message_start", message=start)
         yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
         yield event("ping")
@@ -497,6 +507,7 @@ async def answer(st: EmulatorState, request: Request, kind: str, raw: bytes, *, 
             return JSONResponse({"error": {"message": NO_USER_ID, "type": "invalid_request_error"}}, 400)
         if conversation := request.headers.get("x-sm-conversation-id"):
             st.conversations.setdefault(user, []).append(conversation)
+        remembered = len(st.memories.get(user, []))  # before this request adds to them
     fault = st.take_fault()
     mode = fault["mode"] if fault else None
     if mode == "slow":
@@ -512,6 +523,14 @@ async def answer(st: EmulatorState, request: Request, kind: str, raw: bytes, *, 
     if mode == "memory_error" and memory:
         # Supermemory still answers when it cannot add memory, and says so in a header only.
         response.headers["x-supermemory-error"] = "Emulated fault: memory store unavailable"
+    elif memory:  # the Memory Router's documented diagnostic headers
+        texts = _user_texts(body.get("messages") or body.get("input"))
+        response.headers.update({
+            "x-supermemory-context-modified": "true" if remembered else "false",
+            "x-supermemory-chunks-retrieved": str(remembered),
+            "x-supermemory-chunks-created": str(len([t for t in texts if t])),
+            "x-supermemory-tokens-processed": str(_tokens(texts)),
+            "x-supermemory-conversation-id": request.headers.get("x-sm-conversation-id") or f"conv-{user}"})
     return response
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from memory_proxy import litellm_config
-from memory_proxy.config import MAPPING_KEYS, PROXY_KEYS, SUPERMEMORY_KEYS, ConfigError, load_config, parse_config
+from memory_proxy.config import MAPPING_KEYS, PROXY_KEYS, SUPERMEMORY_KEYS, USAGE_KEYS, ConfigError, load_config, parse_config
 from memory_proxy.schema import json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,4 +187,5 @@ def test_json_schema_covers_our_sections():
     assert set(ours["user_id_mappings"]["properties"]) == set(MAPPING_KEYS)
     assert set(ours["memory_proxy"]["properties"]) == set(PROXY_KEYS)
     assert set(ours["memory_proxy"]["properties"]["supermemory"]["properties"]) == set(SUPERMEMORY_KEYS)
+    assert set(ours["memory_proxy"]["properties"]["usage"]["properties"]) == set(USAGE_KEYS)
     assert ours["memory_proxy"]["additionalProperties"] is False

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from memory_proxy.config import (MAPPING_KEYS, ConfigError, parse_config, PROXY_KEYS, SUPERMEMORY_KEYS, ProxySettings, SupermemorySettings,
-                                 Timeouts, UserIdMappings)
+from memory_proxy.config import (MAPPING_KEYS, PROXY_KEYS, SUPERMEMORY_KEYS, USAGE_KEYS, ConfigError, ProxySettings,
+                                 SupermemorySettings, Timeouts, UsageSettings, UserIdMappings, parse_config)
 from memory_proxy.schema import json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +27,8 @@ def accepted_keys() -> dict[str, object]:
         keys[f"memory_proxy.timeouts.{key}"] = getattr(Timeouts, key)
     for key in SUPERMEMORY_KEYS:
         keys[f"memory_proxy.supermemory.{key}"] = getattr(SupermemorySettings, key)
+    for key in USAGE_KEYS:
+        keys[f"memory_proxy.usage.{key}"] = getattr(UsageSettings, key)
     return keys
 
 

@@ -191,10 +191,11 @@ def upstream(records: list[dict], request_ids: set[str] = frozenset()) -> list[d
     seen = []
     for r in records:
         headers = {k: v for k, v in r["headers"].items() if k not in TRANSPORT_HEADERS}
-        forwarded_id = r["headers"].get("x-request-id")
-        if forwarded_id is not None:  # only ever our own request id, forwarded for backed models
-            assert forwarded_id in request_ids, forwarded_id
-            headers["x-request-id"] = "<ours>"
+        for name in ("x-request-id", "x-litellm-call-id"):  # the call id names LiteLLM's call after ours
+            forwarded_id = r["headers"].get(name)
+            if forwarded_id is not None:  # only ever our own request id, forwarded for backed models
+                assert forwarded_id in request_ids, forwarded_id
+                headers[name] = "<ours>"
         seen.append({"method": r["method"], "path": r["path"], "query": r["query"], "headers": headers,
                      "body": r["body"]})
     return seen

@@ -461,7 +461,8 @@ def test_odd_methods_and_oversized_headers_get_json_errors(emu, proxy):
 # --- the front door: nothing reaches LiteLLM (here the emulator) unless it is a model route -------
 
 
-ADMIN_PATHS = ["/model/info", "/v1/model/info", "/get/config/callbacks", "/routes", "/ui/", "/debug/asyncio-tasks",
+ADMIN_PATHS = ["/model/info", "/v1/model/info", "/get/config/callbacks", "/routes", "/sso/key/generate",
+               "/debug/asyncio-tasks",
                "/key/generate", "/model/new", "/config/update", "/cache/flushall", "/spend/logs",
                "/anthropic/v1/messages", "/openai/v1/chat/completions", "/mcp/tools", "/v1/files", "/v1/batches",
                "/v1/assistants", "/v1/vector_stores", "/scope/proj/key/generate", "/v1/models/../../key/generate"]

@@ -62,14 +62,14 @@ def test_ingress_headers_drop_forgeries_credentials_and_hop_by_hop():
         ("x-drop-me", "1"), ("transfer-encoding", "chunked"), ("authorization", "Bearer client-key"),
         ("x-api-key", "client-key"), ("x-sm-user-id", "victim"), ("X-Supermemory-User-Id".lower(), "victim"),
         ("x-memory-user-id", "proj"), ("x-memory-proxy-egress-secret", "guess"), ("accept", "text/event-stream"),
-        ("x-claude-code-session-id", "sess-1"), ("user-agent", "claude-cli/2"),
+        ("x-claude-code-session-id", "sess-1"), ("user-agent", "claude-cli/2"), ("x-litellm-call-id", "forged"),
     ]
     out = h.ingress_request_headers(incoming, custom_header="x-memory-user-id", user_id="proj",
                                     master_key="sk-master", request_id="rid")
     assert dict(out) == {
         "accept": "text/event-stream", "user-agent": "claude-cli/2", "x-claude-code-session-id": "sess-1",
         "authorization": "Bearer sk-master", "x-supermemory-user-id": "proj", "x-request-id": "rid",
-        "x-supermemory-conversation-id": "sess-1",
+        "x-litellm-call-id": "rid", "x-supermemory-conversation-id": "sess-1",
     }
 
 

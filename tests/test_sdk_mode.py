@@ -194,3 +194,45 @@ def test_streams_are_cut_at_the_total_timeout_in_both_formats(emu, tmp_path):
             while httpx.get(providers.url + "/_emulator/stats").json()["active_streams"]:
                 assert time.monotonic() < deadline, "the endless upstream stream was not closed"
                 time.sleep(0.05)
+
+
+def test_usage_record_in_sdk_mode(emu, tmp_path):
+    """SDK mode's in-process LiteLLM callback fills the same record as binary mode's generic_api."""
+    import sqlite3
+
+    from memory_proxy.sdk_mode import _litellm, create_sdk_app
+
+    providers, supermemory = emu
+    port = free_port()
+    config = parse_config(config_text(providers.url, supermemory.url, port), tmp_path / "c.yaml", ENV)
+    callbacks = list(_litellm().callbacks)
+    app = create_sdk_app(config, master_key="unused-master-key", egress_secret="s" * 32, port=port,
+                         environ=ENV, state_dir=tmp_path / "state")
+    with ServerThread(app, port=port):
+        base = f"http://127.0.0.1:{port}/v1/chat/completions"
+        plain = httpx.post(base, timeout=30, headers={"x-memory-user-id": "sdk-a"},
+                           json={"model": "plain", "messages": [{"role": "user", "content": "four words right here"}]})
+        streamed = httpx.post(base, timeout=30, headers={"x-memory-user-id": "sdk-b"},
+                              json={"model": "memory", "stream": True,
+                                    "messages": [{"role": "user", "content": "two words"}]})
+        assert plain.status_code == streamed.status_code == 200
+        usage = app.state.runtime.usage
+        deadline = time.monotonic() + 20
+        while usage.written < 5 and time.monotonic() < deadline:  # ingress, LiteLLM, LiteLLM, egress, ingress
+            time.sleep(0.05)
+    assert _litellm().callbacks == callbacks  # ours removed again
+    db = sqlite3.connect(tmp_path / "state" / "usage.sqlite3")
+    found = db.execute("SELECT client_id, status, streamed, supermemory, input_tokens, output_tokens, provider, "
+                       "litellm_status, sm_chunks_created FROM usage_requests ORDER BY ts_ms").fetchall()
+    assert found == [("sdk-a", 200, 0, 0, 4, 5, "openai", "success", None),
+                     ("sdk-b", 200, 1, 1, 2, 3, "openai", "success", 1)]
+
+
+def test_usage_logger_is_removed_from_litellm_at_shutdown(emu, tmp_path):
+    """A second app in the same process (tests, a restart in-process) gets its own figures."""
+    from memory_proxy.sdk_mode import _litellm
+
+    test_usage_record_in_sdk_mode(emu, tmp_path / "first")
+    litellm = _litellm()
+    assert not [c for c in litellm._async_success_callback if type(c).__name__ == "UsageLogger"]
+    test_usage_record_in_sdk_mode(emu, tmp_path / "second")

@@ -1,0 +1,170 @@
+"""The usage store on a real PostgreSQL server: a throw-away cluster (Debian's initdb and
+pg_ctl) in a temporary folder on a free port, started for this module."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from memory_proxy import usage_report as ur
+from memory_proxy.usage import UsageLog, from_supermemory
+from tests.test_usage import NOW_MS, ingress_row, wait_for
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.root, self.data, self.port = root, root / "data", free_port()
+        self.url = f"postgresql://usage@127.0.0.1:{self.port}/postgres"
+        # initdb refuses to run as root: the cluster belongs to the postgres system user then
+        self.user = "postgres" if os.geteuid() == 0 else None
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess:
+        command = [str(PG_BIN / argv[0]), *argv[1:]]
+        if self.user:
+            command = ["runuser", "-u", self.user, "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "usage", "--no-sync")
+
+    def start(self) -> None:
+        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-o",
+                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
+        pytest.skip(f"PostgreSQL's server binaries are not installed ({PG_BIN}): Debian's postgresql package")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: initdb cannot run as root")
+    root = Path(f"/tmp/usage-pg-{os.getpid()}")  # short: the server's socket path must fit 107 bytes
+    shutil.rmtree(root, ignore_errors=True)
+    pg = Cluster(root)
+    pg.init()
+    pg.start()
+    try:
+        yield pg
+    finally:
+        try:
+            pg.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def url(cluster):
+    from memory_proxy.usage_pg import PostgresStore
+
+    store = PostgresStore(cluster.url)
+    for table in ("usage_requests", "usage_rollup", "usage_rollup_daily", "usage_rollup_latency"):
+        store.execute(f"DELETE FROM {table}")
+    store.close()
+    return cluster.url
+
+
+def test_same_schema_same_queries(url):
+    from memory_proxy.usage_pg import PostgresStore
+
+    log = UsageLog(lambda: PostgresStore(url), capacity=100, backed=frozenset({"memory/x"}), interval=0.01).start()
+    log.put({"request_id": "r1", "ts_ms": NOW_MS + 500, "input_tokens": 3, "output_tokens": 4,
+             "litellm_status": "success", "priced": 1, "cost_usd": 0.25})
+    wait_for(lambda: log.written == 1)
+    log.put(ingress_row("r1", latency_ms=100.0, session_id="s1"))
+    log.put(ingress_row("r2", model_group="memory/x", status=500, latency_ms=300.0))
+    log.put(from_supermemory("r2", {"x-supermemory-error": "down"}, 1))
+    log.stop()
+    store = PostgresStore(url, readonly=True)
+    assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [("1",)]
+    rows = store.query("SELECT request_id, ts_ms, client_id, input_tokens, supermemory, sm_error, cf_retries "
+                       "FROM usage_requests ORDER BY request_id")
+    assert rows == [("r1", NOW_MS, "c1", 3, 0, None, None), ("r2", NOW_MS, "c1", None, 1, "down", 1)]
+    (total,) = ur.report(store, period="total")
+    assert (total.requests, total.errors, total.input_tokens, total.output_tokens, total.cost_usd,
+            total.memory_errors, total.cloudflare_retries) == (2, 1, 3, 4, 0.25, 1, 1)
+    assert abs(total.as_dict()["p95_latency_ms"] - 300) <= 15
+    daily = ur.report(store, period="daily", by="model", breakdown=True)
+    assert sorted((r.key, r.requests) for r in daily) == [("gpt-4o-mini", 1), ("memory/x", 1)]
+    assert sorted(r.period for r in ur.report(store, period="session")) == ["-", "s1"]
+    assert len(ur.report(store, period="hourly")) == 1
+    assert [r["request_id"] for r in ur.latest(store, limit=5)] in (["r1", "r2"], ["r2", "r1"])
+    store.close()
+
+
+def test_a_server_that_goes_down_loses_no_record(cluster, url):
+    """PostgreSQL stopped mid-run: records wait in the queue, the writer reconnects, nothing is lost."""
+    from memory_proxy.usage_pg import PostgresStore
+
+    log = UsageLog(lambda: PostgresStore(url), capacity=1000, interval=0.02).start()
+    for i in range(10):
+        log.put(ingress_row(f"a{i}"))
+    wait_for(lambda: log.written == 10)
+    cluster.stop()
+    try:
+        for i in range(10):
+            log.put(ingress_row(f"b{i}"))  # never blocks, never raises
+        wait_for(lambda: log.status()["failed_batches"] >= 1, timeout=20)
+        assert log.status()["store_ok"] is False and log.status()["last_error"]
+    finally:
+        cluster.start()
+    wait_for(lambda: log.written == 20, timeout=30)
+    log.stop()
+    store = PostgresStore(url, readonly=True)
+    assert store.query("SELECT COUNT(*) FROM usage_requests") == [(20,)]
+    assert store.query("SELECT SUM(requests) FROM usage_rollup_daily")[0][0] == 20
+    store.close()
+    assert log.dropped == 0
+
+
+def test_the_app_writes_to_postgresql(url):
+    """``memory_proxy.usage.database_url`` (an os.environ/ reference) sends the records there."""
+    import httpx
+
+    from memory_proxy.app import create_app
+    from memory_proxy.config import parse_config
+    from memory_proxy.usage_pg import PostgresStore
+    from tests import emulator
+    from tests.servers import ServerThread
+
+    with ServerThread(emulator.create_app(chunk_delay=0.01)) as emu:
+        text = (f"model_list:\n  - model_name: m\n    litellm_params: {{model: openai/m, api_base: \"{emu.url}/v1\", "
+                f"api_key: k}}\nmemory_proxy:\n  usage: {{database_url: os.environ/USAGE_DB}}\n")
+        config = parse_config(text, Path("t.yaml"), {"USAGE_DB": url})
+        assert config.proxy.usage.database_url == url
+        app = create_app(config, litellm_url=emu.url, master_key="sk-master", egress_secret="s" * 32)
+        with ServerThread(app) as proxy:
+            for client_id in ("pg-a", "pg-a", "pg-b"):
+                answer = httpx.post(proxy.url + "/v1/chat/completions", headers={"x-memory-user-id": client_id},
+                                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+                assert answer.status_code == 200
+            wait_for(lambda: app.state.runtime.usage.written == 3)
+            summary = httpx.get(proxy.url + "/ui/api/summary").json()
+        assert {r["key"]: r["requests"] for r in summary["rows"]} == {"pg-a": 2, "pg-b": 1}
+    store = PostgresStore(url, readonly=True)
+    assert store.query("SELECT client_id, COUNT(*) FROM usage_requests GROUP BY client_id ORDER BY 1") == [
+        ("pg-a", 2), ("pg-b", 1)]
+    store.close()
