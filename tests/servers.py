@@ -40,6 +40,16 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
+async def receive_body(receive) -> bytes:
+    """An ASGI request's whole body, for the small echo apps of the tests."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 def raw_http(port: int, request_line: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
     """Send one HTTP/1.1 request byte for byte (no client-side path normalisation);
     return the status code and the raw answer."""

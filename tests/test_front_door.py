@@ -14,7 +14,7 @@ import pytest
 from memory_proxy.config import ConfigError, ProxySettings, parse_config
 from memory_proxy.front_door import FrontDoor
 from memory_proxy.http_protocol import protocol_class
-from tests.servers import ServerThread
+from tests.servers import ServerThread, receive_body
 
 
 def door(**settings) -> FrontDoor:
@@ -194,12 +194,7 @@ async def echo(scope, receive, send):
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await receive_body(receive)
     names = {n for n, _ in scope["headers"]}
     text = json.dumps({"method": scope["method"], "path": scope["path"], "body": body.decode(),
                        "upgrade": b"upgrade" in names or b"http2-settings" in names}).encode()

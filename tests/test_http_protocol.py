@@ -11,6 +11,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from memory_proxy.http_protocol import Coalesce, protocol_class
+from tests.servers import receive_body
 
 LIMIT = 4096  # memory_proxy.max_header_bytes of these tests
 
@@ -50,12 +51,7 @@ class RecordingTransport(asyncio.Transport):
 
 
 async def echo(scope, receive, send):
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await receive_body(receive)
     names = sorted(n.decode() for n, _ in scope["headers"])
     text = json.dumps({"method": scope["method"], "path": scope["path"], "body": body.decode(),
                        "headers": names}).encode()
