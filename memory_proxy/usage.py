@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Any
 
+from .warmup import is_warmup
+
 log = logging.getLogger("memory_proxy")
 
 # Column -> SQL type. The ingress, LiteLLM and the egress each fill some of them.
@@ -106,8 +108,11 @@ def from_litellm(payload: dict) -> dict | None:
 
     Token counts: LiteLLM's ``prompt_tokens`` includes cache reads and writes (for Anthropic it
     adds them to Anthropic's own ``input_tokens``; OpenAI's already includes ``cached_tokens``),
-    so the input counted here is what remains: no token is counted twice."""
+    so the input counted here is what remains: no token is counted twice. The warm-up groups'
+    answers are nobody's usage: None for them too."""
     if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+        return None
+    if is_warmup(payload.get("model_group")):  # the launcher's own mock requests (warmup.py): no client traffic
         return None
     meta = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
     usage = meta.get("usage_object") if isinstance(meta.get("usage_object"), dict) else {}
