@@ -40,6 +40,15 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
+def until(predicate, what: str, timeout: float = 20.0):
+    """Polls ``predicate`` until it returns something true (a bound against hangs, not a timing claim)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+    return value
+
+
 async def receive_body(receive) -> bytes:
     """An ASGI request's whole body, for the small echo apps of the tests."""
     body = b""

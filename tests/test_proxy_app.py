@@ -22,7 +22,7 @@ import pytest
 from memory_proxy.app import create_app
 from memory_proxy.config import parse_config
 from tests import emulator
-from tests.servers import ServerThread, raw_http
+from tests.servers import ServerThread, raw_http, until
 
 MASTER = "sk-test-master-0123456789"
 SECRET = "egress-secret-for-tests"
@@ -202,13 +202,7 @@ def _health(server) -> dict:
     return httpx.get(server.url + "/health").json()["memory_proxy"]
 
 
-def _until(predicate, what: str, timeout: float = 20.0):
-    """Polls ``predicate`` until it returns something true (a bound against hangs, not a timing claim)."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
-    return value
+_until = until
 
 
 def test_a_request_waits_for_litellm_to_listen_then_is_relayed_once(emu, tmp_path):

@@ -11,6 +11,7 @@ that test_3 left reading a never-ending answer.)
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import signal
@@ -20,6 +21,8 @@ import time
 
 import httpx
 import pytest
+
+from tests.servers import until
 
 from .conftest import (ANTHROPIC_HEADERS, CHAT, MESSAGES, PLAIN, READ_TIMEOUT, assert_openai_error, bad_input, fault,
                        free_port, metric, post_bytes, seen, start_direct)
@@ -249,12 +252,7 @@ def _waiting(proxy) -> dict:
     return httpx.get(proxy.url + "/health", trust_env=False, timeout=10).json()["memory_proxy"]
 
 
-def _until(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
-    return value
+_until = functools.partial(until, timeout=30.0)
 
 
 def test_past_startup_queue_or_startup_wait_a_request_gets_503_with_retry_after(stack, tmp_path):
