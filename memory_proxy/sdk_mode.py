@@ -45,7 +45,8 @@ Choices forced by LiteLLM's code (1.108):
   bodies match what the binary answers; ``/v1/messages`` errors are Anthropic-shaped there
   and here.
 - ``litellm_settings`` are applied to the ``litellm`` module (as the LiteLLM proxy does) and
-  restored at shutdown; ``router_settings`` become Router arguments. LiteLLM is module-global
+  restored at shutdown, its callbacks through ``litellm_callbacks`` (LiteLLM's own callback
+  machinery runs them, as in the binary); ``router_settings`` become Router arguments. LiteLLM is module-global
   state, so one SDK app per process at a time.
 """
 
@@ -69,7 +70,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import egress, ingress
+from . import egress, ingress, litellm_callbacks
 from . import headers as h
 from .app import AnyMethod, _http_error, create_app
 from .config import Config, resolve_env
@@ -140,6 +141,7 @@ class SdkSettings:
     router_settings: dict
     general_settings: dict
     backed_groups: frozenset[str]
+    callback_settings: dict = field(default_factory=dict)  # the top-level section, for named generic_api sinks
 
 
 def sdk_settings(config: Config, egress_url: str, egress_secret: str,
@@ -161,7 +163,8 @@ def sdk_settings(config: Config, egress_url: str, egress_secret: str,
     general = dict(resolve_env(generated.get("general_settings") or {}, environ))
     general.pop("master_key", None)
     return SdkSettings(model_list, settings, dict(resolve_env(generated.get("router_settings") or {}, environ)),
-                       general, frozenset(config.supermemory_groups))
+                       general, frozenset(config.supermemory_groups),
+                       dict(resolve_env(generated.get("callback_settings") or {}, environ)))
 
 
 @dataclass
@@ -173,6 +176,7 @@ class SdkBackend:
     version: str
     started_s: float
     restore: dict[str, object] = field(default_factory=dict)
+    restore_callbacks: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def start(cls, settings: SdkSettings, runtime: Runtime) -> SdkBackend:
@@ -189,11 +193,15 @@ class SdkBackend:
         set_global("aclient_session", runtime.litellm)
         set_global("suppress_debug_info", True)
         for name, value in settings.litellm_settings.items():
-            if name.endswith("callbacks") or name in ("callbacks", "cache", "cache_params"):
+            if name in litellm_callbacks.CALLBACK_KEYS:
+                continue  # installed below, as the LiteLLM proxy installs them
+            if name.endswith("callbacks") or name in ("cache", "cache_params"):
                 log.warning("SDK mode ignores litellm_settings.%s", name)
                 continue
             set_global(name, value)
         _flush_client_cache(litellm)
+        restore_callbacks = litellm_callbacks.install(litellm, settings.litellm_settings, settings.callback_settings,
+                                                      runtime.config.path)
         accepted = set(inspect.signature(Router.__init__).parameters)
         router_kwargs = {k: v for k, v in settings.router_settings.items() if k in accepted}
         for name in set(settings.router_settings) - accepted:
@@ -204,7 +212,7 @@ class SdkBackend:
             litellm_version = version("litellm")
         except Exception:  # noqa: BLE001
             litellm_version = "unknown"
-        return cls(router, settings, litellm_version, time.perf_counter() - started, restore)
+        return cls(router, settings, litellm_version, time.perf_counter() - started, restore, restore_callbacks)
 
     async def stop(self) -> None:
         litellm = _litellm()
@@ -214,6 +222,7 @@ class SdkBackend:
         except Exception as exc:  # noqa: BLE001
             log.debug("closing LiteLLM's cached clients: %s", exc)
         _flush_client_cache(litellm)
+        litellm_callbacks.restore(litellm, self.restore_callbacks)
         for name, value in self.restore.items():
             if value is _UNSET:
                 with contextlib.suppress(AttributeError):

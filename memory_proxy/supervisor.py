@@ -587,6 +587,10 @@ class Supervisor:
                        LITELLM_CORS_ORIGINS=f"{base},http://localhost:{proxy.litellm_port}")
             env[MASTER_KEY_ENV] = master_key
             env[EGRESS_SECRET_ENV] = egress_secret
+            # The generated config lives in the state dir: custom callbacks (``litellm_settings``
+            # ``module.instance`` entries) are found beside the user's config, as SDK mode finds them.
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(self.config_path).resolve().parent),
+                                                              base_env.get("PYTHONPATH")]))
             litellm = self.children[LITELLM] = Child(
                 LITELLM,
                 [str(binary), "--config", str(self.state.litellm_config), "--host", "127.0.0.1",
