@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route, request_response
 
-from . import cookie_store, egress, ingress
+from . import cookie_store, egress, ingress, metrics
 from .config import Config
 from .errors import error_response
 from .front_door import FrontDoor, Guard
@@ -70,7 +70,8 @@ def _routed(scope) -> bool:
     """Paths that the router below serves with something other than the ingress relay."""
     path = scope["path"]
     return path.startswith(egress.EGRESS_PREFIX + "/") or (
-        path.endswith("/health") and scope["method"] in ("GET", "HEAD") and is_health(path))
+        path.endswith("/health") and scope["method"] in ("GET", "HEAD") and is_health(path)) or (
+        path == "/metrics" and scope["method"] in ("GET", "HEAD"))
 
 
 def is_health(path: str) -> bool:
@@ -124,6 +125,7 @@ def create_app(
     routes = [
         Route("/health", ingress.health, methods=["GET"]),
         Route(SCOPE_PREFIX + "{id}/health", ingress.health, methods=["GET"]),
+        Route("/metrics", metrics.endpoint(ingress.litellm_probe), methods=["GET"]),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
         Route("/{path:path}", AnyMethod(ingress.relay)),
     ]

@@ -24,7 +24,9 @@ HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 OUR_SECTIONS = ("user_id_mappings", "memory_proxy")
 MAPPING_KEYS = ("custom_header", "header_patterns", "default_user_id")
 PROXY_KEYS = ("host", "port", "litellm_port", "api_keys", "allowed_hosts", "cors_origins", "optional_routes",
-              "max_body_bytes", "max_header_bytes", "requests_per_minute", "timeouts", "supermemory")
+              "max_body_bytes", "max_header_bytes", "requests_per_minute", "timeouts", "supermemory",
+              "log_format")
+LOG_FORMATS = ("text", "json")
 # Route groups an AI client may need beyond chat, completions, embeddings, models, messages and
 # responses; off unless listed in memory_proxy.optional_routes (see front_door.py).
 OPTIONAL_ROUTE_GROUPS = ("audio", "images", "moderations", "rerank")
@@ -77,6 +79,7 @@ class ProxySettings:
     requests_per_minute: int | None = None
     timeouts: Timeouts = Timeouts()
     supermemory: SupermemorySettings = SupermemorySettings()
+    log_format: str = "text"  # of LOG_FORMATS: the memory proxy's log lines (docs/observability.md)
 
 
 @dataclass(frozen=True)
@@ -416,8 +419,12 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
     retry = c.number(ssection, "cloudflare_retry_delay", spath, SupermemorySettings.cloudflare_retry_delay,
                      integer=False, low=0, high=60)
     supermemory = SupermemorySettings(base_url.rstrip("/"), api_key, retry)
+    log_format = section.get("log_format", ProxySettings.log_format)
+    if log_format not in LOG_FORMATS:
+        c.fail(path + ("log_format",), f"must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+        log_format = ProxySettings.log_format
     return ProxySettings(host, port, litellm_port, tuple(keys), allowed_hosts, cors_origins, optional_routes,
-                         max_body, max_header, rpm, timeouts, supermemory)
+                         max_body, max_header, rpm, timeouts, supermemory, log_format)
 
 
 def _supermemory_section(raw: dict) -> dict:

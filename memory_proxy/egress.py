@@ -86,6 +86,7 @@ async def relay(request: Request) -> Response:
         if await _is_cloudflare_refusal(upstream):
             # Refused at Cloudflare's edge, so it never reached the origin: safe to retry once.
             log.warning("client=%s Supermemory: Cloudflare refusal (1200), retrying once", user_id)
+            runtime.cloudflare_retries += 1
             await upstream.aclose()
             new_cookies = "set-cookie" in upstream.headers  # the refusal's fresh cookies: keep them too
             await anyio.sleep(runtime.config.proxy.supermemory.cloudflare_retry_delay)

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from . import headers as h
 from .errors import error_body, error_response
+from .outcome import Outcome
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, stream_body, upstream_failure
 from .routing import InvalidClientId, Resolution, resolve, split_scope
 from .runtime import Runtime
@@ -26,7 +27,7 @@ log = logging.getLogger("memory_proxy")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 METHODS = BODY_METHODS | {"GET", "HEAD", "OPTIONS"}
 # The proxy's own paths that reach the front door's checks (``GET /health`` is routed before it).
-OWN_PATHS = frozenset({"/memory-routing/info", "/health"})
+OWN_PATHS = frozenset({"/memory-routing/info", "/health", "/metrics"})
 # Claude Code posts its telemetry to the base URL it is given: answered here, never relayed.
 TELEMETRY_PREFIX = "/api/event_logging/"
 
@@ -116,10 +117,12 @@ async def relay(request: Request) -> Response:
         return admitted
     request_id, resolution, extra = admitted.request_id, admitted.resolution, admitted.extra
     if wants_anthropic_models(request, resolution):
-        return await anthropic_models(runtime, request, extra)
+        response = await anthropic_models(runtime, request, extra)
+        runtime.finish(request_outcome(admitted, request, None, response.status_code, started))
+        return response
 
     try:
-        content = await _request_content(runtime, request)
+        content, data = await _request_content(runtime, request)
     except BodyTooLarge:
         return error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=dict(extra))
     except ValueError as exc:
@@ -140,24 +143,39 @@ async def relay(request: Request) -> Response:
     except ClientDisconnect:  # while its body was still streaming in
         return _client_gone(resolution, request)
     except (httpx.HTTPError, BodyTooLarge) as exc:
-        runtime.count(resolution.user_id, error=True)
         response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
         response.headers.update(dict(extra))
-        log.warning("client=%s %s %s -> %s (%s)", resolution.user_id, request.method, resolution.path,
-                    response.status_code, type(exc).__name__)
+        runtime.finish(request_outcome(admitted, request, data, response.status_code, started,
+                                       error=type(exc).__name__))
         return response
 
     if upstream.status_code >= 400 and "json" in upstream.headers.get("content-type", ""):
-        return await _error_in_openai_shape(upstream, extra)
+        response = await _error_in_openai_shape(upstream, extra)
+        runtime.finish(request_outcome(admitted, request, data, response.status_code, started))
+        return response
 
     def done(status: int, completed: bool) -> None:
-        runtime.count(resolution.user_id, error=status >= 400 or not completed)
-        log.info("client=%s %s %s -> %s %.1f ms%s", resolution.user_id, request.method, resolution.path, status,
-                 (time.perf_counter() - started) * 1000, "" if completed else " (stream cut)")
+        outcome = request_outcome(admitted, request, data, status, started, completed=completed)
+        if relayed.format is not None:
+            outcome.streamed = True
+            if relayed.first_byte_at is not None:
+                outcome.first_event_s = relayed.first_byte_at - started
+        runtime.finish(outcome)
 
     total = runtime.config.proxy.timeouts.total
-    return RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
-                         path=resolution.path, on_complete=done, deadline=admitted_at + total, total=total)
+    relayed = RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
+                            path=resolution.path, on_complete=done, deadline=admitted_at + total, total=total)
+    return relayed
+
+
+def request_outcome(admitted: Admission, request: Request, data: object, status: int, started: float, *,
+                    completed: bool = True, error: str | None = None, backend: str = "binary") -> Outcome:
+    """The request's ``Outcome`` (``started``: its ``time.perf_counter()`` on arrival)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    resolution = admitted.resolution
+    return Outcome(admitted.request_id, resolution.user_id, resolution.source, request.method, resolution.path,
+                   model if isinstance(model, str) else None, status, time.perf_counter() - started, backend,
+                   completed=completed, error=error)
 
 
 def _client_gone(resolution: Resolution, request: Request) -> Response:
@@ -192,18 +210,19 @@ async def _error_in_openai_shape(upstream: httpx.Response, extra: list[tuple[str
 
 
 async def _request_content(runtime: Runtime, request: Request):
-    """The body to send on: JSON bodies are read (bounded) and cleaned, others streamed."""
+    """The body to send on and its parsed value: JSON bodies are read (bounded) and cleaned
+    (parsed: a dict, or None when empty), others streamed (parsed: None)."""
     limit = runtime.config.proxy.max_body_bytes
     if request.method not in BODY_METHODS:
-        return None
+        return None, None
     if "json" not in request.headers.get("content-type", ""):
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-        return stream_body(request, limit) if has_body else None
+        return (stream_body(request, limit) if has_body else None), None
     body, data = clean_json_body(await read_body(request, limit))
     if body.strip() and not isinstance(data, dict):  # LiteLLM answers some of these with a crash (500)
         kind = "null" if data is None else type(data).__name__
         raise ValueError(f"request body must be a JSON object, got a JSON {kind}")
-    return body
+    return body, data
 
 
 def clean_json_body(body: bytes) -> tuple[bytes, object]:
@@ -282,6 +301,16 @@ def proxy_status(runtime: Runtime) -> dict:
     return {"status": "ok", "pid": runtime.pid, "uptime_s": round(time.time() - runtime.started, 1),
             "supermemory_errors": runtime.supermemory_errors,
             "tasks": len(asyncio.all_tasks())}  # a leak of cancelled relays would show here
+
+
+async def litellm_probe(runtime: Runtime) -> tuple[bool, bool]:
+    """Whether LiteLLM answers its readiness probe at all, and with 200 (for ``/metrics``)."""
+    try:
+        answer = await runtime.litellm.get(runtime.litellm_target(b"/health/readiness"), timeout=2.0)
+    except httpx.HTTPError:
+        return False, False
+    await answer.aclose()
+    return True, answer.status_code == 200
 
 
 async def health(request: Request) -> JSONResponse:

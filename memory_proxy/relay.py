@@ -126,6 +126,7 @@ class RelayResponse(Response):
         self.background = None
         self.format = stream_format(path, upstream.headers.get("content-type", ""))
         self.on_complete = on_complete
+        self.first_byte_at: float | None = None  # time.perf_counter() of a streamed answer's first byte
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = arrived_body(self.upstream)
@@ -170,6 +171,8 @@ class RelayResponse(Response):
         try:
             async for chunk in self.upstream.aiter_raw():
                 if chunk:
+                    if self.first_byte_at is None:
+                        self.first_byte_at = time.perf_counter()
                     tail = (tail + chunk)[-2:]
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     if deadline is not None and time.monotonic() > deadline:

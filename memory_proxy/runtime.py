@@ -16,6 +16,8 @@ import httpx
 
 from .config import Config
 from .front_door import FrontDoor
+from .metrics import Metrics
+from .outcome import Outcome
 from .ratelimit import RateLimiter
 
 
@@ -34,12 +36,21 @@ class Runtime:
     requests: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     supermemory_errors: int = 0
+    cloudflare_retries: int = 0
     _targets: dict[bytes, httpx.URL] = field(default_factory=dict, repr=False)  # parsing a URL costs ~50 us
     limiter: RateLimiter | None = None
+    metrics: Metrics = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.config.proxy.requests_per_minute:
             self.limiter = RateLimiter(self.config.proxy.requests_per_minute)
+        self.metrics = Metrics(self)
+
+    def finish(self, outcome: Outcome) -> None:
+        """A relayed request ended (both backends): count it, log its line, observe its metrics."""
+        self.count(outcome.client_id, error=outcome.failed)
+        self.metrics.observe(outcome)
+        outcome.log()
 
     def count(self, user_id: str, *, error: bool) -> None:
         self.requests[user_id] += 1

@@ -6,8 +6,8 @@ Keep it in step with the checks in ``config.py``; a test compares the two.
 
 from __future__ import annotations
 
-from .config import (DEFAULT_SUPERMEMORY_URL, HOST_NAME_RE, OPTIONAL_ROUTE_GROUPS, ORIGIN_RE, ProxySettings,
-                     SupermemorySettings, Timeouts, UserIdMappings)
+from .config import (DEFAULT_SUPERMEMORY_URL, HOST_NAME_RE, LOG_FORMATS, OPTIONAL_ROUTE_GROUPS, ORIGIN_RE,
+                     ProxySettings, SupermemorySettings, Timeouts, UserIdMappings)
 
 _ENV_REF = {"type": "string", "pattern": "^os\\.environ/[A-Za-z_][A-Za-z0-9_]*$"}
 _CLIENT_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
@@ -94,6 +94,8 @@ def json_schema() -> dict:
                     "max_header_bytes": _number(ProxySettings.max_header_bytes, 1024, 2**24, integer=True),
                     "requests_per_minute": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}, _ENV_REF],
                                             "default": None, "description": "per client id; null: no limit"},
+                    "log_format": {"enum": list(LOG_FORMATS), "default": ProxySettings.log_format,
+                                   "description": "the memory proxy's log lines: text, or one JSON object per line"},
                     "timeouts": {
                         "type": "object",
                         "additionalProperties": False,

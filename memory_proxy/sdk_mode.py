@@ -70,7 +70,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import egress, ingress, litellm_callbacks
+from . import egress, ingress, litellm_callbacks, metrics
 from . import headers as h
 from .app import AnyMethod, _http_error, create_app
 from .config import Config, resolve_env
@@ -378,6 +378,7 @@ async def handle(request: Request) -> Response:
         listing = sdk.model_listing()
         if ingress.wants_anthropic_models(request, resolution):
             listing = ingress.anthropic_model_listing(listing)
+        runtime.finish(ingress.request_outcome(admitted, request, None, 200, started, backend="sdk"))
         return JSONResponse(listing, headers=extra)
     route_type = ROUTES.get(path)
     if route_type is None:
@@ -397,13 +398,17 @@ async def handle(request: Request) -> Response:
     if not isinstance(data, dict):
         return error_response(400, "request body must be a JSON object", code="invalid_json", headers=extra)
 
-    def done(status: int, completed: bool = True) -> None:
-        runtime.count(resolution.user_id, error=status >= 400 or not completed)
-        log.info("client=%s %s %s -> %s %.1f ms%s (sdk)", resolution.user_id, request.method, path, status,
-                 (time.perf_counter() - started) * 1000, "" if completed else " (stream cut)")
-
     requested = data.get("model") if isinstance(data.get("model"), str) else None
     stream = data.get("stream") is True and route_type != "aembedding"
+    first_event_s = None
+
+    def done(status: int, completed: bool = True, error: str | None = None) -> None:
+        outcome = ingress.request_outcome(admitted, request, data, status, started, completed=completed,
+                                          error=error, backend="sdk")
+        if stream and status < 400:
+            outcome.streamed, outcome.first_event_s = True, first_event_s
+        runtime.finish(outcome)
+
     read_timeout = runtime.config.proxy.timeouts.read
     result = first = None
     # Binary mode's ingress gives LiteLLM timeouts.read to start answering (504 otherwise); same here.
@@ -414,11 +419,10 @@ async def handle(request: Request) -> Response:
             if stream:
                 stream_answer = SseAnswer(result, route_type, requested, strip_usage=strip_usage)
                 first = await stream_answer.first()
+                first_event_s = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 -- every LiteLLM failure becomes the proxy's answer
             response = _error_answer(route_type, exc, admitted)
-            log.warning("client=%s %s %s -> %s (%s, sdk)", resolution.user_id, request.method, path,
-                        response.status_code, type(exc).__name__)
-            done(response.status_code)
+            done(response.status_code, error=type(exc).__name__)
             return response
     if deadline.cancelled_caught:
         if result is not None:
@@ -599,6 +603,10 @@ class SseAnswer:
                 await _close(self.result)
 
 
+async def _in_process(runtime: Runtime) -> tuple[bool, bool]:
+    return True, True  # LiteLLM runs in this process: up and ready whenever we answer
+
+
 async def health(request: Request) -> JSONResponse:
     """The proxy's own state; LiteLLM runs in this process, so it is ready whenever we answer."""
     runtime: Runtime = request.state.runtime
@@ -651,6 +659,7 @@ def create_sdk_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         Route(SCOPE_PREFIX + "{id}/health", health, methods=["GET"]),
+        Route("/metrics", metrics.endpoint(_in_process), methods=["GET"]),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
         Route("/{path:path}", AnyMethod(handle)),
     ]
@@ -669,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from . import log_format
     from .config import ConfigError, is_loopback, load_config
     from .http_protocol import protocol_class
     from .litellm_config import EGRESS_SECRET_ENV
@@ -680,14 +690,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=None, help="default: memory_proxy.host")
     parser.add_argument("--port", type=int, default=None, help="default: memory_proxy.port")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 2
+    log_format.setup(config.proxy.log_format)
     host = args.host or config.proxy.host
     port = args.port or config.proxy.port
     if not is_loopback(host) and not config.proxy.api_keys:
@@ -701,7 +709,8 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
                 timeout_graceful_shutdown=5, loop="auto", proxy_headers=False, timeout_keep_alive=75,
                 http=protocol_class(config.proxy.max_header_bytes), ws="none",
-                h11_max_incomplete_event_size=config.proxy.max_header_bytes + 16 * 1024)
+                h11_max_incomplete_event_size=config.proxy.max_header_bytes + 16 * 1024,
+                **log_format.uvicorn_settings(config.proxy.log_format))
     return 0
 
 

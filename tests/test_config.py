@@ -186,3 +186,10 @@ def test_json_schema_covers_our_sections():
     assert set(ours["memory_proxy"]["properties"]) == set(PROXY_KEYS)
     assert set(ours["memory_proxy"]["properties"]["supermemory"]["properties"]) == set(SUPERMEMORY_KEYS)
     assert ours["memory_proxy"]["additionalProperties"] is False
+
+
+def test_log_format():
+    assert parse("model_list: []\n", {}).proxy.log_format == "text"
+    assert parse("model_list: []\nmemory_proxy:\n  log_format: json\n", {}).proxy.log_format == "json"
+    [problem] = problems("model_list: []\nmemory_proxy:\n  port: 8764\n  log_format: xml\n", {})
+    assert problem == "4:memory_proxy.log_format: must be one of text, json, got 'xml'"

@@ -182,3 +182,159 @@ def test_callbacks_fire_once_per_request(stacks, mode):
     assert all(e["status"] == "success" for e in events)
     assert len({e["id"] for e in events}) == len(TRAFFIC)
     assert sorted(log.read_text().splitlines()) == sorted(f"success {m}" for m, _ in TRAFFIC)
+
+
+# --- GET /metrics --------------------------------------------------------------------------
+
+
+def scrape(url: str, **headers) -> dict[tuple, float]:
+    """``/metrics`` parsed with prometheus_client's own text parser: (sample, labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(url + "/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+def sample(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def runtime_of(app):
+    return app.state.runtime
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_metrics_after_known_traffic(stacks, mode):
+    url, client = stacks.urls[mode], f"metrics-{mode}"
+    before = scrape(url)
+    plain = dict(model="gpt-4o-mini", route="chat/completions")
+    backed = dict(model="memory/gpt-4o-mini", route="chat/completions")
+    for model, stream in [("gpt-4o-mini", False), ("gpt-4o-mini", False), ("gpt-4o-mini", True),
+                          ("memory/gpt-4o-mini", False)]:
+        assert chat(url, model, stream=stream, client=client).status_code == 200
+    httpx.post(stacks.emulator + "/_emulator/faults", json={"mode": "memory_error", "count": 1})
+    assert chat(url, "memory/gpt-4o-mini", client=client).status_code == 200  # answered, memory not added
+    httpx.post(stacks.emulator + "/_emulator/cloudflare", json={"refuse_next": 1})
+    assert chat(url, "memory/gpt-4o-mini", client=client).status_code == 200  # refused once, retried
+    assert chat(url, "not-a-model", client=client).status_code == 400
+    assert httpx.get(url + "/v1/models", headers={"x-memory-user-id": client}).status_code == 200
+    after = scrape(url)
+
+    def delta(name, **labels):
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    requests = "memory_proxy_requests_total"
+    assert sample(after, requests, client=client, status_class="2xx", **plain) == 3
+    assert sample(after, requests, client=client, status_class="2xx", **backed) == 3
+    assert sample(after, requests, client=client, model="other", route="chat/completions", status_class="4xx") == 1
+    assert sample(after, requests, client=client, model="none", route="models", status_class="2xx") == 1
+    assert sum(v for (name, labels), v in after.items()
+               if name == requests and ("client", client) in labels) == 8
+    errors = "memory_proxy_request_errors_total"
+    assert sum(v for (name, labels), v in after.items() if name == errors and ("client", client) in labels) == 1
+    assert sample(after, errors, client=client, model="other", route="chat/completions", status_class="4xx") == 1
+    assert delta("memory_proxy_request_duration_seconds_count", **plain) == 3
+    assert delta("memory_proxy_request_duration_seconds_count", **backed) == 3
+    assert delta("memory_proxy_time_to_first_event_seconds_count", **plain) == 1
+    assert delta("memory_proxy_time_to_first_event_seconds_count", **backed) == 0
+    assert delta("memory_proxy_supermemory_errors_total") == 1
+    assert delta("memory_proxy_cloudflare_retries_total") == 1
+    assert sample(after, "memory_proxy_litellm_up") == 1 and sample(after, "memory_proxy_litellm_ready") == 1
+    # Inputs nothing has set are not exported; set, they are read at scrape time.
+    assert not any(name.startswith("memory_proxy_held_requests") for name, _ in after)
+    metrics = runtime_of(stacks.apps[mode]).metrics
+    metrics.inputs.update(held_requests=lambda: 2, litellm_restarts=lambda: 1)
+    try:
+        wired = scrape(url)
+    finally:
+        metrics.inputs.clear()
+    assert sample(wired, "memory_proxy_held_requests") == 2
+    assert sample(wired, "memory_proxy_litellm_restarts_total") == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_metrics_usage_input(stacks, mode):
+    """Tokens and cost: counted from whatever reports them (the usage record, when merged)."""
+    metrics = runtime_of(stacks.apps[mode]).metrics
+    metrics.observe_usage(f"usage-{mode}", "gpt-4o-mini", 12, 30, 0.25)
+    metrics.observe_usage(f"usage-{mode}", "gpt-4o-mini", 8, None, None)
+    after = scrape(stacks.urls[mode])
+    labels = dict(client=f"usage-{mode}", model="gpt-4o-mini")
+    assert sample(after, "memory_proxy_tokens_total", kind="prompt", **labels) == 20
+    assert sample(after, "memory_proxy_tokens_total", kind="completion", **labels) == 30
+    assert sample(after, "memory_proxy_cost_usd_total", **labels) == 0.25
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_metrics_path_is_the_proxys_own(stacks, mode):
+    url = stacks.urls[mode]
+    refused = httpx.post(url + "/metrics", json={})
+    assert refused.status_code == 405 and refused.json()["error"]
+    assert httpx.get(url + "/metrics", headers={"origin": "https://evil.example"}).status_code == 403
+
+
+# --- structured logs -----------------------------------------------------------------------
+
+
+def run_proxy_process(tmp_path: Path, litellm_url: str, log_format: str | None):
+    """``python -m memory_proxy`` as the launcher starts it; returns (process, url)."""
+    port = free_port()
+    line = f"  log_format: {log_format}\n" if log_format else ""
+    (tmp_path / "config.yaml").write_text(
+        f"model_list:\n  - model_name: gpt-4o-mini\n    litellm_params: {{model: openai/gpt-4o-mini}}\n"
+        f"memory_proxy:\n  port: {port}\n{line}")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    proc = subprocess.Popen([sys.executable, "-m", "memory_proxy", "--config", str(tmp_path / "config.yaml"),
+                             "--state-dir", str(tmp_path / "state"), "--litellm-url", litellm_url],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url + "/health", timeout=2)
+            return proc, url
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the memory proxy did not start: {proc.stderr.read()}") from None
+            time.sleep(0.1)
+
+
+def stop(proc) -> list[str]:
+    proc.terminate()
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err.splitlines()
+
+
+@pytest.mark.parametrize("log_format", ["json", None])
+def test_request_log_line(tmp_path, log_format):
+    from tests import emulator
+
+    with ServerThread(emulator.create_app()) as litellm:  # the emulator answers as LiteLLM would
+        proc, url = run_proxy_process(tmp_path, litellm.url, log_format)
+        try:
+            answer = chat(url, "gpt-4o-mini", client="log-test")
+        finally:
+            lines = stop(proc)
+    assert answer.status_code == 200
+    request_id = answer.headers["x-request-id"]
+    if log_format is None:  # the text line, as it always was
+        [line] = [line for line in lines if "client=log-test" in line]
+        assert " INFO memory_proxy: client=log-test POST /v1/chat/completions -> 200 " in line
+        assert line.endswith(" ms")
+        return
+    records = [json.loads(line) for line in lines]  # every line is one JSON object, uvicorn's too
+    [record] = [r for r in records if r.get("request_id") == request_id]
+    assert record["time"].endswith("Z") and record["level"] == "INFO" and record["logger"] == "memory_proxy"
+    assert {k: record[k] for k in ("client_id", "resolved_by", "method", "path", "status", "model", "streamed",
+                                   "completed", "backend")} == {
+        "client_id": "log-test", "resolved_by": "custom_header", "method": "POST", "path": "/v1/chat/completions",
+        "status": 200, "model": "gpt-4o-mini", "streamed": False, "completed": True, "backend": "binary"}
+    assert record["duration_ms"] >= 0 and "messages" not in record  # no prompt text in the log
