@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route, request_response
 
-from . import cookie_store, egress, ingress, metrics
+from . import cookie_store, egress, ingress, metrics, tracing
 from .config import Config
 from .errors import error_response
 from .front_door import FrontDoor, Guard
@@ -93,9 +93,11 @@ def create_app(
     state_dir: Path | None = None,
     litellm_transport: httpx.AsyncBaseTransport | None = None,
     supermemory_transport: httpx.AsyncBaseTransport | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Guard:
     """Build the app. ``state_dir`` keeps the cookie jar across restarts (None: memory only);
-    the transports are injectable so tests can run the app against in-process upstreams."""
+    the transports are injectable so tests can run the app against in-process upstreams;
+    ``environ`` (default: the process's) holds the OTEL_* variables."""
     door = FrontDoor(config.proxy)
     timeouts = config.proxy.timeouts
     timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
@@ -116,11 +118,15 @@ def create_app(
         ):
             runtime = Runtime(config, litellm, supermemory, httpx.URL(litellm_url), master_key, egress_secret,
                               jar_path, door)
+            if (traced := tracing.settings(config, environ)) is not None:
+                runtime.tracing = tracing.Tracing(traced)
             app.state.runtime = runtime  # for introspection in tests; handlers use request.state
             try:
                 yield {"runtime": runtime}
             finally:
                 egress.save_cookies(runtime)
+                if runtime.tracing is not None:
+                    runtime.tracing.shutdown()  # exports what is queued (bounded by the exporter's timeout)
 
     routes = [
         Route("/health", ingress.health, methods=["GET"]),

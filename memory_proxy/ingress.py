@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from . import headers as h
 from .errors import error_body, error_response
 from .outcome import Outcome
+from .tracing import TRACE_HEADER
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, stream_body, upstream_failure
 from .routing import InvalidClientId, Resolution, resolve, split_scope
 from .runtime import Runtime
@@ -133,6 +134,9 @@ async def relay(request: Request) -> Response:
     upstream_headers = h.ingress_request_headers(
         request.headers.items(), custom_header=runtime.config.user_id_mappings.custom_header,
         user_id=resolution.user_id, master_key=runtime.master_key, request_id=request_id)
+    span = None
+    if runtime.tracing is not None:
+        span, upstream_headers = traced(runtime, request, resolution, data, upstream_headers)
     query = request.scope.get("query_string", b"")
     raw_path = _raw_upstream_path(request, resolution)
     url = runtime.litellm_target(raw_path + (b"?" + query if query else b""))
@@ -146,16 +150,16 @@ async def relay(request: Request) -> Response:
         response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
         response.headers.update(dict(extra))
         runtime.finish(request_outcome(admitted, request, data, response.status_code, started,
-                                       error=type(exc).__name__))
+                                       error=type(exc).__name__, span=span))
         return response
 
     if upstream.status_code >= 400 and "json" in upstream.headers.get("content-type", ""):
         response = await _error_in_openai_shape(upstream, extra)
-        runtime.finish(request_outcome(admitted, request, data, response.status_code, started))
+        runtime.finish(request_outcome(admitted, request, data, response.status_code, started, span=span))
         return response
 
     def done(status: int, completed: bool) -> None:
-        outcome = request_outcome(admitted, request, data, status, started, completed=completed)
+        outcome = request_outcome(admitted, request, data, status, started, completed=completed, span=span)
         if relayed.format is not None:
             outcome.streamed = True
             if relayed.first_byte_at is not None:
@@ -169,13 +173,30 @@ async def relay(request: Request) -> Response:
 
 
 def request_outcome(admitted: Admission, request: Request, data: object, status: int, started: float, *,
-                    completed: bool = True, error: str | None = None, backend: str = "binary") -> Outcome:
+                    completed: bool = True, error: str | None = None, backend: str = "binary",
+                    span: object | None = None) -> Outcome:
     """The request's ``Outcome`` (``started``: its ``time.perf_counter()`` on arrival)."""
-    model = data.get("model") if isinstance(data, dict) else None
     resolution = admitted.resolution
     return Outcome(admitted.request_id, resolution.user_id, resolution.source, request.method, resolution.path,
-                   model if isinstance(model, str) else None, status, time.perf_counter() - started, backend,
-                   completed=completed, error=error)
+                   requested_model(data), status, time.perf_counter() - started, backend,
+                   completed=completed, error=error, span=span)
+
+
+def requested_model(data: object) -> str | None:
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def traced(runtime: Runtime, request: Request, resolution: Resolution, data: object,
+           headers: list[tuple[str, str]]) -> tuple[object, list[tuple[str, str]]]:
+    """Tracing on: the request's server span, and the headers for LiteLLM with its
+    ``traceparent`` (replacing a client's) and the egress's copy of it."""
+    tracing = runtime.tracing
+    span = tracing.start_request(request.method, resolution.path, request.headers, requested_model(data))
+    parent = tracing.traceparent(span)
+    headers = [(n, v) for n, v in headers if n not in ("traceparent", "tracestate")]
+    headers += [("traceparent", parent), (TRACE_HEADER, parent)]
+    return span, headers
 
 
 def _client_gone(resolution: Resolution, request: Request) -> Response:

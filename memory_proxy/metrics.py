@@ -146,6 +146,9 @@ class _RuntimeCollector:
         yield GaugeMetricFamily("memory_proxy_litellm_up", "LiteLLM answered its readiness probe at all", value=up)
         yield GaugeMetricFamily("memory_proxy_litellm_ready", "LiteLLM answered its readiness probe with 200",
                                 value=ready)
+        if runtime.tracing is not None:
+            yield CounterMetricFamily("memory_proxy_trace_export_failures", "Batches of spans the collector did "
+                                      "not take", value=runtime.tracing.exporter.failures)
         for name, read in list(metrics.inputs.items()):
             metric, help_text, kind = INPUTS[name]
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily

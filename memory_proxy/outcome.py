@@ -32,6 +32,7 @@ class Outcome:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost_usd: float | None = None
+    span: object | None = None  # the request's server span when tracing is on (ended by Runtime.finish)
 
     @property
     def failed(self) -> bool:

@@ -19,6 +19,7 @@ from .front_door import FrontDoor
 from .metrics import Metrics
 from .outcome import Outcome
 from .ratelimit import RateLimiter
+from .tracing import Tracing
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Runtime:
     cloudflare_retries: int = 0
     _targets: dict[bytes, httpx.URL] = field(default_factory=dict, repr=False)  # parsing a URL costs ~50 us
     limiter: RateLimiter | None = None
+    tracing: Tracing | None = None  # None: tracing off (memory_proxy/tracing.py)
     metrics: Metrics = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +53,8 @@ class Runtime:
         self.count(outcome.client_id, error=outcome.failed)
         self.metrics.observe(outcome)
         outcome.log()
+        if outcome.span is not None:
+            self.tracing.end_request(outcome.span, outcome)
 
     def count(self, user_id: str, *, error: bool) -> None:
         self.requests[user_id] += 1

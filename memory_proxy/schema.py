@@ -96,6 +96,19 @@ def json_schema() -> dict:
                                             "default": None, "description": "per client id; null: no limit"},
                     "log_format": {"enum": list(LOG_FORMATS), "default": ProxySettings.log_format,
                                    "description": "the memory proxy's log lines: text, or one JSON object per line"},
+                    "otel": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "description": "OpenTelemetry traces; the standard OTEL_* variables apply too",
+                        "properties": {
+                            "enabled": {"type": "boolean", "default": True},
+                            "endpoint": {"type": "string", "pattern": "^(https?://|os\\.environ/)",
+                                         "description": "OTLP/HTTP collector: base URL or .../v1/traces"},
+                            "service_name": {"type": "string", "default": "litellm-memory-proxy"},
+                            "capture_message_content": {"type": "boolean", "default": False,
+                                                        "description": "prompt/answer text in LiteLLM's spans"},
+                        },
+                    },
                     "timeouts": {
                         "type": "object",
                         "additionalProperties": False,

@@ -80,6 +80,7 @@ from .litellm_config import build_litellm_config, egress_base
 from .relay import BodyTooLarge, read_body, upstream_failure
 from .routing import SCOPE_PREFIX
 from .runtime import Runtime
+from .tracing import TRACE_HEADER
 
 log = logging.getLogger("memory_proxy")
 
@@ -280,13 +281,16 @@ def _flush_client_cache(litellm) -> None:
 # --- requests ------------------------------------------------------------------------------
 
 
-def forwarded_headers(request: Request, runtime: Runtime, admitted: ingress.Admission) -> dict[str, str]:
+def forwarded_headers(request: Request, runtime: Runtime, admitted: ingress.Admission,
+                      trace: str | None = None) -> dict[str, str]:
     """The headers binary mode's LiteLLM forwards to a Supermemory-backed group: the ingress's
     relayed headers (memory id, conversation id, request id, the client's own ``x-*``), filtered
     by the LiteLLM proxy's rule (``x-*`` but ``x-stainless-*``, plus ``anthropic-beta``)."""
     relayed = h.ingress_request_headers(
         request.headers.items(), custom_header=runtime.config.user_id_mappings.custom_header,
         user_id=admitted.resolution.user_id, master_key=runtime.master_key, request_id=admitted.request_id)
+    if trace is not None:  # the egress's parent span, as the ingress hands it in binary mode
+        relayed.append((TRACE_HEADER, trace))
     return {n: v for n, v in relayed
             if (n.startswith("x-") and not n.startswith("x-stainless")) or n.startswith("anthropic-beta")}
 
@@ -401,10 +405,14 @@ async def handle(request: Request) -> Response:
     requested = data.get("model") if isinstance(data.get("model"), str) else None
     stream = data.get("stream") is True and route_type != "aembedding"
     first_event_s = None
+    span = trace = None
+    if runtime.tracing is not None:
+        span = runtime.tracing.start_request(request.method, path, request.headers, requested)
+        trace = runtime.tracing.traceparent(span)
 
     def done(status: int, completed: bool = True, error: str | None = None) -> None:
         outcome = ingress.request_outcome(admitted, request, data, status, started, completed=completed,
-                                          error=error, backend="sdk")
+                                          error=error, backend="sdk", span=span)
         if stream and status < 400:
             outcome.streamed, outcome.first_event_s = True, first_event_s
         runtime.finish(outcome)
@@ -414,7 +422,7 @@ async def handle(request: Request) -> Response:
     # Binary mode's ingress gives LiteLLM timeouts.read to start answering (504 otherwise); same here.
     with anyio.move_on_after(read_timeout) as deadline:
         try:
-            kwargs, strip_usage = _call_kwargs(sdk, route_type, data, request, runtime, admitted)
+            kwargs, strip_usage = _call_kwargs(sdk, route_type, data, request, runtime, admitted, trace)
             result = await getattr(sdk.router, route_type)(**kwargs)
             if stream:
                 stream_answer = SseAnswer(result, route_type, requested, strip_usage=strip_usage)
@@ -448,7 +456,7 @@ async def _close(result: Any) -> None:
 
 
 def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request, runtime: Runtime,
-                 admitted: ingress.Admission) -> tuple[dict, bool]:
+                 admitted: ingress.Admission, trace: str | None = None) -> tuple[dict, bool]:
     """Checks in the LiteLLM proxy's order (body safety, required params, mock params, model),
     then the call's arguments and whether to drop an injected usage chunk from the stream."""
     from litellm.proxy.auth.auth_utils import is_request_body_safe
@@ -474,7 +482,7 @@ def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request,
     kwargs.update(sdk.route_kwargs(route_type, kwargs))
     group = sdk.group_of(kwargs.get("model"))
     if group is not None and group in sdk.settings.backed_groups:
-        kwargs["headers"] = forwarded_headers(request, runtime, admitted)
+        kwargs["headers"] = forwarded_headers(request, runtime, admitted, trace)
     if (specific := provider_specific_header(request)) is not None:
         kwargs["provider_specific_header"] = specific
     strip_usage = False
@@ -640,7 +648,7 @@ def create_sdk_app(
     # The binary app's lifespan opens the sessions (and loads/saves the cookie jar) for both modes.
     base = create_app(config, litellm_url=f"http://{connect_host(host)}:{port}", master_key=master_key,
                       egress_secret=egress_secret, state_dir=state_dir, litellm_transport=litellm_transport,
-                      supermemory_transport=supermemory_transport)
+                      supermemory_transport=supermemory_transport, environ=environ)
     base_lifespan = base.router.lifespan_context
 
     @contextlib.asynccontextmanager

@@ -22,12 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_proxy.app import create_app
 from memory_proxy.config import parse_config
-from memory_proxy.litellm_config import EGRESS_SECRET_ENV, build_litellm_config, egress_base, render
+from memory_proxy.litellm_config import EGRESS_SECRET_ENV
+from tests import chains
 from tests.e2e.conftest import config_text
 from tests.servers import ServerThread
-from tests.test_parity import ENV, MASTER, MODES, SECRET, free_port, wait_http
+from tests.test_parity import ENV, MASTER, MODES, SECRET, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = """litellm_settings:
@@ -98,55 +98,34 @@ class Stacks:
 def stacks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("observability")
     (tmp / "custom_callbacks.py").write_text(CUSTOM_CALLBACKS)
-    provider, supermemory, binary_port, litellm_port, sdk_port = (free_port() for _ in range(5))
     sinks = {mode: Sink() for mode in MODES}
     logs = {mode: tmp / f"callbacks-{mode}.log" for mode in MODES}
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.update(ENV, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=MASTER, **{EGRESS_SECRET_ENV: SECRET})
-    config = parse_config(config_text(provider, supermemory, binary_port, litellm_port) + SETTINGS,
-                          tmp / "config.yaml", env)
-    generated = tmp / "state" / "litellm_config.yaml"  # in the state dir, as the launcher writes it
-    generated.parent.mkdir()
-    generated.write_text(render(build_litellm_config(config, egress_base(binary_port), env)))
-    # What the launcher gives LiteLLM: the user's config directory on its import path.
-    litellm_env = dict(env, GENERIC_LOGGER_ENDPOINT=sinks["binary"].url, DEFAULT_FLUSH_INTERVAL_SECONDS="1",
-                       CALLBACK_LOG=str(logs["binary"]), PYTHONPATH=str(tmp))
-    procs = []
-    patch = pytest.MonkeyPatch()
-    try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.emulator", "--port", str(provider), "--port", str(supermemory)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "emulator.log", "w")))
-        procs.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "litellm"), "--config", str(generated), "--host", "127.0.0.1",
-             "--port", str(litellm_port)],
-            cwd=generated.parent, env=litellm_env, stdout=open(tmp / "litellm.log", "w"), stderr=subprocess.STDOUT))
-        from memory_proxy.sdk_mode import _litellm, create_sdk_app
 
-        # SDK mode's LiteLLM reads the same variables, from this process's environment.
-        patch.setenv("GENERIC_LOGGER_ENDPOINT", sinks["sdk"].url)
-        patch.setenv("CALLBACK_LOG", str(logs["sdk"]))
+    def config_for(ports):
+        return parse_config(config_text(ports.provider, ports.supermemory, ports.binary, ports.litellm) + SETTINGS,
+                            tmp / "config.yaml", env)
+
+    def litellm_env(generated):  # what the launcher gives LiteLLM: the config's directory on its import path
+        return dict(GENERIC_LOGGER_ENDPOINT=sinks["binary"].url, DEFAULT_FLUSH_INTERVAL_SECONDS="1",
+                    CALLBACK_LOG=str(logs["binary"]), PYTHONPATH=str(tmp))
+
+    patch = pytest.MonkeyPatch()
+    # SDK mode's LiteLLM reads the same variables, from this process's environment.
+    patch.setenv("GENERIC_LOGGER_ENDPOINT", sinks["sdk"].url)
+    patch.setenv("CALLBACK_LOG", str(logs["sdk"]))
+
+    def before_sdk():
+        from memory_proxy.sdk_mode import _litellm
+
         patch.setattr(_litellm(), "DEFAULT_FLUSH_INTERVAL_SECONDS", 1)
-        deadline = time.monotonic() + 120
-        wait_http(f"http://127.0.0.1:{provider}/health/liveliness", deadline, procs[0])
-        sdk_app = create_sdk_app(config, master_key=MASTER, egress_secret=SECRET, port=sdk_port,
-                                 state_dir=tmp / "sdk-state", environ=env)
-        binary_app = create_app(config, litellm_url=f"http://127.0.0.1:{litellm_port}", master_key=MASTER,
-                                egress_secret=SECRET, state_dir=tmp / "binary-state")
-        with ServerThread(sdk_app, port=sdk_port) as sdk_server:
-            wait_http(f"http://127.0.0.1:{litellm_port}/health/readiness", deadline, procs[1])
-            with ServerThread(binary_app, port=binary_port) as binary_server:
-                yield Stacks(f"http://127.0.0.1:{provider}", {"binary": binary_server.url, "sdk": sdk_server.url},
-                             sinks, logs, {"binary": binary_app, "sdk": sdk_app})
+
+    try:
+        with chains.running(tmp, env, config_for, litellm_env=litellm_env, before_sdk=before_sdk) as backends:
+            yield Stacks(backends.emulator, backends.urls, sinks, logs, backends.apps)
     finally:
         patch.undo()
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         for sink in sinks.values():
             sink.server.shutdown()
 
