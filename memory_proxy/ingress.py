@@ -18,10 +18,10 @@ from starlette.responses import JSONResponse, Response
 from . import headers as h
 from .errors import error_body, error_response
 from .outcome import Outcome
-from .tracing import TRACE_HEADER
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, stream_body, upstream_failure
 from .routing import InvalidClientId, Resolution, resolve, split_scope
 from .runtime import Runtime
+from .tracing import TRACE_HEADER
 
 log = logging.getLogger("memory_proxy")
 
@@ -145,6 +145,8 @@ async def relay(request: Request) -> Response:
     try:
         upstream = await send_upstream(runtime.litellm, outgoing)
     except ClientDisconnect:  # while its body was still streaming in
+        if span is not None:
+            span.end()  # nobody to answer: the span says only that it happened
         return _client_gone(resolution, request)
     except (httpx.HTTPError, BodyTooLarge) as exc:
         response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
