@@ -8,36 +8,19 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import os
 import secrets
 import sys
-import time
 from pathlib import Path
 
 import uvicorn
 
+from . import log_format
 from .app import create_app
 from .config import ConfigError, is_loopback, load_config
 from .http_protocol import protocol_class
 from .litellm_config import EGRESS_SECRET_ENV
 from .state import StateDir, default_state_dir
-
-
-class _Formatter(logging.Formatter):
-    """logging's default line, with the date and time rendered once a second rather than for
-    every line (``time.strftime`` is most of the cost of the line logged per request)."""
-
-    _second = -1
-    _stamp = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        if datefmt:
-            return super().formatTime(record, datefmt)
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime(self.default_time_format, self.converter(second))
-        return self.default_msec_format % (self._stamp, record.msecs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,20 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="default: memory_proxy.port")
     args = parser.parse_args(argv)
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is ours; httpx's repeats it
-    # The format names none of the caller, thread or process: skip collecting them (the logging
-    # HOWTO's "Optimization"), about a third of the cost of the line logged per request.
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 2
     proxy = config.proxy
+    log_format.setup(proxy.log_format)
     host = args.host or proxy.host
     if not is_loopback(host) and not proxy.api_keys:
         print(f"refusing to listen on {host}: set memory_proxy.api_keys (front-door keys) first", file=sys.stderr)
@@ -89,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 # uvicorn's parser (httptools when installed) with JSON errors and a bounded
                 # request head; no WebSocket upgrades (nothing here serves them).
                 http=protocol_class(proxy.max_header_bytes), ws="none",
-                h11_max_incomplete_event_size=proxy.max_header_bytes + 16 * 1024)
+                h11_max_incomplete_event_size=proxy.max_header_bytes + 16 * 1024,
+                **log_format.uvicorn_settings(proxy.log_format))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route, request_response
 
-from . import cookie_store, dashboard, egress, ingress, usage_intake
+from . import cookie_store, dashboard, egress, ingress, metrics, tracing, usage_intake
 from .config import Config
 from .errors import error_response
 from .front_door import FrontDoor, Guard
@@ -73,7 +73,7 @@ def _routed(scope) -> bool:
     path = scope["path"]
     return path.startswith(egress.EGRESS_PREFIX + "/") or path == USAGE_CALLBACK_PATH or (
         path.endswith("/health") and scope["method"] in ("GET", "HEAD") and is_health(path)) or (
-        dashboard.is_dashboard_path(path))
+        path == "/metrics" and scope["method"] in ("GET", "HEAD")) or dashboard.is_dashboard_path(path)
 
 
 def is_health(path: str) -> bool:
@@ -95,9 +95,11 @@ def create_app(
     state_dir: Path | None = None,
     litellm_transport: httpx.AsyncBaseTransport | None = None,
     supermemory_transport: httpx.AsyncBaseTransport | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Guard:
     """Build the app. ``state_dir`` keeps the cookie jar across restarts (None: memory only);
-    the transports are injectable so tests can run the app against in-process upstreams."""
+    the transports are injectable so tests can run the app against in-process upstreams;
+    ``environ`` (default: the process's) holds the OTEL_* variables."""
     door = FrontDoor(config.proxy)
     timeouts = config.proxy.timeouts
     timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
@@ -131,6 +133,12 @@ def create_app(
                                          retention_days=usage_settings.retention_days,
                                          max_bytes=usage_settings.max_mb * 1024 * 1024).start()
                 runtime.usage_reader = lambda: open_usage(readonly=True)
+                runtime.metrics.inputs.update(usage_queue=lambda: len(runtime.usage),
+                                              usage_dropped=lambda: runtime.usage.dropped)
+            if state_dir is not None:  # binary mode's LiteLLM, as the launcher's record counts it
+                runtime.metrics.inputs["litellm_restarts"] = lambda: StateDir(state_dir).restarts("litellm")
+            if (traced := tracing.settings(config, environ)) is not None:
+                runtime.tracing = tracing.Tracing(traced)
             app.state.runtime = runtime  # for introspection in tests; handlers use request.state
             try:
                 yield {"runtime": runtime}
@@ -138,12 +146,15 @@ def create_app(
                 egress.save_cookies(runtime)
                 if runtime.usage is not None:
                     runtime.usage.stop()
+                if runtime.tracing is not None:
+                    runtime.tracing.shutdown()  # exports what is queued (bounded by the exporter's timeout)
 
     routes = [
         Route("/health", ingress.health, methods=["GET"]),
         Route(SCOPE_PREFIX + "{id}/health", ingress.health, methods=["GET"]),
         Route(USAGE_CALLBACK_PATH, usage_intake.litellm_callback, methods=["POST"]),
         *dashboard.routes(),
+        Route("/metrics", metrics.endpoint(ingress.litellm_probe), methods=["GET"]),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
         Route("/{path:path}", AnyMethod(ingress.relay)),
     ]

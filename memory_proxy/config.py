@@ -25,7 +25,9 @@ OUR_SECTIONS = ("user_id_mappings", "memory_proxy")
 MAPPING_KEYS = ("custom_header", "header_patterns", "default_user_id")
 PROXY_KEYS = ("host", "port", "litellm_port", "api_keys", "allowed_hosts", "cors_origins", "optional_routes",
               "max_body_bytes", "max_header_bytes", "requests_per_minute", "timeouts", "supermemory",
-              "startup_wait", "startup_queue", "usage")
+              "startup_wait", "startup_queue", "usage", "log_format", "otel")
+LOG_FORMATS = ("text", "json")
+OTEL_KEYS = ("enabled", "endpoint", "service_name", "capture_message_content")
 # Route groups an AI client may need beyond chat, completions, embeddings, models, messages and
 # responses; off unless listed in memory_proxy.optional_routes (see front_door.py).
 OPTIONAL_ROUTE_GROUPS = ("audio", "images", "moderations", "rerank")
@@ -77,6 +79,16 @@ class UsageSettings:
 
 
 @dataclass(frozen=True)
+class OtelConfig:
+    """``memory_proxy.otel``; the standard OTEL_* variables apply too (memory_proxy/tracing.py)."""
+
+    enabled: bool = True  # false: no traces even with OTEL_EXPORTER_OTLP_ENDPOINT set
+    endpoint: str | None = None  # OTLP/HTTP collector (base URL or .../v1/traces)
+    service_name: str | None = None
+    capture_message_content: bool = False  # LiteLLM's spans: prompt and answer text
+
+
+@dataclass(frozen=True)
 class ProxySettings:
     host: str = "127.0.0.1"
     port: int = 8764
@@ -95,6 +107,8 @@ class ProxySettings:
     startup_wait: float = 30.0
     startup_queue: int = 256
     usage: UsageSettings = UsageSettings()
+    log_format: str = "text"  # of LOG_FORMATS: the memory proxy's log lines (docs/observability.md)
+    otel: OtelConfig = OtelConfig()
 
 
 @dataclass(frozen=True)
@@ -438,10 +452,15 @@ def _proxy_settings(c: _Checker, raw: Any, needs_supermemory_key: bool) -> Proxy
     retry = c.number(ssection, "cloudflare_retry_delay", spath, SupermemorySettings.cloudflare_retry_delay,
                      integer=False, low=0, high=60)
     supermemory = SupermemorySettings(base_url.rstrip("/"), api_key, retry)
+    log_format = section.get("log_format", ProxySettings.log_format)
+    if log_format not in LOG_FORMATS:
+        c.fail(path + ("log_format",), f"must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+        log_format = ProxySettings.log_format
     return ProxySettings(host, port, litellm_port, tuple(keys), allowed_hosts, cors_origins, optional_routes,
                          max_body, max_header, rpm, timeouts, supermemory,
                          startup_wait=startup_wait, startup_queue=startup_queue,
-                         usage=_usage_settings(c, section.get("usage"), path + ("usage",)))
+                         usage=_usage_settings(c, section.get("usage"), path + ("usage",)), log_format=log_format,
+                         otel=_otel_config(c, section.get("otel"), path + ("otel",)))
 
 
 def _usage_settings(c: _Checker, raw: Any, path: tuple) -> UsageSettings:
@@ -463,6 +482,26 @@ def _usage_settings(c: _Checker, raw: Any, path: tuple) -> UsageSettings:
         c.warnings.append(f"{_dotted(path + ('database_url',))}: literal password in the config; "
                           "prefer an os.environ/NAME reference")
     return UsageSettings(enabled, retention, max_mb, queue_size, url)
+
+
+def _otel_config(c: _Checker, raw: Any, path: tuple) -> OtelConfig:
+    section = c.mapping(raw, path, OTEL_KEYS)
+    flags = {}
+    for key in ("enabled", "capture_message_content"):
+        value = section.get(key, getattr(OtelConfig, key))
+        if not isinstance(value, bool):
+            c.fail(path + (key,), f"must be true or false, got {value!r}")
+            value = getattr(OtelConfig, key)
+        flags[key] = value
+    endpoint = c.resolved(section.get("endpoint"), path + ("endpoint",), required=False)
+    if endpoint is not None and (not isinstance(endpoint, str) or not re.match(r"^https?://[^/\s]+", endpoint)):
+        c.fail(path + ("endpoint",), f"must be an http(s) URL of an OTLP/HTTP collector, got {endpoint!r}")
+        endpoint = None
+    service = section.get("service_name")
+    if service is not None and (not isinstance(service, str) or not service.strip()):
+        c.fail(path + ("service_name",), f"must be a non-empty string, got {service!r}")
+        service = None
+    return OtelConfig(flags["enabled"], endpoint, service, flags["capture_message_content"])
 
 
 def _supermemory_section(raw: dict) -> dict:

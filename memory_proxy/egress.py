@@ -80,12 +80,15 @@ async def relay(request: Request) -> Response:
     client = runtime.supermemory
     timeout = runtime.config.proxy.timeouts.read
     new_cookies = retried = False
+    tracing = runtime.tracing
+    span = tracing.start_egress(request.headers, request.method, url) if tracing is not None else None
     try:
         upstream = await send_upstream(client, client.build_request(request.method, url, headers=headers,
                                                                     content=body))
         if await _is_cloudflare_refusal(upstream):
             # Refused at Cloudflare's edge, so it never reached the origin: safe to retry once.
             log.warning("client=%s Supermemory: Cloudflare refusal (1200), retrying once", user_id)
+            runtime.cloudflare_retries += 1
             await upstream.aclose()
             new_cookies = "set-cookie" in upstream.headers  # the refusal's fresh cookies: keep them too
             retried = True
@@ -96,26 +99,39 @@ async def relay(request: Request) -> Response:
                 await upstream.aclose()
                 save_cookies(runtime)
                 _record(runtime, request, {"x-supermemory-error": "Cloudflare refused twice (error code: 1200)"}, 1)
+                if span is not None:
+                    tracing.end_egress(span, 503, client_id=user_id, cloudflare_retried=True, error="cloudflare_1200")
                 return error_response(503, "Supermemory's Cloudflare edge refused the request twice "
                                            "(error code: 1200, rate limited); retry in a few seconds",
                                       code="cloudflare_1200")
     except httpx.HTTPError as exc:
         log.warning("client=%s Supermemory exchange failed: %s", user_id, type(exc).__name__)
-        return upstream_failure(exc, "Supermemory", timeout)
+        response = upstream_failure(exc, "Supermemory", timeout)
+        if span is not None:
+            tracing.end_egress(span, response.status_code, client_id=user_id, cloudflare_retried=retried,
+                               error=type(exc).__name__)
+        return response
     if new_cookies or "set-cookie" in upstream.headers:
         save_cookies(runtime)
     _record(runtime, request, upstream.headers, 1 if retried else 0)
-    if "x-supermemory-error" in upstream.headers:
+    memory_error = upstream.headers.get("x-supermemory-error")
+    if memory_error is not None:
         runtime.supermemory_errors += 1
-        log.warning("client=%s Supermemory could not add memory: %s", user_id,
-                    upstream.headers["x-supermemory-error"][:200])
+        log.warning("client=%s Supermemory could not add memory: %s", user_id, memory_error[:200])
     # The session's jar keeps Supermemory's cookies; LiteLLM would hand them to clients as llm_provider-set-cookie.
     relayed = [(n, v) for n, v in h.response_headers(upstream.headers.multi_items()) if n != "set-cookie"]
+    done = None
+    if span is not None:
+        def done(status: int, completed: bool) -> None:
+            tracing.end_egress(span, status, client_id=user_id, supermemory_error=memory_error,
+                               cloudflare_retried=retried, error=None if completed else "stream_cut")
     if upstream.is_stream_consumed:  # read above to look for a Cloudflare refusal
         await upstream.aclose()
+        if done is not None:
+            done(upstream.status_code, True)
         return _plain(upstream, relayed)
     total = runtime.config.proxy.timeouts.total
-    return RelayResponse(upstream, relayed, path=url.path, deadline=started + total, total=total)
+    return RelayResponse(upstream, relayed, path=url.path, on_complete=done, deadline=started + total, total=total)
 
 
 def _record(runtime: Runtime, request: Request, answer_headers, cloudflare_retries: int) -> None:

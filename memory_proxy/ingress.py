@@ -19,16 +19,18 @@ from . import headers as h
 from . import warmup
 from .errors import error_body, error_response
 from .holding import ClientLeft, NotHeld
+from .outcome import Outcome
 from .relay import BodyTooLarge, RelayResponse, read_body, send_upstream, stream_body, upstream_failure
 from .routing import InvalidClientId, Resolution, resolve, split_scope
 from .runtime import Runtime
+from .tracing import TRACE_HEADER
 
 log = logging.getLogger("memory_proxy")
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 METHODS = BODY_METHODS | {"GET", "HEAD", "OPTIONS"}
 # The proxy's own paths that reach the front door's checks (``GET /health`` is routed before it).
-OWN_PATHS = frozenset({"/memory-routing/info", "/health"})
+OWN_PATHS = frozenset({"/memory-routing/info", "/health", "/metrics"})
 # Claude Code posts its telemetry to the base URL it is given: answered here, never relayed.
 TELEMETRY_PREFIX = "/api/event_logging/"
 
@@ -119,59 +121,58 @@ async def relay(request: Request) -> Response:
     admitted_at = time.monotonic()
     admitted = admit(runtime, request)
     if isinstance(admitted, Response):  # refused, or answered here (routing info, telemetry: no model traffic)
-        return _recorded(runtime, request, None, started, admitted) if admitted.status_code >= 400 else admitted
+        return answered(runtime, request, None, started, admitted) if admitted.status_code >= 400 else admitted
     request_id, resolution, extra = admitted.request_id, admitted.resolution, admitted.extra
     if wants_models(request, resolution):
-        return _recorded(runtime, request, admitted, started, await model_listing(runtime, request, extra))
+        return answered(runtime, request, admitted, started, await model_listing(runtime, request, extra))
 
     model = None
     try:
         content, data = await _request_content(runtime, request)
     except BodyTooLarge:
-        return _recorded(runtime, request, admitted, started, error_response(
+        return answered(runtime, request, admitted, started, error_response(
             413, "request body is larger than memory_proxy.max_body_bytes", headers=dict(extra)))
     except ValueError as exc:
-        return _recorded(runtime, request, admitted, started,
-                         error_response(400, str(exc), code="invalid_json", headers=dict(extra)))
+        return answered(runtime, request, admitted, started,
+                        error_response(400, str(exc), code="invalid_json", headers=dict(extra)))
     except ClientDisconnect:
-        return _recorded(runtime, request, admitted, started, _client_gone(resolution, request),
-                         completed=False)
+        return answered(runtime, request, admitted, started, client_gone(resolution, request), completed=False)
     if isinstance(data, dict) and isinstance(data.get("model"), str):
         model = data["model"][:200]
 
     upstream_headers = h.ingress_request_headers(
         request.headers.items(), custom_header=runtime.config.user_id_mappings.custom_header,
         user_id=resolution.user_id, master_key=runtime.master_key, request_id=request_id)
+    span = None
+    if runtime.tracing is not None:
+        span, upstream_headers = traced(runtime, request, resolution, model, upstream_headers)
     query = request.scope.get("query_string", b"")
     raw_path = _raw_upstream_path(request, resolution)
     url = runtime.litellm_target(raw_path + (b"?" + query if query else b""))
     outgoing = runtime.litellm.build_request(request.method, url, headers=h.as_bytes(upstream_headers),
                                              content=content)
+    runtime.expect_report(request_id, resolution.user_id)
     try:
         upstream = await send_upstream(runtime.litellm, outgoing)
     except ClientDisconnect:  # while its body was still streaming in
-        return _recorded(runtime, request, admitted, started, _client_gone(resolution, request), model=model,
-                         completed=False)
+        return answered(runtime, request, admitted, started, client_gone(resolution, request), model=model,
+                        completed=False, span=span)
     except (httpx.HTTPError, BodyTooLarge) as exc:
-        upstream = await _when_litellm_is_back(runtime, request, outgoing, exc, resolution, extra)
+        upstream, error = await _when_litellm_is_back(runtime, request, outgoing, exc, resolution, extra)
         if isinstance(upstream, Response):
-            return _recorded(runtime, request, admitted, started, upstream, model=model)
+            return answered(runtime, request, admitted, started, upstream, model=model, error=error, span=span)
     head_at = time.perf_counter()
 
     if upstream.status_code >= 400 and "json" in upstream.headers.get("content-type", ""):
-        return _recorded(runtime, request, admitted, started, await _error_in_openai_shape(upstream, extra),
-                         model=model, ttfb=head_at)
+        return answered(runtime, request, admitted, started, await _error_in_openai_shape(upstream, extra),
+                        model=model, ttfb_s=head_at - started, span=span)
 
     def done(status: int, completed: bool) -> None:
-        runtime.count(resolution.user_id, error=status >= 400 or not completed)
-        now = time.perf_counter()
-        log.info("client=%s %s %s -> %s %.1f ms%s", resolution.user_id, request.method, resolution.path, status,
-                 (now - started) * 1000, "" if completed else " (stream cut)")
-        if runtime.usage is not None:
-            first = relayed.first_chunk_at
-            runtime.usage.put(usage_fields(request, admitted, started, now, status, model=model,
-                                           completed=completed, ttfb=head_at, streamed=relayed.format is not None,
-                                           first_event=first))
+        streamed = relayed.format is not None
+        first = relayed.first_chunk_at
+        runtime.finish(outcome(request, admitted, started, status, model=model, completed=completed,
+                               streamed=streamed, ttfb_s=head_at - started, span=span,
+                               first_event_s=first - started if streamed and first is not None else None))
 
     total = runtime.config.proxy.timeouts.total
     relayed = RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
@@ -179,49 +180,43 @@ async def relay(request: Request) -> Response:
     return relayed
 
 
-def usage_fields(request: Request, admitted: Admission | None, started: float, ended: float, status: int, *,
-                 model: str | None = None, completed: bool = True, ttfb: float | None = None,
-                 streamed: bool = False, first_event: float | None = None, error_code: str | None = None) -> dict:
-    """The ingress's part of a usage record (``usage.py``); times are ``time.perf_counter()`` values."""
-    if admitted is not None:
-        resolution = admitted.resolution
-        fields = {"request_id": admitted.request_id, "client_id": resolution.user_id,
-                  "client_source": resolution.source, "path": resolution.path}
-    else:  # refused at the door, before a client id was resolved
-        fields = {"request_id": os.urandom(16).hex(), "client_id": "", "client_source": "refused",
-                  "path": request.scope["path"]}
+def outcome(request: Request, admitted: Admission | None, started: float, status: int, *,
+            model: str | None = None, backend: str = "binary", **known) -> Outcome:
+    """The request's ``Outcome`` (``started``: its ``time.perf_counter()`` on arrival); ``admitted``
+    None: refused before a client id was resolved."""
+    duration = time.perf_counter() - started
+    if admitted is None:
+        return Outcome(os.urandom(16).hex(), "", "refused", request.method, request.scope["path"], model, status,
+                       duration, backend, **known)
+    resolution = admitted.resolution
     session = request.headers.get(h.CLAUDE_SESSION_HEADER)
-    fields.update(ts_ms=int((time.time() - (time.perf_counter() - started)) * 1000), method=request.method,
-                  model_group=model, status=status, completed=1 if completed else 0, streamed=1 if streamed else 0,
-                  latency_ms=(ended - started) * 1000, error_code=error_code,
-                  ttfb_ms=(ttfb - started) * 1000 if ttfb is not None else None,
-                  first_event_ms=(first_event - started) * 1000 if first_event is not None and streamed else None,
-                  session_id=session[:128] if session else None)
-    return fields
+    return Outcome(admitted.request_id, resolution.user_id, resolution.source, request.method, resolution.path,
+                   model, status, duration, backend, session_id=session[:128] if session else None, **known)
 
 
-def _recorded(runtime: Runtime, request: Request, admitted: Admission | None, started: float, response: Response,
-              **known) -> Response:
-    """An answer the proxy gives itself (or LiteLLM's error), with its usage record queued."""
-    if runtime.usage is not None:
-        code = None
-        if response.status_code >= 400 and isinstance(response, JSONResponse):
-            try:
-                code = json.loads(response.body)["error"].get("code")
-            except (ValueError, KeyError, TypeError, AttributeError):
-                pass
-        fields = usage_fields(request, admitted, started, time.perf_counter(), response.status_code,
-                              error_code=code if isinstance(code, str) else None, **known)
-        if admitted is None and response.headers.get("x-request-id"):
-            fields["request_id"] = response.headers["x-request-id"]
-        runtime.usage.put(fields)
+def answered(runtime: Runtime, request: Request, admitted: Admission | None, started: float, response: Response,
+             **known) -> Response:
+    """An answer the proxy gives itself (or LiteLLM's error in one shape), its outcome finished."""
+    code = None
+    if response.status_code >= 400 and isinstance(response, JSONResponse):
+        try:
+            code = json.loads(response.body)["error"].get("code")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+    ended = outcome(request, admitted, started, response.status_code,
+                    error_code=code if isinstance(code, str) else None, **known)
+    if admitted is None and response.headers.get("x-request-id"):
+        ended.request_id = response.headers["x-request-id"]
+    runtime.finish(ended)
     return response
 
 
 async def _when_litellm_is_back(runtime: Runtime, request: Request, outgoing: httpx.Request, exc: Exception,
-                                resolution: Resolution, extra: list[tuple[str, str]]) -> httpx.Response | Response:
+                                resolution: Resolution, extra: list[tuple[str, str]],
+                                ) -> tuple[httpx.Response | Response, str | None]:
     """A failed send: LiteLLM's answer once it is back when the request can wait for it
-    (``holding.py``), else the error answer (503 with Retry-After past either bound)."""
+    (``holding.py``), else the error answer (503 with Retry-After past either bound) and the
+    failure's name."""
     holding = runtime.holding
     if holding.takes(exc, outgoing):
         started = time.monotonic()
@@ -230,27 +225,35 @@ async def _when_litellm_is_back(runtime: Runtime, request: Request, outgoing: ht
         except ClientLeft:
             log.info("client=%s %s %s: the client went away while waiting for LiteLLM", resolution.user_id,
                      request.method, resolution.path)
-            return error_response(503, "the client went away while waiting for LiteLLM", code="client_gone")
+            return error_response(503, "the client went away while waiting for LiteLLM", code="client_gone"), None
         except NotHeld as refused:
-            runtime.count(resolution.user_id, error=True)
-            log.warning("client=%s %s %s -> 503 (%s)", resolution.user_id, request.method, resolution.path,
-                        refused.message)
-            return error_response(503, refused.message, headers=dict(extra))
+            log.info("client=%s %s %s: not held (%s)", resolution.user_id, request.method, resolution.path,
+                     refused.message)
+            return error_response(503, refused.message, headers=dict(extra)), "NotHeld"
         except (httpx.HTTPError, BodyTooLarge) as again:
             exc = again
         else:
             log.info("client=%s %s %s: waited %.1f s for LiteLLM", resolution.user_id, request.method,
                      resolution.path, time.monotonic() - started)
-            return upstream
-    runtime.count(resolution.user_id, error=True)
+            return upstream, None
     response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
     response.headers.update(dict(extra))
-    log.warning("client=%s %s %s -> %s (%s)", resolution.user_id, request.method, resolution.path,
-                response.status_code, type(exc).__name__)
-    return response
+    return response, type(exc).__name__
 
 
-def _client_gone(resolution: Resolution, request: Request) -> Response:
+def traced(runtime: Runtime, request: Request, resolution: Resolution, model: str | None,
+           headers: list[tuple[str, str]]) -> tuple[object, list[tuple[str, str]]]:
+    """Tracing on: the request's server span, and the headers for LiteLLM with its
+    ``traceparent`` (replacing a client's) and the egress's copy of it."""
+    tracing = runtime.tracing
+    span = tracing.start_request(request.method, resolution.path, request.headers, model)
+    parent = tracing.traceparent(span)
+    headers = [(n, v) for n, v in headers if n not in ("traceparent", "tracestate")]
+    headers += [("traceparent", parent), (TRACE_HEADER, parent)]
+    return span, headers
+
+
+def client_gone(resolution: Resolution, request: Request) -> Response:
     """The client went away while sending its body: nothing to relay, nobody to answer."""
     log.info("client=%s %s %s: the client went away while sending the body", resolution.user_id,
              request.method, resolution.path)
@@ -399,6 +402,16 @@ def proxy_status(runtime: Runtime) -> dict:
             "waiting_for_litellm": runtime.holding.waiting,  # requests held while LiteLLM (re)starts
             "usage": runtime.usage.status() if runtime.usage is not None else {"enabled": False},
             "tasks": len(asyncio.all_tasks())}  # a leak of cancelled relays would show here
+
+
+async def litellm_probe(runtime: Runtime) -> tuple[bool, bool]:
+    """Whether LiteLLM answers its readiness probe at all, and with 200 (for ``/metrics``)."""
+    try:
+        answer = await runtime.litellm.get(runtime.litellm_target(b"/health/readiness"), timeout=2.0)
+    except httpx.HTTPError:
+        return False, False
+    await answer.aclose()
+    return True, answer.status_code == 200
 
 
 async def health(request: Request) -> JSONResponse:

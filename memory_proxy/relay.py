@@ -174,10 +174,10 @@ class RelayResponse(Response):
         try:
             async for chunk in self.upstream.aiter_raw():
                 if chunk:
-                    tail = (tail + chunk)[-2:]
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     if self.first_chunk_at is None:
                         self.first_chunk_at = time.perf_counter()
+                    tail = (tail + chunk)[-2:]
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     if deadline is not None and time.monotonic() > deadline:
                         raise AnswerTooLong
         except OSError:  # the client went away while we were sending

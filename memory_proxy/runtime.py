@@ -19,8 +19,11 @@ import httpx
 from .config import Config
 from .front_door import FrontDoor
 from .holding import Holding
+from .metrics import Metrics
+from .outcome import Outcome
 from .ratelimit import RateLimiter
-from .usage import UsageLog
+from .tracing import Tracing
+from .usage import UsageLog, from_litellm
 
 
 @dataclass
@@ -38,16 +41,53 @@ class Runtime:
     requests: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     supermemory_errors: int = 0
+    cloudflare_retries: int = 0
     _targets: dict[bytes, httpx.URL] = field(default_factory=dict, repr=False)  # parsing a URL costs ~50 us
     limiter: RateLimiter | None = None
     holding: Holding = field(init=False, repr=False)  # requests waiting for a starting LiteLLM
     usage: UsageLog | None = None  # the usage record's queue; None when memory_proxy.usage.enabled is false
     usage_reader: Callable[[], Any] | None = None  # opens a read-only store (dashboard)
+    tracing: Tracing | None = None  # None: tracing off (memory_proxy/tracing.py)
+    metrics: Metrics = field(init=False, repr=False)
+    # request id -> client id of requests LiteLLM may still report (its callback may come
+    # before or after the answer ends); bounded, oldest first out.
+    _callers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.holding = Holding(self.litellm_url, self.config.proxy.startup_wait, self.config.proxy.startup_queue)
         if self.config.proxy.requests_per_minute:
             self.limiter = RateLimiter(self.config.proxy.requests_per_minute)
+        self.metrics = Metrics(self)
+        self.metrics.inputs["held_requests"] = lambda: self.holding.waiting
+
+    def finish(self, outcome: Outcome) -> None:
+        """A request ended (both backends): count it, log its line, observe its metrics, end its
+        span and queue the ingress's half of its usage record."""
+        if outcome.resolved_by != "refused":
+            self.count(outcome.client_id, error=outcome.failed)
+        self.metrics.observe(outcome)
+        outcome.log()
+        if outcome.span is not None:
+            self.tracing.end_request(outcome.span, outcome)
+        if self.usage is not None:
+            self.usage.put(outcome.usage_fields())
+
+    def expect_report(self, request_id: str, client_id: str) -> None:
+        """A request goes to LiteLLM: its report (``litellm_report``) will name this client."""
+        callers = self._callers
+        callers[request_id] = client_id
+        if len(callers) > 4096:
+            del callers[next(iter(callers))]
+
+    def litellm_report(self, payload: object) -> None:
+        """LiteLLM's report of one call (its ``generic_api`` payload, or SDK mode's logger):
+        tokens and cost for the metrics and LiteLLM's half of the usage record."""
+        fields = from_litellm(payload)
+        if fields is None:
+            return
+        self.metrics.observe_usage(self._callers.pop(fields["request_id"], ""), fields)
+        if self.usage is not None:
+            self.usage.put(fields)
 
     def count(self, user_id: str, *, error: bool) -> None:
         self.requests[user_id] += 1

@@ -6,8 +6,8 @@ Keep it in step with the checks in ``config.py``; a test compares the two.
 
 from __future__ import annotations
 
-from .config import (DEFAULT_SUPERMEMORY_URL, HOST_NAME_RE, OPTIONAL_ROUTE_GROUPS, ORIGIN_RE, ProxySettings,
-                     SupermemorySettings, Timeouts, UsageSettings, UserIdMappings)
+from .config import (DEFAULT_SUPERMEMORY_URL, HOST_NAME_RE, LOG_FORMATS, OPTIONAL_ROUTE_GROUPS, ORIGIN_RE,
+                     ProxySettings, SupermemorySettings, Timeouts, UsageSettings, UserIdMappings)
 
 _ENV_REF = {"type": "string", "pattern": "^os\\.environ/[A-Za-z_][A-Za-z0-9_]*$"}
 _CLIENT_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
@@ -98,6 +98,21 @@ def json_schema() -> dict:
                                      "seconds a request waits for a starting or restarting LiteLLM; 0: 503 at once"},
                     "startup_queue": {**_number(ProxySettings.startup_queue, 0, 100_000, integer=True),
                                       "description": "requests that may wait for LiteLLM at once; more get 503"},
+                    "log_format": {"enum": list(LOG_FORMATS), "default": ProxySettings.log_format,
+                                   "description": "the memory proxy's log lines: text, or one JSON object per line"},
+                    "otel": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "description": "OpenTelemetry traces; the standard OTEL_* variables apply too",
+                        "properties": {
+                            "enabled": {"type": "boolean", "default": True},
+                            "endpoint": {"type": "string", "pattern": "^(https?://|os\\.environ/)",
+                                         "description": "OTLP/HTTP collector: base URL or .../v1/traces"},
+                            "service_name": {"type": "string", "default": "litellm-memory-proxy"},
+                            "capture_message_content": {"type": "boolean", "default": False,
+                                                        "description": "prompt/answer text in LiteLLM's spans"},
+                        },
+                    },
                     "timeouts": {
                         "type": "object",
                         "additionalProperties": False,

@@ -45,7 +45,8 @@ Choices forced by LiteLLM's code (1.108):
   bodies match what the binary answers; ``/v1/messages`` errors are Anthropic-shaped there
   and here.
 - ``litellm_settings`` are applied to the ``litellm`` module (as the LiteLLM proxy does) and
-  restored at shutdown; ``router_settings`` become Router arguments. LiteLLM is module-global
+  restored at shutdown, its callbacks through ``litellm_callbacks`` (LiteLLM's own callback
+  machinery runs them, as in the binary); ``router_settings`` become Router arguments. LiteLLM is module-global
   state, so one SDK app per process at a time.
 """
 
@@ -66,11 +67,11 @@ import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import dashboard, egress, ingress, warmup
+from . import dashboard, egress, ingress, litellm_callbacks, metrics, warmup
 from . import headers as h
 from .app import AnyMethod, _http_error, create_app
 from .config import Config, resolve_env
@@ -80,6 +81,7 @@ from .litellm_config import build_litellm_config, egress_base
 from .relay import BodyTooLarge, read_body, upstream_failure
 from .routing import SCOPE_PREFIX
 from .runtime import Runtime
+from .tracing import TRACE_HEADER
 
 log = logging.getLogger("memory_proxy")
 
@@ -141,6 +143,7 @@ class SdkSettings:
     router_settings: dict
     general_settings: dict
     backed_groups: frozenset[str]
+    callback_settings: dict = field(default_factory=dict)  # the top-level section, for named generic_api sinks
 
 
 def sdk_settings(config: Config, egress_url: str, egress_secret: str,
@@ -162,7 +165,8 @@ def sdk_settings(config: Config, egress_url: str, egress_secret: str,
     general = dict(resolve_env(generated.get("general_settings") or {}, environ))
     general.pop("master_key", None)
     return SdkSettings(model_list, settings, dict(resolve_env(generated.get("router_settings") or {}, environ)),
-                       general, frozenset(config.supermemory_groups))
+                       general, frozenset(config.supermemory_groups),
+                       dict(resolve_env(generated.get("callback_settings") or {}, environ)))
 
 
 @dataclass
@@ -174,7 +178,7 @@ class SdkBackend:
     version: str
     started_s: float
     restore: dict[str, object] = field(default_factory=dict)
-    usage_logger: Any = None
+    restore_callbacks: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def start(cls, settings: SdkSettings, runtime: Runtime) -> SdkBackend:
@@ -190,16 +194,18 @@ class SdkBackend:
 
         set_global("aclient_session", runtime.litellm)
         set_global("suppress_debug_info", True)
-        usage_logger = None
-        if runtime.usage is not None:  # LiteLLM's figures for the usage record, in-process
-            usage_logger = _usage_logger(runtime.usage)
-            set_global("callbacks", [*litellm.callbacks, usage_logger])
+        # LiteLLM's report of each call (tokens, cost), in-process: binary mode's generic_api callback
+        set_global("callbacks", [*litellm.callbacks, _report_logger(runtime)])
         for name, value in settings.litellm_settings.items():
-            if name.endswith("callbacks") or name in ("callbacks", "cache", "cache_params"):
+            if name in litellm_callbacks.CALLBACK_KEYS:
+                continue  # installed below, as the LiteLLM proxy installs them
+            if name.endswith("callbacks") or name in ("cache", "cache_params"):
                 log.warning("SDK mode ignores litellm_settings.%s", name)
                 continue
             set_global(name, value)
         _flush_client_cache(litellm)
+        restore_callbacks = litellm_callbacks.install(litellm, settings.litellm_settings, settings.callback_settings,
+                                                      runtime.config.path)
         accepted = set(inspect.signature(Router.__init__).parameters)
         router_kwargs = {k: v for k, v in settings.router_settings.items() if k in accepted}
         for name in set(settings.router_settings) - accepted:
@@ -210,7 +216,7 @@ class SdkBackend:
             litellm_version = version("litellm")
         except Exception:  # noqa: BLE001
             litellm_version = "unknown"
-        return cls(router, settings, litellm_version, time.perf_counter() - started, restore, usage_logger)
+        return cls(router, settings, litellm_version, time.perf_counter() - started, restore, restore_callbacks)
 
     async def stop(self) -> None:
         litellm = _litellm()
@@ -220,12 +226,7 @@ class SdkBackend:
         except Exception as exc:  # noqa: BLE001
             log.debug("closing LiteLLM's cached clients: %s", exc)
         _flush_client_cache(litellm)
-        if self.usage_logger is not None:  # LiteLLM copied it into its own lists on the first call
-            for name in ("input_callback", "success_callback", "failure_callback", "_async_success_callback",
-                         "_async_failure_callback"):
-                listed = getattr(litellm, name, None)
-                if isinstance(listed, list) and self.usage_logger in listed:
-                    listed.remove(self.usage_logger)
+        litellm_callbacks.restore(litellm, self.restore_callbacks)
         for name, value in self.restore.items():
             if value is _UNSET:
                 with contextlib.suppress(AttributeError):
@@ -285,13 +286,16 @@ def _flush_client_cache(litellm) -> None:
 # --- requests ------------------------------------------------------------------------------
 
 
-def forwarded_headers(request: Request, runtime: Runtime, admitted: ingress.Admission) -> dict[str, str]:
+def forwarded_headers(request: Request, runtime: Runtime, admitted: ingress.Admission,
+                      trace: str | None = None) -> dict[str, str]:
     """The headers binary mode's LiteLLM forwards to a Supermemory-backed group: the ingress's
     relayed headers (memory id, conversation id, request id, the client's own ``x-*``), filtered
     by the LiteLLM proxy's rule (``x-*`` but ``x-stainless-*``, plus ``anthropic-beta``)."""
     relayed = h.ingress_request_headers(
         request.headers.items(), custom_header=runtime.config.user_id_mappings.custom_header,
         user_id=admitted.resolution.user_id, master_key=runtime.master_key, request_id=admitted.request_id)
+    if trace is not None:  # the egress's parent span, as the ingress hands it in binary mode
+        relayed.append((TRACE_HEADER, trace))
     return {n: v for n, v in relayed
             if (n.startswith("x-") and not n.startswith("x-stainless")) or n.startswith("anthropic-beta")}
 
@@ -373,65 +377,73 @@ async def handle(request: Request) -> Response:
     started = time.perf_counter()
     admitted_at = time.monotonic()
     admitted = ingress.admit(runtime, request)
-    if isinstance(admitted, Response):
-        return admitted
+    if isinstance(admitted, Response):  # as binary mode: refusals are recorded, own answers are not
+        return ingress.answered(runtime, request, None, started, admitted, backend="sdk") \
+            if admitted.status_code >= 400 else admitted
     resolution, extra = admitted.resolution, dict(admitted.extra)
     path = resolution.path
+
+    def answer(response: Response, **known) -> Response:
+        return ingress.answered(runtime, request, admitted, started, response, backend="sdk", **known)
+
     if path in MODELS_PATHS:
         if request.method != "GET":
-            return error_response(405, "Method Not Allowed", headers=extra)
+            return answer(error_response(405, "Method Not Allowed", headers=extra))
         listing = sdk.model_listing()
         if ingress.wants_anthropic_models(request, resolution):
             listing = ingress.anthropic_model_listing(listing)
-        return JSONResponse(listing, headers=extra)
+        return answer(JSONResponse(listing, headers=extra))
     route_type = ROUTES.get(path)
     if route_type is None:
-        return error_response(404, f"{path[:200]} is not served in SDK mode (chat/completions, messages, "
-                                   "embeddings and models are); binary mode's LiteLLM serves it",
-                              code="route_not_served", headers=extra)
+        return answer(error_response(404, f"{path[:200]} is not served in SDK mode (chat/completions, messages, "
+                                          "embeddings and models are); binary mode's LiteLLM serves it",
+                                     code="route_not_served", headers=extra))
     if request.method != "POST":
-        return error_response(405, "Method Not Allowed", headers=extra)
+        return answer(error_response(405, "Method Not Allowed", headers=extra))
     try:
         _, data = ingress.clean_json_body(await read_body(request, runtime.config.proxy.max_body_bytes))
     except BodyTooLarge:
-        return error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=extra)
+        return answer(error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=extra))
     except ValueError as exc:
-        return error_response(400, str(exc), code="invalid_json", headers=extra)
+        return answer(error_response(400, str(exc), code="invalid_json", headers=extra))
+    except ClientDisconnect:
+        return answer(ingress.client_gone(resolution, request), completed=False)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        return error_response(400, "request body must be a JSON object", code="invalid_json", headers=extra)
+        return answer(error_response(400, "request body must be a JSON object", code="invalid_json",
+                                     headers=extra))
 
     requested = data.get("model") if isinstance(data.get("model"), str) else None
     stream = data.get("stream") is True and route_type != "aembedding"
-    first_at = None
+    first_event_s = None
+    span = trace = None
+    if runtime.tracing is not None:
+        span = runtime.tracing.start_request(request.method, path, request.headers, requested)
+        trace = runtime.tracing.traceparent(span)
+    runtime.expect_report(admitted.request_id, resolution.user_id)
 
-    def done(status: int, completed: bool = True) -> None:
-        runtime.count(resolution.user_id, error=status >= 400 or not completed)
-        now = time.perf_counter()
-        log.info("client=%s %s %s -> %s %.1f ms%s (sdk)", resolution.user_id, request.method, path, status,
-                 (now - started) * 1000, "" if completed else " (stream cut)")
-        if runtime.usage is not None:
-            runtime.usage.put(ingress.usage_fields(request, admitted, started, now, status, model=requested,
-                                                   completed=completed, streamed=stream and status < 400,
-                                                   ttfb=first_at or now, first_event=first_at))
+    def done(status: int, completed: bool = True, error: str | None = None) -> None:
+        streamed = stream and status < 400
+        runtime.finish(ingress.outcome(request, admitted, started, status, model=requested, backend="sdk",
+                                       completed=completed, error=error, span=span, streamed=streamed,
+                                       first_event_s=first_event_s if streamed else None,
+                                       ttfb_s=first_event_s if streamed else time.perf_counter() - started))
 
     read_timeout = runtime.config.proxy.timeouts.read
     result = first = None
     # Binary mode's ingress gives LiteLLM timeouts.read to start answering (504 otherwise); same here.
     with anyio.move_on_after(read_timeout) as deadline:
         try:
-            kwargs, strip_usage = _call_kwargs(sdk, route_type, data, request, runtime, admitted)
+            kwargs, strip_usage = _call_kwargs(sdk, route_type, data, request, runtime, admitted, trace)
             result = await getattr(sdk.router, route_type)(**kwargs)
             if stream:
                 stream_answer = SseAnswer(result, route_type, requested, strip_usage=strip_usage)
                 first = await stream_answer.first()
-                first_at = time.perf_counter()
+                first_event_s = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 -- every LiteLLM failure becomes the proxy's answer
             response = _error_answer(route_type, exc, admitted)
-            log.warning("client=%s %s %s -> %s (%s, sdk)", resolution.user_id, request.method, path,
-                        response.status_code, type(exc).__name__)
-            done(response.status_code)
+            done(response.status_code, error=type(exc).__name__)
             return response
     if deadline.cancelled_caught:
         if result is not None:
@@ -457,7 +469,7 @@ async def _close(result: Any) -> None:
 
 
 def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request, runtime: Runtime,
-                 admitted: ingress.Admission) -> tuple[dict, bool]:
+                 admitted: ingress.Admission, trace: str | None = None) -> tuple[dict, bool]:
     """Checks in the LiteLLM proxy's order (body safety, required params, mock params, model),
     then the call's arguments and whether to drop an injected usage chunk from the stream."""
     from litellm.proxy.auth.auth_utils import is_request_body_safe
@@ -484,7 +496,7 @@ def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request,
     kwargs["litellm_call_id"] = admitted.request_id  # joins LiteLLM's usage figures to our record
     group = sdk.group_of(kwargs.get("model"))
     if group is not None and group in sdk.settings.backed_groups:
-        kwargs["headers"] = forwarded_headers(request, runtime, admitted)
+        kwargs["headers"] = forwarded_headers(request, runtime, admitted, trace)
     if (specific := provider_specific_header(request)) is not None:
         kwargs["provider_specific_header"] = specific
     strip_usage = False
@@ -503,31 +515,25 @@ def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request,
     return kwargs, strip_usage
 
 
-def _usage_logger(usage: Any) -> Any:
-    """A LiteLLM callback handing each call's standard logging payload to the usage record
-    (what binary mode's ``generic_api`` callback posts to ``usage_intake``)."""
+def _report_logger(runtime: Runtime) -> Any:
+    """A LiteLLM callback handing each call's standard logging payload to
+    ``Runtime.litellm_report`` (what binary mode's ``generic_api`` callback posts to
+    ``usage_intake``)."""
     from litellm.integrations.custom_logger import CustomLogger
 
-    from .usage import from_litellm
-
-    class UsageLogger(CustomLogger):
+    class ReportLogger(CustomLogger):
         def __init__(self) -> None:
             super().__init__()
             # LiteLLM keeps one logger per class name and public attributes: this one is this app's
             self.app_id = os.urandom(8).hex()
 
-        def _put(self, kwargs: dict) -> None:
-            fields = from_litellm(kwargs.get("standard_logging_object"))
-            if fields is not None:
-                usage.put(fields)
-
         async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # noqa: D102
-            self._put(kwargs)
+            runtime.litellm_report(kwargs.get("standard_logging_object"))
 
         async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # noqa: D102
-            self._put(kwargs)
+            runtime.litellm_report(kwargs.get("standard_logging_object"))
 
-    return UsageLogger()
+    return ReportLogger()
 
 
 def _injected_usage_chunk(chunk: Any) -> bool:
@@ -640,13 +646,13 @@ class SseAnswer:
                 await _close(self.result)
 
 
-async def warm_up(sdk: SdkBackend) -> list[warmup.Outcome]:
+async def warm_up(sdk: SdkBackend) -> list[warmup.Warmed]:
     """The binary mode's warm-up (``warmup.py``) in-process: every API shape through the Router
     on the hidden warm-up groups, which LiteLLM answers itself (no provider is called)."""
     started = time.monotonic()
     groups = [m["model_name"] for m in sdk.settings.model_list if warmup.is_warmup(m.get("model_name"))]
 
-    async def one(group: str, path: str, stream: bool, body: dict) -> warmup.Outcome:
+    async def one(group: str, path: str, stream: bool, body: dict) -> warmup.Warmed:
         began = time.monotonic()
         route = "anthropic_messages" if path == "/v1/messages" else "acompletion"
         status, error = 200, ""
@@ -657,11 +663,15 @@ async def warm_up(sdk: SdkBackend) -> list[warmup.Outcome]:
                     pass
         except Exception as exc:  # noqa: BLE001 -- reported, never fatal
             status, error = None, type(exc).__name__
-        return warmup.Outcome(group, path, stream, status, (time.monotonic() - began) * 1000, error)
+        return warmup.Warmed(group, path, stream, status, (time.monotonic() - began) * 1000, error)
 
     outcomes = list(await asyncio.gather(*(one(*r) for r in warmup.requests(groups))))
     log.info("SDK mode: %s", warmup.summary(outcomes, time.monotonic() - started))
     return outcomes
+
+
+async def _in_process(runtime: Runtime) -> tuple[bool, bool]:
+    return True, True  # LiteLLM runs in this process: up and ready whenever we answer
 
 
 async def health(request: Request) -> JSONResponse:
@@ -698,7 +708,7 @@ def create_sdk_app(
     # The binary app's lifespan opens the sessions (and loads/saves the cookie jar) for both modes.
     base = create_app(config, litellm_url=f"http://{connect_host(host)}:{port}", master_key=master_key,
                       egress_secret=egress_secret, state_dir=state_dir, litellm_transport=litellm_transport,
-                      supermemory_transport=supermemory_transport)
+                      supermemory_transport=supermemory_transport, environ=environ)
     base_lifespan = base.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -718,6 +728,7 @@ def create_sdk_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         Route(SCOPE_PREFIX + "{id}/health", health, methods=["GET"]),
+        Route("/metrics", metrics.endpoint(_in_process), methods=["GET"]),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.relay)),
         *dashboard.routes(),
         Route("/{path:path}", AnyMethod(handle)),
@@ -737,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from . import log_format
     from .config import ConfigError, is_loopback, load_config
     from .http_protocol import protocol_class
     from .litellm_config import EGRESS_SECRET_ENV
@@ -748,14 +760,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=None, help="default: memory_proxy.host")
     parser.add_argument("--port", type=int, default=None, help="default: memory_proxy.port")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 2
+    log_format.setup(config.proxy.log_format)
     host = args.host or config.proxy.host
     port = args.port or config.proxy.port
     if not is_loopback(host) and not config.proxy.api_keys:
@@ -769,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
                 timeout_graceful_shutdown=5, loop="auto", proxy_headers=False, timeout_keep_alive=75,
                 http=protocol_class(config.proxy.max_header_bytes), ws="none",
-                h11_max_incomplete_event_size=config.proxy.max_header_bytes + 16 * 1024)
+                h11_max_incomplete_event_size=config.proxy.max_header_bytes + 16 * 1024,
+                **log_format.uvicorn_settings(config.proxy.log_format))
     return 0
 
 

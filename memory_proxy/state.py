@@ -7,6 +7,7 @@ test runs never share state. Default: ``$XDG_STATE_HOME/litellm-memory-proxy``.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,15 @@ class StateDir:
     @property
     def processes(self) -> Path:
         return self.root / "processes.json"
+
+    def restarts(self, name: str) -> int:
+        """How often the launcher restarted process ``name``, as its record says (0: no record)."""
+        try:
+            entry = json.loads(self.processes.read_text()).get("processes", {}).get(name) or {}
+        except (OSError, ValueError, AttributeError):
+            return 0
+        restarts = entry.get("restarts") if isinstance(entry, dict) else None
+        return restarts if isinstance(restarts, int) else 0
 
     def log_file(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"

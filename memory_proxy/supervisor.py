@@ -577,8 +577,11 @@ class Supervisor:
         if not self.litellm_url:
             from . import litellm_config  # yaml only; imported here to keep `status` lean
 
+            from . import tracing
+
             generated = litellm_config.build_litellm_config(
                 config, litellm_config.egress_base(proxy.port, connect_host(proxy.host)), self.environ)
+            otel_env = tracing.litellm_setup(generated, config, self.environ)  # {} unless tracing is on
             atomic_write(self.state.litellm_config, litellm_config.render(generated), mode=0o600)
             binary = find_litellm()
             assert binary is not None  # preflight checked
@@ -587,10 +590,15 @@ class Supervisor:
             # otherwise: only its own pages (its admin UI) may read its answers.
             env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True",
                        LITELLM_CORS_ORIGINS=f"{base},http://localhost:{proxy.litellm_port}")
+            env.update(otel_env)
             env[MASTER_KEY_ENV] = master_key
             env[EGRESS_SECRET_ENV] = egress_secret
             if proxy.usage.enabled:
                 env.update(litellm_config.usage_callback_env(proxy.port, connect_host(proxy.host), egress_secret))
+            # The generated config lives in the state dir: custom callbacks (``litellm_settings``
+            # ``module.instance`` entries) are found beside the user's config, as SDK mode finds them.
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(self.config_path).resolve().parent),
+                                                              base_env.get("PYTHONPATH")]))
             litellm = self.children[LITELLM] = Child(
                 LITELLM,
                 [str(binary), "--config", str(self.state.litellm_config), "--host", "127.0.0.1",

@@ -223,6 +223,10 @@ class UsageLog:
 
     # --- the request's side: an append, nothing else ---------------------------------
 
+    def __len__(self) -> int:
+        """Records waiting for the writer."""
+        return len(self._queue)
+
     def put(self, fields: dict) -> None:
         if len(self._queue) >= self.capacity:
             self.dropped += 1

@@ -16,7 +16,6 @@ from starlette.responses import Response
 from . import headers as h
 from .errors import error_response
 from .runtime import Runtime
-from .usage import from_litellm
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 
@@ -38,9 +37,6 @@ async def litellm_callback(request: Request) -> Response:
         except ValueError:
             return error_response(400, "usage batch is not JSON", code="invalid_json")
     payloads = data if isinstance(data, list) else [data]
-    if runtime.usage is not None:
-        for payload in payloads:
-            fields = from_litellm(payload)
-            if fields is not None:
-                runtime.usage.put(fields)
+    for payload in payloads:
+        runtime.litellm_report(payload)
     return Response(status_code=204)

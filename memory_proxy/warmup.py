@@ -67,13 +67,14 @@ def requests(groups: Iterable[str]) -> list[tuple[str, str, bool, dict]]:
     out = []
     for group in groups:
         for path, stream in SHAPES:
-            out.append((group, path, stream, {"model": group, "max_tokens": 8, "stream": stream,
+            # "no-log": LiteLLM's callbacks (the user's Langfuse, generic_api, ...) never see a warm-up
+            out.append((group, path, stream, {"model": group, "max_tokens": 8, "stream": stream, "no-log": True,
                                               "messages": [{"role": "user", "content": "warm-up"}]}))
     return out
 
 
 @dataclass
-class Outcome:
+class Warmed:
     group: str
     path: str
     stream: bool
@@ -102,16 +103,16 @@ def post(url: str, body: dict, headers: dict[str, str], timeout: float = TIMEOUT
 
 
 def run(base_url: str, master_key: str, groups: Iterable[str],
-        send: Callable[[str, dict, dict[str, str]], tuple[int | None, str]] = post) -> list[Outcome]:
+        send: Callable[[str, dict, dict[str, str]], tuple[int | None, str]] = post) -> list[Warmed]:
     """Send every warm-up request to the LiteLLM at ``base_url`` at once (their waits overlap)."""
     headers = {"authorization": f"Bearer {master_key}", "anthropic-version": "2023-06-01"}
     todo = requests(groups)
 
-    def one(item: tuple[str, str, bool, dict]) -> Outcome:
+    def one(item: tuple[str, str, bool, dict]) -> Warmed:
         group, path, stream, body = item
         started = time.monotonic()
         status, error = send(base_url.rstrip("/") + path, body, headers)
-        return Outcome(group, path, stream, status, (time.monotonic() - started) * 1000, error)
+        return Warmed(group, path, stream, status, (time.monotonic() - started) * 1000, error)
 
     if not todo:
         return []
@@ -119,7 +120,7 @@ def run(base_url: str, master_key: str, groups: Iterable[str],
         return list(pool.map(one, todo))
 
 
-def summary(outcomes: list[Outcome], seconds: float) -> str:
+def summary(outcomes: list[Warmed], seconds: float) -> str:
     """One line for the supervisor's log: what was warmed, and what failed."""
     if not outcomes:
         return "warm-up: no model to warm"

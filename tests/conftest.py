@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-NEEDS_LITELLM = ("e2e/", "faults/", "test_parity.py", "test_sdk_mode.py")
+NEEDS_LITELLM = ("e2e/", "faults/", "test_parity.py", "test_sdk_mode.py", "test_observability.py", "test_tracing.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -189,3 +189,21 @@ def test_json_schema_covers_our_sections():
     assert set(ours["memory_proxy"]["properties"]["supermemory"]["properties"]) == set(SUPERMEMORY_KEYS)
     assert set(ours["memory_proxy"]["properties"]["usage"]["properties"]) == set(USAGE_KEYS)
     assert ours["memory_proxy"]["additionalProperties"] is False
+
+
+def test_log_format():
+    assert parse("model_list: []\n", {}).proxy.log_format == "text"
+    assert parse("model_list: []\nmemory_proxy:\n  log_format: json\n", {}).proxy.log_format == "json"
+    [problem] = problems("model_list: []\nmemory_proxy:\n  port: 8764\n  log_format: xml\n", {})
+    assert problem == "4:memory_proxy.log_format: must be one of text, json, got 'xml'"
+
+
+def test_otel_section():
+    config = parse("model_list: []\nmemory_proxy:\n  otel: {endpoint: 'http://127.0.0.1:4318', service_name: mp}\n", {})
+    assert config.proxy.otel.endpoint == "http://127.0.0.1:4318" and config.proxy.otel.service_name == "mp"
+    assert config.proxy.otel.enabled is True and config.proxy.otel.capture_message_content is False
+    found = problems("model_list: []\nmemory_proxy:\n  otel:\n    endpoint: grpc://x\n    enabled: maybe\n"
+                     "    colour: blue\n", {})
+    assert "4:memory_proxy.otel.endpoint: must be an http(s) URL of an OTLP/HTTP collector, got 'grpc://x'" in found
+    assert "5:memory_proxy.otel.enabled: must be true or false, got 'maybe'" in found
+    assert any(p.startswith("6:memory_proxy.otel.colour: unknown key") for p in found)

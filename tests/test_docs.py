@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from memory_proxy.config import (MAPPING_KEYS, PROXY_KEYS, SUPERMEMORY_KEYS, USAGE_KEYS, ConfigError, ProxySettings,
-                                 SupermemorySettings, Timeouts, UsageSettings, UserIdMappings, parse_config)
+from memory_proxy.config import (MAPPING_KEYS, OTEL_KEYS, PROXY_KEYS, SUPERMEMORY_KEYS, USAGE_KEYS, ConfigError,
+                                 OtelConfig, ProxySettings, SupermemorySettings, Timeouts, UsageSettings,
+                                 UserIdMappings, parse_config)
 from memory_proxy.schema import json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,8 @@ def accepted_keys() -> dict[str, object]:
         keys[f"memory_proxy.supermemory.{key}"] = getattr(SupermemorySettings, key)
     for key in USAGE_KEYS:
         keys[f"memory_proxy.usage.{key}"] = getattr(UsageSettings, key)
+    for key in OTEL_KEYS:
+        keys[f"memory_proxy.otel.{key}"] = getattr(OtelConfig, key)
     return keys
 
 

@@ -516,3 +516,13 @@ def test_health_under_a_scope_and_health_only_by_get(emu, proxy):
     assert httpx.get(proxy.url + "/scope/proj/health").json()["memory_proxy"]["status"] == "ok"
     r = httpx.post(proxy.url + "/health")
     assert r.status_code == 405 and records(emu) == []
+
+
+def test_metrics_needs_the_front_door_key_when_keys_are_set(emu):
+    with running_proxy(emu.url, extra="  api_keys: [os.environ/FRONT_KEY]") as server:
+        refused = httpx.get(server.url + "/metrics")
+        assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+        ok = httpx.get(server.url + "/metrics", headers={"authorization": "Bearer front-door-key-0123456789"})
+        assert ok.status_code == 200 and "memory_proxy_litellm_up" in ok.text
+    with running_proxy(emu.url) as server:  # no keys, loopback: like every other path
+        assert httpx.get(server.url + "/metrics").status_code == 200

@@ -179,3 +179,25 @@ def test_dashboard_api_gives_the_same_figures(stack, traffic):
     assert sorted(r["request_id"] for r in ours) == sorted(r["request_id"] for r in traffic)
     status = httpx.get(f"{stack.proxy_url}/health", timeout=30).json()["memory_proxy"]["usage"]
     assert status["enabled"] and status["store_ok"] and status["dropped"] == 0
+
+
+def test_metrics_count_the_tokens_the_record_holds(stack, traffic):
+    """``/metrics`` takes its token and cost counters from the same LiteLLM reports as the record."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with stack.client() as client:
+        text = client.get("/metrics").text
+    counted: dict[tuple[str, str], float] = {}
+    cost: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "memory_proxy_tokens_total":
+                key = (s.labels["client"], s.labels["kind"])
+                counted[key] = counted.get(key, 0) + s.value
+            elif s.name == "memory_proxy_cost_usd_total":
+                cost[s.labels["client"]] = cost.get(s.labels["client"], 0) + s.value
+    for client_id in ("usage-a", "usage-b", "usage-c"):
+        mine = by_client(traffic, client_id)
+        for kind in ("input", "output", "cache_read", "cache_write"):
+            assert counted.get((client_id, kind), 0) == sum(r[f"{kind}_tokens"] or 0 for r in mine), (client_id, kind)
+        assert cost.get(client_id, 0) == pytest.approx(sum(r["cost_usd"] or 0 for r in mine))
