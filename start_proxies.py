@@ -7,8 +7,8 @@
     python3 start_proxies.py memory list --user-agent UA | doctor
     python3 start_proxies.py stats [daily|weekly|monthly|session] [--by model] [--json]
 
-Thin on purpose: the commands live in memory_proxy/console.py, the process handling in
-memory_proxy/supervisor.py. It never imports LiteLLM, so status and --help answer at once.
+Thin on purpose: the commands live in memory_proxy/launcher/commands.py, the process handling in
+memory_proxy/launcher/. It never imports LiteLLM, so status and --help answer at once.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from memory_proxy import bootstrap  # noqa: E402  (standard library only)
+from memory_proxy.launcher import bootstrap  # noqa: E402  (standard library only)
 
 bootstrap.reexec_in_venv()
 
@@ -32,7 +32,8 @@ import threading  # noqa: E402
 
 import typer  # noqa: E402
 
-from memory_proxy.state import STATE_DIR_ENV, StateDir, default_state_dir  # noqa: E402
+from memory_proxy.names import STATE_DIR_ENV  # noqa: E402
+from memory_proxy.state import StateDir, default_state_dir  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 AS_JSON = typer.Option(False, "--json", help="Machine-readable.")  # one --json for every command
@@ -42,17 +43,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="One local endpoint for every AI client: LiteLLM's models plus per-client memory.")
 
 
-class Mode(str, Enum):
+class Backend(str, Enum):
     binary = "binary"
     sdk = "sdk"
     both = "both"
 
 
-class LogName(str, Enum):
+class LogName(str, Enum):  # the processes' names (memory_proxy.names), and the older short spellings
     all = "all"
-    memory = "memory"
+    memory_proxy = "memory_proxy"
     litellm = "litellm"
     supervisor = "supervisor"
+    memory_proxy_sdk = "memory_proxy_sdk"
+    memory = "memory"
     memory_sdk = "memory_sdk"
 
 
@@ -72,7 +75,7 @@ def main(
 
 def _console(ctx: typer.Context):
     """The command implementations, imported only when a command runs (keeps --help instant)."""
-    from memory_proxy import console
+    from memory_proxy.launcher import commands as console
 
     return console, console.Context(*ctx.obj)
 
@@ -86,17 +89,18 @@ def up(
                                                    "elsewhere (needs LITELLM_MASTER_KEY: your key for it)."),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds LiteLLM may take to become ready."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result (with --detach)."),
-    mode: Optional[Mode] = typer.Option(None, "--mode", show_default="the last mode used, else binary",
-                                        help="binary: the litellm binary behind the memory proxy; sdk: LiteLLM's "
-                                             "Router inside the memory proxy; both: binary on memory_proxy.port "
-                                             "plus an SDK-backed proxy on --sdk-port. Remembered in the state folder."),
+    backend: Optional[Backend] = typer.Option(None, "--backend", "--mode", show_default="the last one used, else binary",
+                                              help="binary: the litellm binary behind the memory proxy; sdk: "
+                                                   "LiteLLM's Router inside the memory proxy; both: binary on "
+                                                   "memory_proxy.port plus an SDK-backed proxy on --sdk-port. "
+                                                   "Remembered in the state folder. (--mode: the older spelling.)"),
     sdk_port: Optional[int] = typer.Option(None, "--sdk-port", show_default="memory_proxy.port + 2 (8766)",
-                                           help="Port of the SDK-backed proxy in --mode both."),
+                                           help="Port of the SDK-backed proxy with --backend both."),
 ) -> None:
     """Start LiteLLM and the memory proxy (foreground: streams both logs, Ctrl+C stops both)."""
     c, cx = _console(ctx)
     raise typer.Exit(c.up(cx, detach=detach, litellm_url=litellm_url, timeout=timeout, as_json=as_json,
-                          mode=mode.value if mode else None, sdk_port=sdk_port))
+                          backend=backend.value if backend else None, sdk_port=sdk_port))
 
 
 @app.command()
@@ -117,7 +121,8 @@ def down(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
 def logs(
     ctx: typer.Context,
     which: LogName = typer.Argument(LogName.all, metavar="which",
-                                    help="all, memory, litellm, supervisor or memory_sdk."),
+                                    help="all, memory_proxy, litellm, supervisor or memory_proxy_sdk "
+                                         "(memory and memory_sdk: the older spellings)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     lines: int = typer.Option(50, "--lines", "-n", help="How many past lines to show."),
 ) -> None:
@@ -174,7 +179,7 @@ def stats(
     as_csv: bool = typer.Option(False, "--csv", help="CSV."),
 ) -> None:
     """Usage from the request log: requests, errors, latency, tokens, cost, memory (starts nothing)."""
-    from memory_proxy import stats_cli
+    from memory_proxy.launcher import stats as stats_cli
 
     config_path, state = ctx.obj
     raise typer.Exit(stats_cli.stats(config_path, state, period=report.value if report else None, by=by.value,
@@ -185,7 +190,7 @@ def stats(
 @app.command()
 def doctor(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """Check config, keys, ports, processes, Supermemory, cookies, clock and front door; say what to fix."""
-    from memory_proxy import doctor as d
+    from memory_proxy.launcher import doctor as d
 
     c, cx = _console(ctx)
     raise typer.Exit(d.run(cx, as_json))
@@ -202,7 +207,7 @@ MEMORY_HEADER = typer.Option([], "--header", "-H", metavar="NAME:VALUE", help="L
 
 def _memory(ctx: typer.Context, memory_id: Optional[str], user_agent: Optional[str], header: list[str]):
     """The memory commands and whose memory they act on (imported only when one runs)."""
-    from memory_proxy import memory_commands
+    from memory_proxy.launcher import memory as memory_commands
 
     c, cx = _console(ctx)
     return memory_commands, cx, memory_commands.Who(memory_id, user_agent, tuple(header))
@@ -276,7 +281,7 @@ def memory_import(ctx: typer.Context, file: Path = typer.Argument(..., metavar="
 @app.command()
 def schema() -> None:
     """Print a JSON Schema of the config file, for editors."""
-    from memory_proxy import console
+    from memory_proxy.launcher import commands as console
 
     raise typer.Exit(console.schema())
 
@@ -286,12 +291,12 @@ def supervise(
     ctx: typer.Context,
     litellm_url: Optional[str] = typer.Option(None, "--litellm-url"),
     timeout: float = typer.Option(180.0, "--timeout"),
-    mode: Mode = typer.Option(Mode.binary, "--mode"),
+    backend: Backend = typer.Option(Backend.binary, "--backend"),
     sdk_port: Optional[int] = typer.Option(None, "--sdk-port"),
 ) -> None:
     """The background supervisor that `up --detach` starts."""
     c, cx = _console(ctx)
-    raise typer.Exit(c.supervise(cx, litellm_url, timeout, mode.value, sdk_port))
+    raise typer.Exit(c.supervise(cx, litellm_url, timeout, backend.value, sdk_port))
 
 
 def run() -> None:

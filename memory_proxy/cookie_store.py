@@ -16,7 +16,7 @@ import time
 from http.cookiejar import Cookie, CookieJar
 from pathlib import Path
 
-from .state import atomic_write, discard_partial_writes
+from memory_proxy.state import atomic_write, discard_partial_writes
 
 log = logging.getLogger("memory_proxy")
 

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from . import cookie_store
-from .config import ENV_PREFIX, env_reference
+from memory_proxy import cookie_store
+from memory_proxy.config.model import ENV_PREFIX, env_reference
 
 if TYPE_CHECKING:
     from supermemory import Supermemory
 
-    from .config import Config
-    from .state import StateDir
+    from memory_proxy.config.model import Config
+    from memory_proxy.state import StateDir
 
 T = TypeVar("T")
 PAGE = 100  # the Memory API's largest page

@@ -12,8 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_DIR_ENV = "MEMORY_PROXY_STATE_DIR"
-MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+from memory_proxy.names import LOG_FILES, MASTER_KEY_ENV, STATE_DIR_ENV
 
 
 def default_state_dir() -> Path:
@@ -90,6 +89,10 @@ class StateDir:
             return 0
         restarts = entry.get("restarts") if isinstance(entry, dict) else None
         return restarts if isinstance(restarts, int) else 0
+
+    def process_log(self, process: str) -> Path:
+        """The log file of a process (``names.PROCESSES``)."""
+        return self.log_file(LOG_FILES[process])
 
     def log_file(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from .config import Config
+    from memory_proxy.config.model import Config
 
 PREFIX = "memory-proxy-warmup/"
 SHAPES = (("/v1/chat/completions", False), ("/v1/chat/completions", True), ("/v1/messages", False),

@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from memory_proxy import bootstrap  # noqa: E402  (standard library only)
+from memory_proxy.launcher import bootstrap  # noqa: E402  (standard library only)
 
 if not bootstrap.in_project_venv():
     # Remember the interpreter the user typed: `status` and `--help` are timed as they run it.
@@ -1018,8 +1018,8 @@ def fill_usage_store(state: Path, records: int, days: int = 30) -> float:
     sessions of two hours. Returns the seconds the writer took."""
     import random
 
-    from memory_proxy.usage import derive
-    from memory_proxy.usage_store import SqliteStore
+    from memory_proxy.usage.record import derive
+    from memory_proxy.usage.store import SqliteStore
 
     store = SqliteStore(state / "usage.sqlite3")
     rnd = random.Random(17)

@@ -6,7 +6,7 @@
 #
 # Reads what runs from `start_proxies.py status --json`; records `binary` as the mode in the
 # state folder; stops what runs by its recorded pids (`down`, never pkill); starts binary
-# mode detached (`up --detach --mode binary`); then checks /health and, for a few client
+# mode detached (`up --detach --backend binary`); then checks /health and, for a few client
 # kinds (PyCharm, Claude Code, an explicit x-memory-user-id), that /memory-routing/info
 # answers the id `route --json` predicts. Prints each step. Exit 0 when every check passes
 # (or when binary mode already runs: nothing to do), 1 when a check fails, 2 on bad usage.
@@ -50,7 +50,7 @@ print(str(bool(s.get("running"))).lower(), s.get("backend") or "binary", s.get("
 
 if [[ "$running" != "true" ]]; then
   echo "nothing runs from ${state_dir:-the default state folder} (see: python3 start_proxies.py status);" \
-       "start it with: python3 start_proxies.py up --detach --mode binary" >&2
+       "start it with: python3 start_proxies.py up --detach --backend binary" >&2
   exit 1
 fi
 if [[ "$backend" == "binary" ]]; then
@@ -67,8 +67,8 @@ if ! "${launcher[@]}" down; then
   exit 1
 fi
 
-echo "3/4 starting binary mode: start_proxies.py up --detach --mode binary"
-if ! "${launcher[@]}" up --detach --mode binary --timeout "$timeout"; then
+echo "3/4 starting binary mode: start_proxies.py up --detach --backend binary"
+if ! "${launcher[@]}" up --detach --backend binary --timeout "$timeout"; then
   echo "binary mode did not start (see above, and: python3 $ROOT/start_proxies.py logs)" >&2
   exit 1
 fi

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from memory_proxy import bootstrap  # noqa: E402
+from memory_proxy.launcher import bootstrap  # noqa: E402
 
 python = bootstrap.ensure_venv()
 os.chdir(ROOT)

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from memory_proxy.app import create_app
-from memory_proxy.config import Config
-from memory_proxy.litellm_config import build_litellm_config, egress_base, render
+from memory_proxy.config.litellm import build_litellm_config, egress_base, render
+from memory_proxy.config.model import Config
+from memory_proxy.server.app import create_app
 from tests.servers import ServerThread
 from tests.test_parity import MASTER, SECRET, free_port, wait_http
 
@@ -61,7 +61,7 @@ def running(tmp: Path, env: dict[str, str], config_for: Callable[[Ports], Config
              "--port", str(ports.litellm)],
             cwd=path.parent, env={**env, **extra}, stdout=open(tmp / "litellm.log", "w"), stderr=subprocess.STDOUT))
         # LiteLLM boots in its process while this one imports LiteLLM for the SDK app.
-        from memory_proxy.sdk_mode import create_sdk_app
+        from memory_proxy.sdk.app import create_sdk_app
 
         if before_sdk:
             before_sdk()

@@ -4,9 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from memory_proxy import litellm_config
-from memory_proxy.config import MAPPING_KEYS, PROXY_KEYS, SUPERMEMORY_KEYS, USAGE_KEYS, ConfigError, load_config, parse_config
-from memory_proxy.schema import json_schema
+from memory_proxy.config import litellm as litellm_config
+from memory_proxy.config.model import (
+    MAPPING_KEYS,
+    PROXY_KEYS,
+    SUPERMEMORY_KEYS,
+    USAGE_KEYS,
+    ConfigError,
+    load_config,
+    parse_config,
+)
+from memory_proxy.config.schema import json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"OPENAI_API_KEY": "sk-test-openai", "ANTHROPIC_API_KEY": "sk-test-anthropic", "SUPERMEMORY_API_KEY": "sm-test"}

@@ -7,10 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from memory_proxy.config import (MAPPING_KEYS, OTEL_KEYS, PROXY_KEYS, SUPERMEMORY_KEYS, USAGE_KEYS, ConfigError,
-                                 OtelConfig, ProxySettings, SupermemorySettings, Timeouts, UsageSettings,
-                                 UserIdMappings, parse_config)
-from memory_proxy.schema import json_schema
+from memory_proxy.config.model import (
+    MAPPING_KEYS,
+    OTEL_KEYS,
+    PROXY_KEYS,
+    SUPERMEMORY_KEYS,
+    USAGE_KEYS,
+    ConfigError,
+    OtelConfig,
+    ProxySettings,
+    SupermemorySettings,
+    Timeouts,
+    UsageSettings,
+    UserIdMappings,
+    parse_config,
+)
+from memory_proxy.config.schema import json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DOC = ROOT / "docs" / "configuration.md"

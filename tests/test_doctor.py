@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from memory_proxy import doctor
+from memory_proxy.launcher import doctor
 from memory_proxy.state import StateDir
 from tests.e2e.conftest import ENV_KEYS, LAUNCHER, ROOT, cli_env, config_text, free_port
 from tests.emulator import create_app

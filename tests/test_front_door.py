@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from memory_proxy.config import ConfigError, ProxySettings, parse_config
-from memory_proxy.front_door import FrontDoor
-from memory_proxy.http_protocol import protocol_class
+from memory_proxy.config.model import ConfigError, ProxySettings, parse_config
+from memory_proxy.server.front_door import FrontDoor
+from memory_proxy.server.http_protocol import protocol_class
 from tests.servers import ServerThread, receive_body
 
 
@@ -278,7 +278,7 @@ def test_real_http2_keeps_its_400(echo_server):
 
 
 def test_litellms_cors_answer_and_wiring_headers_are_not_relayed():
-    from memory_proxy.headers import response_headers
+    from memory_proxy.server.headers import response_headers
     upstream = [("content-type", "application/json"), ("access-control-allow-origin", "*"),
                 ("access-control-allow-credentials", "true"), ("access-control-expose-headers", "x-litellm-call-id"),
                 ("x-litellm-model-api-base", "http://127.0.0.1:8764/_egress/v3/https://api.openai.com/v1"),

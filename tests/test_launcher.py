@@ -15,7 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from memory_proxy import supervisor as sv
+from memory_proxy.launcher.litellm_binary import find_litellm
+from memory_proxy.launcher.logfiles import follow
+from memory_proxy.launcher.record import RECORD_VERSION, live_process, read_record, write_record
+from memory_proxy.launcher.status import stop_recorded
+from memory_proxy.launcher.supervisor import BACKOFF_FIRST, Child, LaunchError, Supervisor
 from memory_proxy.state import StateDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,11 +72,28 @@ def test_help_and_status_answer_quickly_without_litellm(tmp_path, config):
     assert data["running"] is False and data["healthy"] is False
     assert data["models_missing_keys"] == {"plain": ["LAUNCHER_TEST_KEY"]}
     assert elapsed < 5, f"--help and status took {elapsed:.1f} s"
-    probe = subprocess.run([sys.executable, "-c", "import sys, memory_proxy.console, memory_proxy.supervisor; "
-                            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-                            "('litellm', 'starlette', 'httpx', 'uvicorn')))"],
-                           capture_output=True, text=True, cwd=ROOT, check=True)
-    assert probe.stdout.strip() == "[]", "status must not import LiteLLM, Starlette, httpx or uvicorn"
+
+
+# The launcher's import rule (docs/architecture.md): at import time its modules use only the
+# standard library, psutil, typer/rich and the shared config, names and state modules, so
+# `status` and `--help` never load LiteLLM, Starlette, httpx or uvicorn. What a command needs
+# beyond that it imports inside the command.
+LAUNCHER_MAY_IMPORT = {"psutil", "typer", "click", "rich", "yaml", "shellingham"}
+LAUNCHER_MAY_USE = ("memory_proxy.launcher", "memory_proxy.config", "memory_proxy.names", "memory_proxy.state")
+
+
+def test_launcher_imports_only_what_its_rule_allows():
+    script = ("import importlib, json, pkgutil, sys; import memory_proxy.launcher as launcher\n"
+              "before = set(sys.modules)\n"
+              "for m in pkgutil.iter_modules(launcher.__path__): importlib.import_module(launcher.__name__ + '.' + m.name)\n"
+              "print(json.dumps(sorted(set(sys.modules) - before)))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                                       check=True).stdout)
+    assert len([m for m in loaded if m.startswith("memory_proxy.launcher.")]) >= 10  # it did import them all
+    third_party = {m.split(".")[0] for m in loaded} - set(sys.stdlib_module_names) - {"memory_proxy"}
+    assert third_party <= LAUNCHER_MAY_IMPORT, f"the launcher imports {sorted(third_party - LAUNCHER_MAY_IMPORT)}"
+    ours = [m for m in loaded if m.startswith("memory_proxy.")]
+    assert [m for m in ours if not m.startswith(LAUNCHER_MAY_USE)] == []
 
 
 def test_route_explains_the_id(tmp_path, config):
@@ -122,11 +143,11 @@ def test_find_litellm_prefers_the_one_beside_the_interpreter(tmp_path, monkeypat
     monkeypatch.delenv("MEMORY_PROXY_LITELLM", raising=False)
     monkeypatch.setattr(sys, "executable", str(beside / "python"))
     monkeypatch.setenv("PATH", str(on_path))
-    assert sv.find_litellm() == beside / "litellm"
+    assert find_litellm() == beside / "litellm"
     (beside / "litellm").unlink()
-    assert sv.find_litellm() == on_path / "litellm"
+    assert find_litellm() == on_path / "litellm"
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
-    assert sv.find_litellm() is None
+    assert find_litellm() is None
 
 
 def fake_litellm(tmp_path: Path, body: str) -> Path:
@@ -148,7 +169,7 @@ def test_litellm_exiting_early_fails_up_with_its_log_and_leaves_nothing(tmp_path
     binary = fake_litellm(tmp_path, 'echo "ImportError: something is broken in the venv"; exit 1')
     result = cli(tmp_path, config, "up", "--detach", MEMORY_PROXY_LITELLM=str(binary))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "LiteLLM exited during startup (exit code 1)" in result.stderr
+    assert "litellm exited during startup (exit code 1)" in result.stderr
     assert "ImportError: something is broken in the venv" in result.stderr
     assert not (tmp_path / "state" / "processes.json").exists()
     assert not leftovers(str(tmp_path / "state"))
@@ -172,17 +193,17 @@ def test_records_are_checked_by_creation_time(tmp_path):
     proc = sleeper()
     try:
         created = psutil.Process(proc.pid).create_time()
-        assert sv.live_process({"pid": proc.pid, "create_time": created}) is not None
-        assert sv.live_process({"pid": proc.pid, "create_time": created + 100}) is None  # a recycled pid
+        assert live_process({"pid": proc.pid, "create_time": created}) is not None
+        assert live_process({"pid": proc.pid, "create_time": created + 100}) is None  # a recycled pid
         state = StateDir(tmp_path)
-        sv.write_record(state, {"version": sv.RECORD_VERSION, "processes": {
+        write_record(state, {"version": RECORD_VERSION, "processes": {
             "litellm": {"pid": proc.pid, "create_time": created + 100, "port": None}}})
-        report = sv.stop_recorded(state, grace=1)
+        report = stop_recorded(state, grace=1)
         assert report.nothing and proc.poll() is None, "down must not signal a pid that was reused"
         assert not state.processes.exists()
-        sv.write_record(state, {"version": sv.RECORD_VERSION, "processes": {
+        write_record(state, {"version": RECORD_VERSION, "processes": {
             "litellm": {"pid": proc.pid, "create_time": created, "port": None}}})
-        report = sv.stop_recorded(state, grace=1)
+        report = stop_recorded(state, grace=1)
         proc.wait(timeout=10)  # (already reaped by psutil.wait_procs: this process is its parent)
         assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
         assert report.stopped == [f"litellm (pid {proc.pid})"]
@@ -192,23 +213,23 @@ def test_records_are_checked_by_creation_time(tmp_path):
 
 
 def test_a_dead_child_is_restarted_with_back_off(tmp_path):
-    sup = sv.Supervisor(tmp_path / "config.yaml", StateDir(tmp_path).ensure())
+    sup = Supervisor(tmp_path / "config.yaml", StateDir(tmp_path).ensure())
     closed = f"http://127.0.0.1:{free_port()}/health"
-    child = sv.Child("litellm", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ), tmp_path,
+    child = Child("litellm", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ), tmp_path,
                      1, closed, closed)
     sup.children["litellm"] = child
     sup._spawn(child)
     child.proc.wait(timeout=10)
     sup._watch(child)
-    assert child.proc is None and child.restart_at is not None and child.backoff == 2 * sv.BACKOFF_FIRST
-    record = sv.read_record(sup.state)
+    assert child.proc is None and child.restart_at is not None and child.backoff == 2 * BACKOFF_FIRST
+    record = read_record(sup.state)
     assert record["processes"]["litellm"]["pid"] is None and record["processes"]["litellm"]["restarting"]
     child.argv = [sys.executable, "-c", "import time; time.sleep(60)"]
     child.restart_at = time.monotonic()
     sup._watch(child)
     try:
         assert child.proc is not None and child.proc.poll() is None and child.restarts == 1
-        assert sv.read_record(sup.state)["processes"]["litellm"]["pid"] == child.proc.pid
+        assert read_record(sup.state)["processes"]["litellm"]["pid"] == child.proc.pid
         log = sup.state.log_file("supervisor").read_text()
         assert "exited (exit code 3)" in log and "restarting in 1 s" in log and "restarted (pid" in log
     finally:
@@ -223,7 +244,7 @@ def test_follow_sees_appended_created_and_truncated_files(tmp_path):
     seen: list[tuple[str, str]] = []
 
     def reader():
-        for item in sv.follow({"a": a, "b": b}, stop, poll=0.02):
+        for item in follow({"a": a, "b": b}, stop, poll=0.02):
             seen.append(item)
 
     thread = threading.Thread(target=reader, daemon=True)
@@ -244,14 +265,14 @@ def test_follow_sees_appended_created_and_truncated_files(tmp_path):
 
 
 def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_path):
-    from memory_proxy import console
+    from memory_proxy.launcher import commands as console
 
     state = StateDir(tmp_path / "state").ensure()
-    assert console.remembered_mode(state) is None
-    console.remember_mode(state, "sdk")
-    assert console.remembered_mode(state) == "sdk"
-    (state.root / console.MODE_FILE).write_text("nonsense\n")
-    assert console.remembered_mode(state) is None  # ignored: `up` falls back to binary
+    assert console.remembered_backend(state) is None
+    console.remember_backend(state, "sdk")
+    assert console.remembered_backend(state) == "sdk"
+    (state.root / console.BACKEND_FILE).write_text("nonsense\n")
+    assert console.remembered_backend(state) is None  # ignored: `up` falls back to binary
 
     port, litellm_port = free_port(), free_port()
     config = tmp_path / "config.yaml"
@@ -260,12 +281,12 @@ def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_
     with socket.socket() as held:  # LiteLLM's port taken: only binary mode minds
         held.bind(("127.0.0.1", litellm_port))
         held.listen()
-        sv.Supervisor(config, state, environ=env, backend="sdk").preflight()
-        with pytest.raises(sv.LaunchError, match="memory_proxy.litellm_port"):
-            sv.Supervisor(config, state, environ=env, backend="binary").preflight()
+        Supervisor(config, state, environ=env, backend="sdk").preflight()
+        with pytest.raises(LaunchError, match="memory_proxy.litellm_port"):
+            Supervisor(config, state, environ=env, backend="binary").preflight()
     sdk_port = free_port()
     with socket.socket() as held:  # the SDK-backed proxy's port taken: mode both refuses
         held.bind(("127.0.0.1", sdk_port))
         held.listen()
-        with pytest.raises(sv.LaunchError, match="--sdk-port"):
-            sv.Supervisor(config, state, environ=env, backend="both", sdk_port=sdk_port).preflight()
+        with pytest.raises(LaunchError, match="--sdk-port"):
+            Supervisor(config, state, environ=env, backend="both", sdk_port=sdk_port).preflight()

@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_proxy.config import parse_config
-from memory_proxy.litellm_config import EGRESS_SECRET_ENV
+from memory_proxy.config.model import parse_config
+from memory_proxy.names import EGRESS_SECRET_ENV
 from tests import chains
 from tests.e2e.conftest import config_text
 from tests.servers import ServerThread
@@ -117,7 +117,7 @@ def stacks(tmp_path_factory):
     patch.setenv("CALLBACK_LOG", str(logs["sdk"]))
 
     def before_sdk():
-        from memory_proxy.sdk_mode import _litellm
+        from memory_proxy.sdk.backend import _litellm
 
         patch.setattr(_litellm(), "DEFAULT_FLUSH_INTERVAL_SECONDS", 1)
 

@@ -28,9 +28,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_proxy.app import create_app
-from memory_proxy.config import parse_config
-from memory_proxy.litellm_config import EGRESS_SECRET_ENV, build_litellm_config, egress_base, render
+from memory_proxy.config.litellm import build_litellm_config, egress_base, render
+from memory_proxy.config.model import parse_config
+from memory_proxy.names import EGRESS_SECRET_ENV
+from memory_proxy.server.app import create_app
 from tests.e2e.conftest import config_text
 from tests.servers import ServerThread
 
@@ -110,7 +111,7 @@ def stacks(tmp_path_factory):
             [str(litellm), "--config", str(generated), "--host", "127.0.0.1", "--port", str(litellm_port)],
             cwd=tmp, env=env, stdout=open(tmp / "litellm.log", "w"), stderr=subprocess.STDOUT))
         # LiteLLM boots in its process while this one imports LiteLLM for the SDK app.
-        from memory_proxy.sdk_mode import create_sdk_app
+        from memory_proxy.sdk.app import create_sdk_app
 
         deadline = time.monotonic() + 120
         wait_http(f"http://127.0.0.1:{provider}/health/liveliness", deadline, procs[0])
@@ -520,8 +521,8 @@ def test_cookies_held_by_the_egress_in_both_modes(stacks):
 def test_health_says_which_mode(stacks):
     binary = httpx.get(stacks.urls["binary"] + "/health").json()
     sdk = httpx.get(stacks.urls["sdk"] + "/health").json()
-    assert binary["litellm"]["ready"] is True and "mode" not in binary["litellm"]
-    assert sdk["status"] == "ok" and sdk["litellm"]["ready"] is True and sdk["litellm"]["mode"] == "sdk"
+    assert binary["litellm"]["ready"] is True and "backend" not in binary["litellm"]
+    assert sdk["status"] == "ok" and sdk["litellm"]["ready"] is True and sdk["litellm"]["backend"] == "sdk"
     assert sdk["litellm"]["version"] and sdk["memory_proxy"]["status"] == "ok"
 
 

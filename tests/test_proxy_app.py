@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_proxy.app import create_app
-from memory_proxy.config import parse_config
+from memory_proxy.config.model import parse_config
+from memory_proxy.server.app import create_app
 from tests import emulator
 from tests.servers import ServerThread, raw_http, until
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from memory_proxy import headers as h
-from memory_proxy.config import parse_config
-from memory_proxy.routing import InvalidClientId, resolve, split_scope
+from memory_proxy.config.model import parse_config
+from memory_proxy.server import headers as h
+from memory_proxy.server.routing import InvalidClientId, resolve, split_scope
 
 CONFIG = parse_config(Path(__file__).resolve().parent.parent.joinpath("config", "config.yaml").read_text(),
                       Path("config.yaml"), {"SUPERMEMORY_API_KEY": "sm-test"})

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_proxy.config import parse_config
+from memory_proxy.config.model import parse_config
 from tests import emulator
 from tests.servers import ServerThread, raw_http
 
@@ -67,7 +67,7 @@ def test_command_line_entry_serves_and_keeps_cookies(emu, tmp_path):
     env.update(ENV, PYTHONPATH=str(ROOT))
     env.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)  # the entry point must set it itself
     log = open(tmp_path / "sdk.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "memory_proxy.sdk_mode", "--config", str(config),
+    proc = subprocess.Popen([sys.executable, "-m", "memory_proxy.sdk", "--config", str(config),
                              "--state-dir", str(tmp_path / "state")], cwd=tmp_path, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -81,7 +81,7 @@ def test_command_line_entry_serves_and_keeps_cookies(emu, tmp_path):
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, "SDK mode did not start"
                 time.sleep(0.2)
-        assert health.status_code == 200 and health.json()["litellm"]["mode"] == "sdk"
+        assert health.status_code == 200 and health.json()["litellm"]["backend"] == "sdk"
         # The same server settings as binary mode: the HTTP parser's refusals are JSON errors.
         status, answer = raw_http(port, "POST /v1/chat/completions HTTP/1.1", {"bad header": "x"})
         assert status == 400 and json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"], answer
@@ -106,7 +106,8 @@ def test_command_line_entry_serves_and_keeps_cookies(emu, tmp_path):
 
 
 def test_lifespan_sets_and_restores_litellm_globals(emu, tmp_path):
-    from memory_proxy.sdk_mode import _litellm, create_sdk_app
+    from memory_proxy.sdk.app import create_sdk_app
+    from memory_proxy.sdk.backend import _litellm
 
     litellm = _litellm()
     providers, supermemory = emu
@@ -126,7 +127,7 @@ def test_lifespan_sets_and_restores_litellm_globals(emu, tmp_path):
 
 
 def test_startup_warms_every_api_shape_in_process_without_calling_a_provider(emu, tmp_path, caplog):
-    from memory_proxy.sdk_mode import create_sdk_app
+    from memory_proxy.sdk.app import create_sdk_app
 
     providers, supermemory = emu
     httpx.post(providers.url + "/_emulator/reset")
@@ -148,7 +149,7 @@ def test_startup_warms_every_api_shape_in_process_without_calling_a_provider(emu
 
 
 def test_unknown_router_settings_are_ignored_not_fatal(emu, tmp_path, caplog):
-    from memory_proxy.sdk_mode import create_sdk_app
+    from memory_proxy.sdk.app import create_sdk_app
 
     providers, supermemory = emu
     port = free_port()
@@ -165,7 +166,7 @@ def test_streams_are_cut_at_the_total_timeout_in_both_formats(emu, tmp_path):
     """``memory_proxy.timeouts.total`` bounds an answer in SDK mode as in binary mode: a
     never-ending stream ends with an error event in its own format and LiteLLM's upstream
     request is closed."""
-    from memory_proxy.sdk_mode import create_sdk_app
+    from memory_proxy.sdk.app import create_sdk_app
 
     providers, supermemory = emu
     port = free_port()
@@ -200,7 +201,8 @@ def test_usage_record_in_sdk_mode(emu, tmp_path):
     """SDK mode's in-process LiteLLM callback fills the same record as binary mode's generic_api."""
     import sqlite3
 
-    from memory_proxy.sdk_mode import _litellm, create_sdk_app
+    from memory_proxy.sdk.app import create_sdk_app
+    from memory_proxy.sdk.backend import _litellm
 
     providers, supermemory = emu
     port = free_port()
@@ -230,7 +232,7 @@ def test_usage_record_in_sdk_mode(emu, tmp_path):
 
 def test_usage_logger_is_removed_from_litellm_at_shutdown(emu, tmp_path):
     """A second app in the same process (tests, a restart in-process) gets its own figures."""
-    from memory_proxy.sdk_mode import _litellm
+    from memory_proxy.sdk.backend import _litellm
 
     test_usage_record_in_sdk_mode(emu, tmp_path / "first")
     litellm = _litellm()

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from memory_proxy import term
+from memory_proxy.launcher import term
 
 
 class Tty(io.StringIO):

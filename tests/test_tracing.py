@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_proxy import tracing
-from memory_proxy.app import create_app
-from memory_proxy.config import parse_config
-from memory_proxy.litellm_config import EGRESS_SECRET_ENV
+from memory_proxy.config.model import parse_config
+from memory_proxy.names import EGRESS_SECRET_ENV
+from memory_proxy.server import tracing
+from memory_proxy.server.app import create_app
 from tests import chains
 from tests.e2e.conftest import config_text
 from tests.servers import ServerThread

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 transport under the proxy's httpx clients (memory_proxy/transport.py),
+"""The HTTP/1.1 transport under the proxy's httpx clients (memory_proxy/upstream/transport.py),
 against scripted servers on loopback: framing, keep-alive, streaming both ways, errors."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from memory_proxy.transport import AsyncClient, Transport
+from memory_proxy.upstream.transport import AsyncClient, Transport
 
 
 class Server:
@@ -293,7 +293,7 @@ def test_short_way_builds_the_request_httpx_builds():
 
 
 def test_an_answer_that_arrived_whole_is_taken_at_once():
-    from memory_proxy.transport import arrived_body
+    from memory_proxy.upstream.transport import arrived_body
 
     async def whole_then_slow(server: Server, reader, writer) -> None:
         await server.read_request(reader)
@@ -319,7 +319,7 @@ def test_an_answer_that_arrived_whole_is_taken_at_once():
 
 
 def test_coalesce_sends_one_loop_pass_of_writes_as_one():
-    from memory_proxy.http_protocol import Coalesce
+    from memory_proxy.server.http_protocol import Coalesce
 
     class Recorder:
         def __init__(self) -> None:

@@ -11,12 +11,12 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memory_proxy import headers as h
-from memory_proxy.config import CLIENT_ID_RE, HeaderPattern, UserIdMappings
-from memory_proxy.ingress import _error_in_openai_shape
-from memory_proxy.ratelimit import RateLimiter
-from memory_proxy.routing import InvalidClientId, resolve
-from memory_proxy.supervisor import http_get
+from memory_proxy.config.model import CLIENT_ID_RE, HeaderPattern, UserIdMappings
+from memory_proxy.launcher.probe import http_get
+from memory_proxy.server import headers as h
+from memory_proxy.server.ingress import _error_in_openai_shape
+from memory_proxy.server.ratelimit import RateLimiter
+from memory_proxy.server.routing import InvalidClientId, resolve
 
 
 def test_rate_limiter_buckets_are_per_client_and_refill():
@@ -148,7 +148,7 @@ def test_warm_up_groups_one_per_provider_family_of_the_models_litellm_gets():
     from pathlib import Path
 
     from memory_proxy import warmup
-    from memory_proxy.config import parse_config
+    from memory_proxy.config.model import parse_config
 
     text = """model_list:
   - {model_name: a, litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/K}}
@@ -191,7 +191,7 @@ def test_warm_up_summary_names_what_was_warmed_and_what_failed():
 
 
 def test_model_listings_leave_the_warm_up_groups_out_in_every_shape():
-    from memory_proxy.ingress import without_warmup_groups
+    from memory_proxy.server.ingress import without_warmup_groups
 
     openai = {"object": "list", "data": [{"id": "a"}, {"id": "memory-proxy-warmup/openai"}, {"id": "b"}]}
     assert without_warmup_groups(openai) == {"object": "list", "data": [{"id": "a"}, {"id": "b"}]}

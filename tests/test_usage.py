@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_proxy import litellm_config
-from memory_proxy.config import parse_config
-from memory_proxy.usage import UsageLog, bucket, bucket_value, from_litellm, from_supermemory
-from memory_proxy.usage_store import SCHEMA_VERSION, TABLE, SqliteStore
+from memory_proxy.config import litellm as litellm_config
+from memory_proxy.config.model import parse_config
+from memory_proxy.usage.record import UsageLog, bucket, bucket_value, from_litellm, from_supermemory
+from memory_proxy.usage.store import SCHEMA_VERSION, TABLE, SqliteStore
 
 NOW_MS = int(time.time() * 1000)
 
@@ -183,7 +183,7 @@ litellm_settings:
 
 
 def test_usage_config_errors_name_the_key():
-    from memory_proxy.config import ConfigError
+    from memory_proxy.config.model import ConfigError
 
     with pytest.raises(ConfigError) as err:
         parse_config("memory_proxy:\n  usage:\n    retention_days: 0\n    database_url: mysql://x\n    colour: 1\n",
@@ -210,8 +210,8 @@ def test_the_intake_refuses_anyone_but_our_litellm(tmp_path):
 
 
 def test_reports_sum_group_and_mark_unpriced(tmp_path):
-    from memory_proxy import usage_report as ur
-    from memory_proxy.usage import derive
+    from memory_proxy.usage import report as ur
+    from memory_proxy.usage.record import derive
 
     day = ur.parse_day("2026-03-02")
     rows = [  # two days, two clients, one unpriced model
@@ -251,8 +251,8 @@ def test_stats_command(tmp_path):
     import subprocess
     import sys
 
-    from memory_proxy import usage_report as ur
-    from memory_proxy.usage import derive
+    from memory_proxy.usage import report as ur
+    from memory_proxy.usage.record import derive
 
     root = Path(__file__).resolve().parents[1]
     config = tmp_path / "config.yaml"

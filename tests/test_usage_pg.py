@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from memory_proxy import usage_report as ur
-from memory_proxy.usage import UsageLog, from_supermemory
+from memory_proxy.usage import report as ur
+from memory_proxy.usage.record import UsageLog, from_supermemory
 from tests.test_usage import NOW_MS, ingress_row, wait_for
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -78,7 +78,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def url(cluster):
-    from memory_proxy.usage_pg import PostgresStore
+    from memory_proxy.usage.pg import PostgresStore
 
     store = PostgresStore(cluster.url)
     for table in ("usage_requests", "usage_rollup", "usage_rollup_daily", "usage_rollup_latency"):
@@ -88,7 +88,7 @@ def url(cluster):
 
 
 def test_same_schema_same_queries(url):
-    from memory_proxy.usage_pg import PostgresStore
+    from memory_proxy.usage.pg import PostgresStore
 
     log = UsageLog(lambda: PostgresStore(url), capacity=100, backed=frozenset({"memory/x"}), interval=0.01).start()
     log.put({"request_id": "r1", "ts_ms": NOW_MS + 500, "input_tokens": 3, "output_tokens": 4,
@@ -117,7 +117,7 @@ def test_same_schema_same_queries(url):
 
 def test_a_server_that_goes_down_loses_no_record(cluster, url):
     """PostgreSQL stopped mid-run: records wait in the queue, the writer reconnects, nothing is lost."""
-    from memory_proxy.usage_pg import PostgresStore
+    from memory_proxy.usage.pg import PostgresStore
 
     log = UsageLog(lambda: PostgresStore(url), capacity=1000, interval=0.02).start()
     for i in range(10):
@@ -144,9 +144,9 @@ def test_the_app_writes_to_postgresql(url):
     """``memory_proxy.usage.database_url`` (an os.environ/ reference) sends the records there."""
     import httpx
 
-    from memory_proxy.app import create_app
-    from memory_proxy.config import parse_config
-    from memory_proxy.usage_pg import PostgresStore
+    from memory_proxy.config.model import parse_config
+    from memory_proxy.server.app import create_app
+    from memory_proxy.usage.pg import PostgresStore
     from tests import emulator
     from tests.servers import ServerThread
 

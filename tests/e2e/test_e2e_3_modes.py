@@ -51,18 +51,18 @@ def test_sdk_mode_then_rollback_to_binary(own_stack):
     nothing = rollback(st)
     assert nothing.returncode == 1 and "nothing runs" in nothing.stderr
 
-    up = st.cli("up", "--detach", "--mode", "sdk", "--json")
+    up = st.cli("up", "--detach", "--backend", "sdk", "--json")
     assert up.returncode == 0, up.stdout + up.stderr
-    assert json.loads(up.stdout)["mode"] == "sdk"
+    assert json.loads(up.stdout)["backend"] == "sdk"
     assert (st.state / "mode").read_text().strip() == "sdk"
     status = st.status()
     assert status["healthy"] and status["backend"] == "sdk", status
     assert "litellm" not in status["processes"]  # LiteLLM runs inside the memory proxy
     assert not port_taken(st.litellm_port)
     health = httpx.get(st.proxy_url + "/health", timeout=10, trust_env=False).json()
-    assert health["litellm"]["ready"] is True and health["litellm"]["mode"] == "sdk"
+    assert health["litellm"]["ready"] is True and health["litellm"]["backend"] == "sdk"
     text = st.cli("status")
-    assert text.returncode == 0 and "mode: sdk" in text.stdout, text.stdout
+    assert text.returncode == 0 and "backend: sdk" in text.stdout, text.stdout
     for headers, expected in zip(CLIENTS, EXPECTED):
         assert routed(st.proxy_url, headers) == (expected, expected)
     with st.client() as c:
@@ -92,7 +92,7 @@ def test_both_mode_serves_two_ports_and_is_remembered(own_stack):
     sdk_port = free_port()
     up = st.cli("up", "--detach", "--mode", "both", "--sdk-port", str(sdk_port))
     assert up.returncode == 0, up.stdout + up.stderr
-    assert "mode both" in up.stdout, up.stdout
+    assert "backend both" in up.stdout, up.stdout
     status = st.status()
     assert status["healthy"] and status["backend"] == "both", status
     assert {"litellm", "memory_proxy", "memory_proxy_sdk"} <= set(status["processes"])
@@ -100,8 +100,8 @@ def test_both_mode_serves_two_ports_and_is_remembered(own_stack):
     sdk_url = f"http://127.0.0.1:{sdk_port}"
     binary_health = httpx.get(st.proxy_url + "/health", timeout=10, trust_env=False).json()
     sdk_health = httpx.get(sdk_url + "/health", timeout=10, trust_env=False).json()
-    assert sdk_health["litellm"]["mode"] == "sdk" and sdk_health["litellm"]["ready"] is True
-    assert binary_health["litellm"].get("mode") != "sdk" and binary_health["litellm"]["ready"] is True
+    assert sdk_health["litellm"]["backend"] == "sdk" and sdk_health["litellm"]["ready"] is True
+    assert binary_health["litellm"].get("backend") != "sdk" and binary_health["litellm"]["ready"] is True
     for headers, expected in zip(CLIENTS, EXPECTED):
         assert routed(st.proxy_url, headers) == routed(sdk_url, headers) == (expected, expected)
     for base in (st.proxy_url, sdk_url):
@@ -114,7 +114,7 @@ def test_both_mode_serves_two_ports_and_is_remembered(own_stack):
     assert any("memory_proxy_sdk" in s for s in json.loads(down.stdout)["stopped"]), down.stdout
     assert not port_taken(sdk_port) and not port_taken(st.proxy_port) and not port_taken(st.litellm_port)
     assert (st.state / "mode").read_text().strip() == "both"
-    # No --mode: the remembered one (both) is used again.
+    # No --backend: the remembered one (both) is used again.
     up = st.cli("up", "--detach", "--sdk-port", str(sdk_port), "--json")
     assert up.returncode == 0, up.stdout + up.stderr
-    assert json.loads(up.stdout)["mode"] == "both"
+    assert json.loads(up.stdout)["backend"] == "both"

@@ -33,7 +33,13 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import (  # noqa: F401  (re-exported for the test modules)
-    ROOT, Stack, _wait_http, cli_env, config_text, free_port, port_taken,
+    ROOT,
+    Stack,
+    _wait_http,
+    cli_env,
+    config_text,
+    free_port,
+    port_taken,
 )
 
 READ_TIMEOUT = 3.0  # memory_proxy.timeouts.read of the fault stack

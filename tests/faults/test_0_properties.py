@@ -11,11 +11,11 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memory_proxy import headers as h
-from memory_proxy.config import CLIENT_ID_RE, HeaderPattern, UserIdMappings
-from memory_proxy.egress import target_url
-from memory_proxy.ingress import clean_json_body
-from memory_proxy.routing import InvalidClientId, resolve, split_scope
+from memory_proxy.config.model import CLIENT_ID_RE, HeaderPattern, UserIdMappings
+from memory_proxy.server import headers as h
+from memory_proxy.server.egress import target_url
+from memory_proxy.server.ingress import clean_json_body
+from memory_proxy.server.routing import InvalidClientId, resolve, split_scope
 
 from .conftest import bad_input
 

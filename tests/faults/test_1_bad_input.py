@@ -11,7 +11,15 @@ import httpx
 import pytest
 
 from .conftest import (
-    ANTHROPIC, ANTHROPIC_HEADERS, CHAT, MAX_BODY, MESSAGES, PLAIN, READ_TIMEOUT, assert_openai_error, bad_input,
+    ANTHROPIC,
+    ANTHROPIC_HEADERS,
+    CHAT,
+    MAX_BODY,
+    MESSAGES,
+    PLAIN,
+    READ_TIMEOUT,
+    assert_openai_error,
+    bad_input,
     seen,
 )
 

@@ -14,8 +14,22 @@ import httpx
 import pytest
 
 from .conftest import (
-    ANTHROPIC_HEADERS, CHAT, FRONT_DOOR_KEY, KEYS, MESSAGES, PLAIN, ROOT, assert_openai_error, bad_input,
-    cli_env, free_port, make_stack, port_taken, proxy_in_front, seen, start_direct,
+    ANTHROPIC_HEADERS,
+    CHAT,
+    FRONT_DOOR_KEY,
+    KEYS,
+    MESSAGES,
+    PLAIN,
+    ROOT,
+    assert_openai_error,
+    bad_input,
+    cli_env,
+    free_port,
+    make_stack,
+    port_taken,
+    proxy_in_front,
+    seen,
+    start_direct,
 )
 
 VICTIM = "victim-id"

@@ -12,8 +12,17 @@ import httpx
 import pytest
 
 from .conftest import (
-    ANTHROPIC_HEADERS, CHAT, MESSAGES, READ_TIMEOUT, TOTAL_TIMEOUT, assert_openai_error, fault, metric, post_bytes,
-    seen, walk_away,
+    ANTHROPIC_HEADERS,
+    CHAT,
+    MESSAGES,
+    READ_TIMEOUT,
+    TOTAL_TIMEOUT,
+    assert_openai_error,
+    fault,
+    metric,
+    post_bytes,
+    seen,
+    walk_away,
 )
 
 SLACK = 2.5  # seconds on top of a configured timeout before an answer counts as late (2 busy cores)

@@ -24,8 +24,21 @@ import pytest
 
 from tests.servers import until
 
-from .conftest import (ANTHROPIC_HEADERS, CHAT, MESSAGES, PLAIN, READ_TIMEOUT, assert_openai_error, bad_input, fault,
-                       free_port, metric, post_bytes, seen, start_direct)
+from .conftest import (
+    ANTHROPIC_HEADERS,
+    CHAT,
+    MESSAGES,
+    PLAIN,
+    READ_TIMEOUT,
+    assert_openai_error,
+    bad_input,
+    fault,
+    free_port,
+    metric,
+    post_bytes,
+    seen,
+    start_direct,
+)
 
 SLACK = 2.5
 
@@ -155,7 +168,7 @@ def test_sigkill_mid_request_and_mid_stream(stack, proxy_pid):
     fault("request while LiteLLM is down (held, answered once it is back)")
     metric(f"LiteLLM back {took:.0f} s after SIGKILL (supervisor restart + LiteLLM startup)")
     log = (stack.state / "logs" / "supervisor.log").read_text()
-    assert f"LiteLLM (pid {killed_pid}) exited (signal SIGKILL)" in log and "restarting in 1 s" in log, log[-1500:]
+    assert f"litellm (pid {killed_pid}) exited (signal SIGKILL)" in log and "restarting in 1 s" in log, log[-1500:]
     every_request_succeeds(stack)
 
 
@@ -163,7 +176,7 @@ def test_a_second_death_soon_after_backs_off_longer(stack, proxy_pid):
     pid = stack.signal_litellm(signal.SIGKILL)
     wait_ready_again(stack, pid)
     log = (stack.state / "logs" / "supervisor.log").read_text()
-    line = next(line for line in log.splitlines() if f"LiteLLM (pid {pid}) exited" in line)
+    line = next(line for line in log.splitlines() if f"litellm (pid {pid}) exited" in line)
     assert re.search(r"restarting in 2 s", line), line
     every_request_succeeds(stack, n=4)
     assert stack.status()["processes"]["litellm"]["restarts"] >= 2
@@ -184,8 +197,8 @@ def test_every_start_warms_litellm_up_without_calling_a_provider(stack, proxy_pi
     wait_ready_again(stack, pid)
     assert stack.emu.requests_since(before) == []  # the warm-up after the restart called no provider
     lines = (stack.state / "logs" / "supervisor.log").read_text().splitlines()
-    died = next(i for i, line in enumerate(lines) if f"LiteLLM (pid {pid}) exited" in line)
-    again = next(i for i, line in enumerate(lines[died:], died) if "LiteLLM is ready again" in line)
+    died = next(i for i, line in enumerate(lines) if f"litellm (pid {pid}) exited" in line)
+    again = next(i for i, line in enumerate(lines[died:], died) if "litellm is ready again" in line)
     assert "(8 of 8 answered)" in lines[again + 1] and "warmed LiteLLM" in lines[again + 1], lines[died:]
     # Nothing a warm-up sent has ever reached the emulator in this session.
     assert not [r for r in stack.emu.requests_since(0) if "warm-up" in json.dumps(r.get("body"))]

@@ -20,8 +20,19 @@ import httpx
 import pytest
 
 from .conftest import (
-    ANTHROPIC_HEADERS, CHAT, KEYS, MESSAGES, cli_env, fault, load, make_stack, metric, post_bytes, proxy_in_front,
-    start_emulator, walk_away,
+    ANTHROPIC_HEADERS,
+    CHAT,
+    KEYS,
+    MESSAGES,
+    cli_env,
+    fault,
+    load,
+    make_stack,
+    metric,
+    post_bytes,
+    proxy_in_front,
+    start_emulator,
+    walk_away,
 )
 
 OPENAI_STREAM = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "load test"}]}

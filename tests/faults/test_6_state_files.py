@@ -132,7 +132,7 @@ import http.cookiejar, json, sys, time
 from pathlib import Path
 from memory_proxy import cookie_store
 from memory_proxy.state import StateDir
-from memory_proxy.supervisor import write_record
+from memory_proxy.launcher.supervisor import write_record
 state = StateDir(Path(sys.argv[1]))
 n = 0
 while True:

@@ -147,7 +147,7 @@ def test_litellm_exiting_at_start_shows_its_last_words(failing, tmp_path):
     binary = fake_binary(tmp_path, "litellm-exits", FAKE_EXIT)
     env = cli_env(**KEYS, MEMORY_PROXY_LITELLM=str(binary))
     said = up_fails(failing, env=env)
-    assert "LiteLLM exited during startup (exit code 3)" in said, said
+    assert "litellm exited during startup (exit code 3)" in said, said
     assert "fake litellm: cannot load the config: something is wrong at line 7" in said
     foreground = failing.cli("up", env=env, timeout=120)
     assert foreground.returncode == 1 and "exit code 3" in foreground.stderr, foreground.stderr
@@ -159,7 +159,7 @@ def test_litellm_exiting_at_start_shows_its_last_words(failing, tmp_path):
 def test_litellm_never_ready_is_given_up_on_and_killed(failing, tmp_path):
     binary = fake_binary(tmp_path, "litellm-hangs", FAKE_HANG)
     said = up_fails(failing, "--timeout", "4", env=cli_env(**KEYS, MEMORY_PROXY_LITELLM=str(binary)))
-    assert "LiteLLM did not answer /health/liveliness with 200 in time" in said, said
+    assert "litellm did not answer /health/liveliness with 200 in time" in said, said
     assert "never listening" in said  # the tail of its log
     assert_nothing_left(failing, str(binary))
     fault("up: LiteLLM never becomes ready")
@@ -169,7 +169,7 @@ def test_the_memory_proxy_failing_to_start_is_reported_and_litellm_stopped(faili
     binary = fake_binary(tmp_path, "litellm-grabs", FAKE_GRAB)
     env = cli_env(**KEYS, MEMORY_PROXY_LITELLM=str(binary), FAKE_GRAB_PORT=str(failing.proxy_port))
     said = up_fails(failing, env=env)
-    assert "the memory proxy exited during startup" in said, said
+    assert "memory_proxy exited during startup" in said, said
     assert "address already in use" in said.lower(), said
     assert_nothing_left(failing, str(binary))
     fault("up: the memory proxy fails to start (LiteLLM stopped again)")

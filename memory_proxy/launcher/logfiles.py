@@ -1,0 +1,69 @@
+"""The processes' log files: their tail, and following them as they grow."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    pass  # the config module (and yaml) only where a config is read
+
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a text file ('' if there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def follow(paths: Mapping[str, Path], stop: threading.Event, *, from_end: bool = True,
+           poll: float = 0.2) -> Iterator[tuple[str, str]]:
+    """Yield ``(name, line)`` as lines are appended to any of ``paths`` until ``stop`` is set.
+    Copes with files that appear later, are truncated or are rotated."""
+    handles: dict[str, Any] = {}
+    inodes: dict[str, int] = {}
+    partial: dict[str, str] = {name: "" for name in paths}
+    first = True
+    try:
+        while not stop.is_set():
+            got = False
+            for name, path in paths.items():
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                f = handles.get(name)
+                if f is None or inodes.get(name) != st.st_ino or st.st_size < f.tell():
+                    if f is not None:
+                        f.close()
+                    if partial[name]:  # the old file's unfinished last line
+                        yield name, partial[name]
+                        partial[name] = ""
+                    f = handles[name] = open(path, "rb")
+                    inodes[name] = st.st_ino
+                    if first and from_end:
+                        f.seek(0, os.SEEK_END)
+                chunk = f.read(256 * 1024)
+                if not chunk:
+                    continue
+                got = True
+                text = partial[name] + chunk.decode("utf-8", "replace")
+                *complete, partial[name] = text.split("\n")
+                for line in complete:
+                    yield name, line.rstrip("\r")
+            first = False
+            if not got:
+                stop.wait(poll)
+    finally:
+        for f in handles.values():
+            f.close()

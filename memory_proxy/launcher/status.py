@@ -1,0 +1,240 @@
+"""``status`` and ``down``: what the record says runs, probed; and stopping it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from memory_proxy.launcher.ports import port_holder, port_in_use
+from memory_proxy.launcher.probe import http_get
+from memory_proxy.launcher.record import live_process, read_record, remove_record
+from memory_proxy.launcher.supervisor import STOP_GRACE, _signal_group, missing_keys
+from memory_proxy.names import LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
+from memory_proxy.state import StateDir
+
+if TYPE_CHECKING:
+    from memory_proxy.config.model import Config  # the config module (and yaml) only where a config is read
+
+
+
+# --- status and down -------------------------------------------------------------------
+
+
+def _entry_status(name: str, entry: Mapping[str, Any] | None, probe_url: str | None,
+                  port: int | None) -> dict:
+    proc = live_process(entry)
+    info: dict[str, Any] = {"pid": proc.pid if proc else None, "port": port, "running": proc is not None,
+                            "healthy": False, "uptime_s": None, "rss_mb": None}
+    if entry and entry.get("restarts") is not None:
+        info["restarts"] = entry["restarts"]
+    if entry and entry.get("restarting") and proc is None:
+        info["restarting"] = True
+    if entry and entry.get("starting") and proc is not None:
+        info["starting"] = True
+    if proc is not None:
+        try:
+            info["uptime_s"] = round(time.time() - proc.create_time(), 1)
+            info["rss_mb"] = round(proc.memory_info().rss / 2**20, 1)
+        except psutil.Error:
+            pass
+    if probe_url is not None:
+        code, body = http_get(probe_url, timeout=2.0)
+        info["health_url"] = probe_url
+        info["health_status"] = code
+        if name in (MEMORY_PROXY, MEMORY_PROXY_SDK):
+            info["healthy"] = proc is not None and code in (200, 503)
+            try:
+                health = json.loads(body)
+                info["litellm_ready"] = bool(health["litellm"]["ready"])
+                info["waiting_for_litellm"] = int(health["memory_proxy"].get("waiting_for_litellm") or 0)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                info["litellm_ready"] = False
+            else:
+                usage = (health.get("memory_proxy") or {}).get("usage") if isinstance(health, dict) else None
+                if isinstance(usage, dict):
+                    info["usage"] = usage  # the usage record's writer: written, queued, dropped, failing
+        else:  # a restarted LiteLLM is "starting" until the supervisor has warmed it up too
+            info["healthy"] = code == 200 and (proc is not None or entry is None) and not info.get("starting")
+    else:
+        info["healthy"] = proc is not None
+    return info
+
+
+def _probe_all(rows: Mapping[str, tuple]) -> dict[str, dict]:
+    """``_entry_status`` of every row at once: the health probes wait on other processes
+    (the memory proxy's ``/health`` asks LiteLLM in turn), so ``status`` waits for the slowest
+    one instead of their sum."""
+    results: dict[str, dict | BaseException] = {}
+
+    def probe(name: str) -> None:
+        try:
+            results[name] = _entry_status(name, *rows[name])
+        except BaseException as exc:  # raised again below, in the caller's thread
+            results[name] = exc
+
+    threads = [threading.Thread(target=probe, args=(name,), daemon=True) for name in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for outcome in results.values():
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return {name: results[name] for name in rows}
+
+
+def collect_status(state: StateDir, config_path: Path) -> dict:
+    """Everything ``status`` shows, as plain data; ``healthy`` only when every part is."""
+    record = read_record(state)
+    result: dict[str, Any] = {"healthy": False, "state_dir": str(state.root), "config": str(config_path),
+                              "running": False, "state": None, "processes": {}, "models_missing_keys": {},
+                              "problems": []}
+    if record and record.get("state") in ("running", "starting", "stopping") and live_process(
+            record.get("processes", {}).get(SUPERVISOR)):
+        result["running"] = True
+        result["state"] = record.get("state")
+        result["phase"] = record.get("phase")
+        result["detached"] = record.get("detached")
+        result["backend"] = record.get("backend") or "binary"
+        result["config"] = record.get("config")
+        result["models_missing_keys"] = record.get("models_missing_keys") or {}
+        result["memory_proxy_url"] = record.get("memory_proxy_url")
+        result["litellm_url"] = record.get("litellm_url")
+        procs = record.get("processes", {})
+        rows: dict[str, tuple] = {SUPERVISOR: (procs.get(SUPERVISOR), None, None)}  # name -> entry, probe, port
+        external = record.get("external_litellm")
+        if result["backend"] == "sdk":
+            pass  # LiteLLM runs inside the memory proxy: no litellm row
+        elif external:
+            rows[LITELLM] = (None, external.rstrip("/") + "/health/readiness", None)
+        else:
+            entry = procs.get(LITELLM) or {}
+            port = entry.get("port")
+            rows[LITELLM] = (entry, f"http://127.0.0.1:{port}/health/readiness" if port else None, port)
+        entry = procs.get(MEMORY_PROXY) or {}
+        port = entry.get("port")
+        rows[MEMORY_PROXY] = (entry, f"{record.get('memory_proxy_url')}/health" if port else None, port)
+        if MEMORY_PROXY_SDK in procs:
+            entry = procs.get(MEMORY_PROXY_SDK) or {}
+            rows[MEMORY_PROXY_SDK] = (entry, (entry.get("url") + "/health") if entry.get("url") else None, entry.get("port"))
+        result["processes"] = _probe_all(rows)
+        if external and LITELLM in result["processes"]:
+            result["processes"][LITELLM]["external_url"] = external
+        result["healthy"] = all(p["healthy"] for p in result["processes"].values())
+        for name in (LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK):
+            p = result["processes"].get(name)
+            if p is None:
+                continue
+            if not p["healthy"]:
+                why = ("restarting" if p.get("restarting") else "starting" if p.get("starting") else
+                       "not running" if not p.get("pid") and not p.get("external_url") else "not healthy")
+                result["problems"].append(f"{name} is {why}")
+    else:
+        if record and record.get("state") == "failed" and record.get("error"):
+            result["state"] = "failed"
+            result["problems"].append("the last start failed: " + record["error"]["message"])
+        else:
+            result["problems"].append("not running (start it with: python3 start_proxies.py up)")
+        from memory_proxy.config.model import ConfigError, load_config
+
+        config: Config | None = None
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            result["problems"].append(exc.render())
+        if config is not None:
+            result["models_missing_keys"] = missing_keys(config)
+            for name, port, host in ((MEMORY_PROXY, config.proxy.port, config.proxy.host),
+                                     (LITELLM, config.proxy.litellm_port, "127.0.0.1")):
+                info = {"pid": None, "port": port, "running": False, "healthy": False, "uptime_s": None,
+                        "rss_mb": None}
+                if port_in_use(port, host):
+                    info["port_held_by"] = port_holder(port) or "another process"
+                result["processes"][name] = info
+        result["processes"][SUPERVISOR] = {"pid": None, "port": None, "running": False, "healthy": False,
+                                           "uptime_s": None, "rss_mb": None}
+    return result
+
+
+@dataclass
+class DownReport:
+    stopped: list[str] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)
+    ports_busy: list[str] = field(default_factory=list)
+    nothing: bool = False
+
+
+def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
+    """Stop what the record names: the supervisor first (it stops its children in order), then
+    any recorded child still alive, by pid and group; SIGKILL after ``grace``; ports checked."""
+    report = DownReport()
+    record = read_record(state)
+    if record is None:
+        report.nothing = True
+        return report
+    entries = record.get("processes", {})
+    procs: dict[str, psutil.Process] = {}
+    for name in (SUPERVISOR, MEMORY_PROXY, MEMORY_PROXY_SDK, LITELLM):
+        proc = live_process(entries.get(name))
+        if proc is not None:
+            procs[name] = proc
+    descendants: list[psutil.Process] = []
+    for proc in procs.values():
+        try:
+            descendants.extend(proc.children(recursive=True))
+        except psutil.Error:
+            pass
+    if not procs:
+        report.nothing = True
+
+    def wait(targets: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+        _, alive = psutil.wait_procs(targets, timeout=seconds)
+        return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    sup = procs.pop(SUPERVISOR, None)
+    if sup is not None:
+        try:
+            sup.send_signal(signal.SIGTERM)
+            report.stopped.append(f"supervisor (pid {sup.pid})")
+        except psutil.Error:
+            pass
+        if wait([sup], grace):
+            report.killed.append(f"supervisor (pid {sup.pid})")
+            try:
+                sup.kill()
+            except psutil.Error:
+                pass
+    children = [p for p in procs.values() if p.is_running()]
+    for name, proc in procs.items():
+        if proc in children:
+            _signal_group(proc.pid, signal.SIGTERM)
+            report.stopped.append(f"{name} (pid {proc.pid})")
+        else:
+            report.stopped.append(f"{name} (pid {proc.pid}, stopped by the supervisor)")
+    for proc in wait(children, STOP_GRACE):
+        _signal_group(proc.pid, signal.SIGKILL)
+        report.killed.append(f"pid {proc.pid}")
+    for proc in descendants:
+        try:
+            if proc.is_running():
+                proc.kill()
+                report.killed.append(f"pid {proc.pid} (child of a recorded process)")
+        except psutil.Error:
+            pass
+    ports = [(entries.get(n) or {}).get("port") for n in (MEMORY_PROXY, MEMORY_PROXY_SDK, LITELLM)]
+    deadline = time.monotonic() + 5.0
+    for port in filter(None, ports):
+        while port_in_use(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if port_in_use(port):
+            report.ports_busy.append(f"port {port} is still taken by {port_holder(port) or 'another process'}")
+    remove_record(state)
+    return report

@@ -1,0 +1,117 @@
+"""Requests that found LiteLLM's port closed (starting or restarting) wait here for it.
+
+Only a request that never reached LiteLLM is held: its connection was refused, so not a
+byte of it was sent, and sending it once LiteLLM listens again sends it once. A request
+LiteLLM may have seen (a connection that closed under it, a stream cut when it died) is
+never sent again: it keeps today's 503 or error event. Streamed request bodies (not JSON)
+are not held either: watching for the client leaving would read them.
+
+One probe task per wait (not one per request) tries to connect every ``PROBE_EVERY``
+seconds and wakes every waiter at the first success; it ends when nobody waits any more.
+Each waiter watches its own client, so a client that leaves stops waiting at once and
+leaves no task behind. Nothing here runs while LiteLLM answers: the relay calls ``send``
+only after a refused connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+from starlette.types import Receive
+
+from memory_proxy.server.relay import send_upstream
+
+log = logging.getLogger("memory_proxy")
+
+PROBE_EVERY = 0.05  # seconds between connection attempts while someone waits
+
+
+class NotHeld(Exception):
+    """Past ``startup_queue`` or ``startup_wait``: the caller answers 503; ``message`` says which."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ClientLeft(Exception):
+    """The client went away while its request waited."""
+
+
+class Holding:
+    """The waiting room in front of one LiteLLM (one per ``Runtime``)."""
+
+    def __init__(self, url: httpx.URL, wait: float, limit: int) -> None:
+        self.host = url.host
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.wait = wait
+        self.limit = limit
+        self.waiting = 0  # shown by /health and `status`
+        self._opened: asyncio.Future | None = None  # set when a probe connected
+        self._prober: asyncio.Task | None = None
+
+    def takes(self, exc: Exception, request: httpx.Request) -> bool:
+        """A refused connection (nothing was sent) of a request whose body is in memory."""
+        return (isinstance(exc, httpx.ConnectError) and self.wait > 0 and self.limit > 0
+                and isinstance(request.stream, httpx.ByteStream))
+
+    async def send(self, client: httpx.AsyncClient, request: httpx.Request, receive: Receive) -> httpx.Response:
+        """Send ``request`` as soon as LiteLLM accepts connections again.
+
+        Raises NotHeld past a bound, ClientLeft when the client goes away first, and
+        whatever the send raises but a refused connection (which waits on)."""
+        if self.waiting >= self.limit:
+            raise NotHeld(f"LiteLLM is not reachable (starting or restarting?) and {self.waiting} requests already "
+                          "wait for it (memory_proxy.startup_queue); retry shortly")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        self.waiting += 1
+        left = loop.create_task(_client_leaves(receive))
+        try:
+            while True:
+                opened = self._opened_future(loop)
+                remaining = deadline - loop.time()
+                done = await asyncio.wait((opened, left), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if left in done[0]:
+                    raise ClientLeft
+                if opened not in done[0]:
+                    raise NotHeld(f"LiteLLM did not come back within memory_proxy.startup_wait ({self.wait:g} s); "
+                                  "retry shortly")
+                try:
+                    return await send_upstream(client, request)
+                except httpx.ConnectError:
+                    if loop.time() >= deadline:
+                        raise
+                    # refused again (it went away again just after the probe): wait on
+        finally:
+            self.waiting -= 1
+            left.cancel()
+
+    def _opened_future(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+        if self._opened is None or self._opened.done():
+            self._opened = loop.create_future()
+        if self._prober is None:
+            self._prober = loop.create_task(self._probe(self._opened))
+        return self._opened
+
+    async def _probe(self, opened: asyncio.Future) -> None:
+        try:
+            while self.waiting and not opened.done():
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)
+                except (OSError, TimeoutError):
+                    await asyncio.sleep(PROBE_EVERY)
+                    continue
+                writer.close()
+                if not opened.done():
+                    opened.set_result(None)
+        finally:
+            self._prober = None
+
+
+async def _client_leaves(receive: Receive) -> None:
+    """Returns when the client disconnects (the request's body has been read, or has none)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,46 @@
+"""The usage store on PostgreSQL (``memory_proxy.usage.database_url``), through psycopg 3.
+
+Same schema and SQL as SQLite (``usage_store.SqlStore``); only the placeholders (``?`` ->
+``%s``) and the size measure differ. psycopg is imported only when a PostgreSQL store is
+configured.
+"""
+
+from __future__ import annotations
+
+from memory_proxy.usage.store import DAILY, HISTOGRAM, ROLLUP, TABLE, SqlStore
+
+
+def _sql(sql: str) -> str:
+    return sql.replace("?", "%s")  # no statement of ours has a literal "?" or "%"
+
+
+class PostgresStore(SqlStore):
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
+        import psycopg
+
+        # autocommit: transactions are the store's own BEGIN/COMMIT, as with SQLite
+        self.db = psycopg.connect(url, autocommit=True, connect_timeout=5, application_name="memory-proxy-usage")
+        if readonly:
+            self.db.execute("SET default_transaction_read_only = on")
+        else:
+            self._migrate()
+
+    def execute(self, sql: str, params: tuple = ()):
+        return self.db.execute(_sql(sql), params)
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            with self.db.cursor() as cursor:
+                cursor.executemany(_sql(sql), rows)
+
+    def _migrate(self) -> None:
+        # Two writers starting at once (two proxies on one database) must not race on CREATE.
+        self.execute("SELECT pg_advisory_lock(727017)")
+        try:
+            super()._migrate()
+        finally:
+            self.execute("SELECT pg_advisory_unlock(727017)")
+
+    def used_bytes(self) -> int:
+        return int(sum(self.query(f"SELECT pg_total_relation_size('{t}')")[0][0]
+                       for t in (TABLE, ROLLUP, DAILY, HISTOGRAM)))

@@ -1,0 +1,191 @@
+"""Reports over the usage record, for ``start_proxies.py stats`` and the dashboard's API.
+
+Reports read the rollup the writer keeps beside the records (sums per quarter hour, latency
+buckets 10 % wide per local day; ``usage_store``), so a report over a million records reads
+thousands of rows, not a million. Days are local days (the machine's UTC offset now); weeks start on Monday.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+
+from memory_proxy.usage.record import bucket_value, local_day
+from memory_proxy.usage.store import DAILY, HISTOGRAM, ROLLUP, ROLLUP_SUMS, SLOT_MS, TABLE
+
+PERIODS = ("hourly", "daily", "weekly", "monthly", "session", "total")
+GROUPS = {"client": "client_id", "project": "project", "model": "model_group", "provider": "provider"}
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+SUMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+@dataclass
+class Row:
+    """One line of a report: a period, a key (client, project, model or provider), maybe a model."""
+
+    period: str
+    key: str
+    model: str | None = None
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0  # priced requests only
+    unpriced: int = 0  # requests of a model without a price: their cost is unknown, not zero
+    memory_errors: int = 0
+    context_modified: int = 0
+    cloudflare_retries: int = 0
+    latency: dict[int, int] = field(default_factory=dict, repr=False)  # bucket -> count
+    first_event: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict:
+        out = {"period": self.period, "key": self.key}
+        if self.model is not None:
+            out["model"] = self.model
+        out.update(requests=self.requests, errors=self.errors, p50_latency_ms=percentile(self.latency, 0.5),
+                   p95_latency_ms=percentile(self.latency, 0.95),
+                   p50_first_event_ms=percentile(self.first_event, 0.5),
+                   input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                   cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
+                   cost_usd=round(self.cost_usd, 6), unpriced_requests=self.unpriced,
+                   memory_errors=self.memory_errors, context_modified=self.context_modified,
+                   cloudflare_retries=self.cloudflare_retries)
+        return out
+
+    def add(self, other: Row) -> None:
+        for name in ("requests", "errors", *SUMS, "cost_usd", "unpriced", "memory_errors", "context_modified",
+                     "cloudflare_retries"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for mine, theirs in ((self.latency, other.latency), (self.first_event, other.first_event)):
+            for b, n in theirs.items():
+                mine[b] = mine.get(b, 0) + n
+
+
+def percentile(histogram: dict[int, int], q: float) -> float | None:
+    total = sum(histogram.values())
+    if not total:
+        return None
+    seen = 0
+    for b in sorted(histogram):
+        seen += histogram[b]
+        if seen >= q * total:
+            return round(bucket_value(b), 1)
+    return None  # not reached
+
+
+def utc_offset_ms() -> int:
+    return int(dt.datetime.now().astimezone().utcoffset().total_seconds() * 1000)
+
+
+def day_label(day: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=day)
+
+
+def period_label(period: str, value) -> str:
+    if period == "total":
+        return "total"
+    if period == "session":
+        return str(value)
+    if period == "hourly":
+        moment = dt.datetime(1970, 1, 1) + dt.timedelta(hours=int(value))
+        return moment.strftime("%Y-%m-%dT%H:00")
+    day = day_label(int(value))
+    if period == "weekly":
+        return (day - dt.timedelta(days=day.weekday())).isoformat()
+    if period == "monthly":
+        return day.strftime("%Y-%m")
+    return day.isoformat()
+
+
+def report(store, *, period: str = "daily", by: str = "client", since_ms: int | None = None,
+           until_ms: int | None = None, key: str | None = None, breakdown: bool = False,
+           offset_ms: int | None = None) -> list[Row]:
+    """Rows of one report from the rollup, newest period first, then by requests."""
+    offset = utc_offset_ms() if offset_ms is None else offset_ms  # hourly reports only
+    column = GROUPS[by]
+    since, until = since_ms or 0, until_ms or 2**62
+    if period == "hourly":  # the quarter-hour rollup
+        table, period_sql = ROLLUP, f"((slot * {SLOT_MS} + {int(offset)}) / {HOUR_MS})"
+        where, params = ["slot >= ?", "slot < ?"], [since // SLOT_MS, -(-until // SLOT_MS)]
+    else:  # the daily rollup; days are folded into weeks and months below
+        table = DAILY
+        period_sql = {"session": "session_id", "total": "(day * 0)"}.get(period, "day")  # PostgreSQL: no constant
+        where, params = ["day >= ?", "day < ?"], [local_day(since), local_day(until - 1) + 1 if until_ms else 2**40]
+    keys = [period_sql, column] + (["model_group"] if breakdown else [])
+    if key is not None:
+        where.append(f"{column} = ?")
+        params.append(key)
+    group = ", ".join(keys)
+    main = store.query(f"SELECT {group}, {', '.join(f'SUM({c})' for c in ROLLUP_SUMS)} FROM {table} "
+                       f"WHERE {' AND '.join(where)} GROUP BY {group}", tuple(params))
+    if period in ("daily", "weekly", "monthly", "total"):  # latency buckets are counted per local day
+        buckets = store.query(f"SELECT {group}, kind, bucket, SUM(n) FROM {HISTOGRAM} WHERE {' AND '.join(where)} "
+                              f"GROUP BY {group}, kind, bucket", tuple(params))
+    else:  # hourly and per session: no percentiles (docs/usage.md)
+        buckets = []
+    width = len(keys)
+    rows: dict[tuple, Row] = {}
+
+    def row_for(values: tuple) -> Row:
+        label = period_label(period, values[0] if values[0] != "" else "-")
+        ident = (label, values[1], values[2] if breakdown else None)
+        found = rows.get(ident)
+        if found is None:
+            found = rows[ident] = Row(*ident)
+        return found
+
+    for values in main:
+        sums = values[width:]
+        part = Row("", "", None, *(int(v or 0) for v in sums[:6]), float(sums[6] or 0),
+                   *(int(v or 0) for v in sums[7:]))
+        row_for(values).add(part)
+    for values in buckets:
+        row = row_for(values)
+        kind, b, n = values[width:]
+        histogram = row.latency if kind == "latency" else row.first_event
+        histogram[int(b)] = histogram.get(int(b), 0) + int(n)
+    found = [r for r in rows.values() if r.requests]
+    found.sort(key=lambda r: r.model or "")
+    found.sort(key=lambda r: r.requests, reverse=True)
+    found.sort(key=lambda r: r.period, reverse=period != "session")
+    return found
+
+
+def totals(rows: list[Row]) -> Row:
+    total = Row("total", "total")
+    for row in rows:
+        total.add(row)
+    return total
+
+
+def latest(store, limit: int = 50, since_ms: int | None = None) -> list[dict]:
+    """The newest records, for the dashboard's live table (figures only: there is no text to show)."""
+    names = ("request_id", "ts_ms", "client_id", "client_source", "method", "path", "api_shape", "model_group",
+             "deployment", "provider", "supermemory", "status", "error_code", "completed", "streamed",
+             "latency_ms", "ttfb_ms", "first_event_ms", "input_tokens", "output_tokens", "cache_read_tokens",
+             "cache_write_tokens", "cost_usd", "priced", "sm_error", "sm_context_modified", "sm_chunks_retrieved",
+             "cf_retries", "session_id")
+    found = store.query(f"SELECT {', '.join(names)} FROM {TABLE} WHERE ts_ms >= ? ORDER BY ts_ms DESC LIMIT ?",
+                        (since_ms or 0, int(limit)))
+    return [dict(zip(names, values)) for values in found]
+
+
+def parse_day(text: str, *, end: bool = False) -> int:
+    """``YYYY-MM-DD`` or ``YYYYMMDD`` (local day) -> ms since the epoch (its start, or with
+    ``end`` the start of the next day)."""
+    cleaned = text.replace("-", "")
+    try:
+        day = dt.datetime.strptime(cleaned, "%Y%m%d")
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD or YYYYMMDD)") from None
+    if end:
+        day += dt.timedelta(days=1)
+    return int(time.mktime(day.timetuple()) * 1000)
+
+
+def today_start_ms() -> int:
+    return parse_day(dt.date.today().isoformat())

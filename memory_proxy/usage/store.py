@@ -1,0 +1,271 @@
+"""Where usage records live: SQLite in the state folder (default) or PostgreSQL.
+
+Both take the same schema and the same SQL (``?`` placeholders are turned into ``%s``
+for psycopg); the schema carries a version in ``usage_meta`` and :data:`MIGRATIONS` brings
+an older store up to date when a writer opens it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from memory_proxy.usage.record import COLUMNS, DAY_MS, EARLIEST, FOLLOWS_TS, KEEP_FIRST, local_day
+
+TABLE = "usage_requests"
+SCHEMA_VERSION = 1
+INDEXES = {"usage_ts": "ts_ms", "usage_client_ts": "client_id, ts_ms", "usage_model_ts": "model_group, ts_ms"}
+# version -> statements that bring version-1 up to it (none yet: version 1 is the first)
+MIGRATIONS: dict[int, list[str]] = {}
+
+# Two rollups of the same sums: per quarter hour (any UTC offset is a whole number of them;
+# hourly reports) and per local day (this machine's time zone, DST included; every other
+# report). Latency buckets are counted per local day and without the session: finer, they
+# would outnumber the records.
+SLOT_MS = 900_000
+ROLLUP = "usage_rollup"  # by slot
+DAILY = "usage_rollup_daily"  # by day
+HISTOGRAM = "usage_rollup_latency"  # by day
+GROUP_KEYS = ("client_id", "project", "model_group", "provider", "session_id")
+ROLLUP_KEYS = ("slot",) + GROUP_KEYS
+DAILY_KEYS = ("day",) + GROUP_KEYS
+HISTOGRAM_KEYS = ("day", "client_id", "project", "model_group", "provider")
+ROLLUP_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+               "cost_usd", "unpriced", "memory_errors", "context_modified", "cloudflare_retries")
+
+def _keys_sql(keys: tuple[str, ...]) -> str:
+    return ", ".join(f"{k} {'BIGINT' if k in ('slot', 'day') else 'TEXT'} NOT NULL" for k in keys)
+
+
+def create_statements() -> list[str]:
+    columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+    sums = ", ".join(f"{k} {'DOUBLE PRECISION' if k == 'cost_usd' else 'BIGINT'} NOT NULL DEFAULT 0"
+                     for k in ROLLUP_SUMS)
+    statements = [f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns})",
+                  "CREATE TABLE IF NOT EXISTS usage_meta (key TEXT PRIMARY KEY, value TEXT)"]
+    for table, keys in ((ROLLUP, ROLLUP_KEYS), (DAILY, DAILY_KEYS)):
+        statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({_keys_sql(keys)}, {sums}, "
+                          f"PRIMARY KEY ({', '.join(keys)}))")
+    statements.append(f"CREATE TABLE IF NOT EXISTS {HISTOGRAM} ({_keys_sql(HISTOGRAM_KEYS)}, kind TEXT NOT NULL, "
+                      f"bucket INTEGER NOT NULL, n BIGINT NOT NULL DEFAULT 0, "
+                      f"PRIMARY KEY ({', '.join(HISTOGRAM_KEYS)}, kind, bucket))")
+    statements += [f"CREATE INDEX IF NOT EXISTS {name} ON {TABLE} ({cols})" for name, cols in INDEXES.items()]
+    return statements
+
+
+BATCH = "usage_batch"  # a temporary table: the request ids of the batch being written
+_SUMS_SQL = ("COUNT(*)", "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)", "SUM(COALESCE(input_tokens, 0))",
+             "SUM(COALESCE(output_tokens, 0))", "SUM(COALESCE(cache_read_tokens, 0))",
+             "SUM(COALESCE(cache_write_tokens, 0))", "SUM(CASE WHEN priced = 1 THEN COALESCE(cost_usd, 0) ELSE 0 END)",
+             "SUM(CASE WHEN priced = 0 THEN 1 ELSE 0 END)", "SUM(CASE WHEN sm_error IS NULL THEN 0 ELSE 1 END)",
+             "SUM(COALESCE(sm_context_modified, 0))", "SUM(COALESCE(cf_retries, 0))")  # ROLLUP_SUMS, in order
+_IN_BATCH = f"ts_ms IS NOT NULL AND request_id IN (SELECT request_id FROM {BATCH})"
+
+
+def rollup_statements(sign: int) -> list[str]:
+    """Add (sign 1) or take away (sign -1) the batch's records in the rollups, in SQL: run
+    with -1 before the batch is merged and with 1 after, the rollups follow the records."""
+    groups = [f"COALESCE({k}, '')" for k in GROUP_KEYS]
+    statements = []
+    for table, time_key, time_sql in ((ROLLUP, "slot", f"ts_ms / {SLOT_MS}"), (DAILY, "day", "day")):
+        keys = (time_key,) + GROUP_KEYS
+        adds = ", ".join(f"{k} = {table}.{k} + excluded.{k}" for k in ROLLUP_SUMS)
+        statements.append(
+            f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(ROLLUP_SUMS)}) "
+            f"SELECT {time_sql}, {', '.join(groups)}, {', '.join(f'{sign} * {s}' for s in _SUMS_SQL)} "
+            f"FROM {TABLE} WHERE {_IN_BATCH} GROUP BY {time_sql}, {', '.join(groups)} "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}")
+    hist_groups = ", ".join(["day"] + groups[:4])
+    for kind, column in (("latency", "latency_bucket"), ("first_event", "first_event_bucket")):
+        statements.append(
+            f"INSERT INTO {HISTOGRAM} ({', '.join(HISTOGRAM_KEYS)}, kind, bucket, n) "
+            f"SELECT {hist_groups}, '{kind}', {column}, {sign} * COUNT(*) FROM {TABLE} "
+            f"WHERE {_IN_BATCH} AND {column} IS NOT NULL GROUP BY {hist_groups}, {column} "
+            f"ON CONFLICT ({', '.join(HISTOGRAM_KEYS)}, kind, bucket) DO UPDATE SET n = {HISTOGRAM}.n + excluded.n")
+    return statements
+
+
+def upsert_sql(names: tuple[str, ...]) -> str:
+    """One row's insert, merged into an existing row of the same request id: a source only
+    sets its own columns (the first model asked for and the earliest time are kept)."""
+    updates = []
+    for name in names:
+        if name == "request_id":
+            continue
+        if name in KEEP_FIRST:
+            updates.append(f"{name} = COALESCE({TABLE}.{name}, excluded.{name})")
+        elif name in EARLIEST or name in FOLLOWS_TS:
+            updates.append(f"{name} = CASE WHEN {TABLE}.ts_ms IS NULL OR excluded.ts_ms < {TABLE}.ts_ms "
+                           f"THEN excluded.{name} ELSE {TABLE}.{name} END")
+        else:
+            updates.append(f"{name} = excluded.{name}")
+    conflict = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+    return (f"INSERT INTO {TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT (request_id) {conflict}")
+
+
+def group_rows(rows: list[dict]) -> dict[tuple[str, ...], list[tuple]]:
+    """Rows by their columns (each source writes its own, always in the same order); the
+    parts of one request id within a batch merged first. The dicts are the writer's own."""
+    merged: dict[str, dict] = {}
+    for row in rows:
+        if row.get("ts_ms") is not None:
+            row["day"] = local_day(row["ts_ms"])
+        known = merged.get(row["request_id"])
+        if known is None:
+            merged[row["request_id"]] = row
+            continue
+        later = known.get("ts_ms") is not None and row.get("ts_ms") is not None and known["ts_ms"] <= row["ts_ms"]
+        for name, value in row.items():
+            if name in KEEP_FIRST and known.get(name) is not None:
+                continue
+            if later and (name in EARLIEST or name in FOLLOWS_TS):
+                continue
+            known[name] = value
+    groups: dict[tuple[str, ...], list[tuple]] = {}
+    for row in merged.values():
+        names = tuple(row)
+        group = groups.get(names)
+        if group is None:
+            unknown = set(names) - COLUMNS.keys()
+            if unknown:
+                raise ValueError(f"not a usage column: {', '.join(sorted(unknown))}")
+            group = groups[names] = []
+        group.append(tuple(row.values()))
+    return groups
+
+
+class SqlStore:
+    """What both stores do with the same SQL: migrate, merge a batch with its rollups, prune,
+    query. A subclass gives the connection (``self.db``), ``execute``/``executemany`` (its
+    placeholders) and ``used_bytes``."""
+
+    begin = "BEGIN"
+
+    def execute(self, sql: str, params: tuple = ()):
+        return self.db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            self.db.executemany(sql, rows)
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self.execute(sql, params).fetchall()
+
+    def _transaction(self, work) -> Any:
+        self.execute(self.begin)
+        try:
+            result = work()
+            self.execute("COMMIT")
+            return result
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
+
+    def _migrate(self) -> None:
+        def work() -> None:
+            for statement in create_statements():
+                self.execute(statement)
+            row = self.query("SELECT value FROM usage_meta WHERE key = 'schema_version'")
+            version = int(row[0][0]) if row else SCHEMA_VERSION
+            for target in sorted(v for v in MIGRATIONS if v > version):
+                for statement in MIGRATIONS[target]:
+                    self.execute(statement)
+                version = target
+            self.execute("INSERT INTO usage_meta (key, value) VALUES ('schema_version', ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(version),))
+        self._transaction(work)
+
+    def upsert(self, rows: list[dict]) -> None:
+        """Merge a batch of record parts and follow them in the rollups, in one transaction."""
+        def work() -> None:
+            self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {BATCH} (request_id TEXT PRIMARY KEY)")
+            self.execute(f"DELETE FROM {BATCH}")
+            self.executemany(f"INSERT INTO {BATCH} (request_id) VALUES (?) ON CONFLICT DO NOTHING",
+                             [(r["request_id"],) for r in rows])
+            for statement in rollup_statements(-1):
+                self.execute(statement)
+            for names, values in group_rows(rows).items():
+                self.executemany(upsert_sql(names), values)
+            for statement in rollup_statements(1):
+                self.execute(statement)
+        self._transaction(work)
+
+    def prune(self, retention_days: int, max_bytes: int | None) -> int:
+        """Delete the local days past the retention, then the oldest day while the store's data
+        is over its cap (whole days: the rollups stay equal to the records)."""
+        deleted = self._delete_before(local_day(int(time.time() * 1000)) - retention_days + 1)
+        while max_bytes and self.used_bytes() > max_bytes:
+            oldest = self.query(f"SELECT MIN(ts_ms) FROM {TABLE}")[0][0]
+            if oldest is None:
+                break
+            deleted += self._delete_before(local_day(oldest) + 1)
+        return deleted
+
+    def _delete_before(self, day: int) -> int:
+        """Records of the local days before ``day`` and their rollups, in one transaction."""
+        start_ms = day * DAY_MS - time.localtime(day * 86400).tm_gmtoff * 1000
+
+        def work() -> int:
+            deleted = self.execute(f"DELETE FROM {TABLE} WHERE ts_ms < ?", (start_ms,)).rowcount
+            self.execute(f"DELETE FROM {ROLLUP} WHERE slot < ?", (start_ms // SLOT_MS,))
+            for table in (DAILY, HISTOGRAM):
+                self.execute(f"DELETE FROM {table} WHERE day < ?", (day,))
+            return deleted
+        return self._transaction(work)
+
+    def used_bytes(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class SqliteStore(SqlStore):
+    """One connection. The writer opens it read-write (WAL, schema, migrations); readers
+    (``stats``, the dashboard) open it read-only and never block the writer."""
+
+    begin = "BEGIN IMMEDIATE"
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        import sqlite3  # here, not at import: `start_proxies.py` answers fast
+
+        self.path = path
+        if readonly:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new file only
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses no committed batch's integrity
+            self._migrate()
+            try:
+                path.chmod(0o600)
+            except OSError:
+                pass
+
+    def prune(self, retention_days: int, max_bytes: int | None) -> int:
+        deleted = super().prune(retention_days, max_bytes)
+        if deleted:
+            self.execute("PRAGMA incremental_vacuum")
+        return deleted
+
+    def used_bytes(self) -> int:
+        pages, free, size = (self.query(f"PRAGMA {p}")[0][0] for p in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size
+
+
+def database_file(state_root: Path) -> Path:
+    return state_root / "usage.sqlite3"
+
+
+def open_store(database_url: str | None, state_root: Path | None, *, readonly: bool = False) -> Any:
+    """The store a config names: PostgreSQL for a ``database_url``, else SQLite in the state folder."""
+    if database_url:
+        from memory_proxy.usage.pg import PostgresStore
+
+        return PostgresStore(database_url, readonly=readonly)
+    assert state_root is not None
+    return SqliteStore(database_file(state_root), readonly=readonly)
