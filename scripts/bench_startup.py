@@ -6,7 +6,7 @@ OpenAI-family and an Anthropic-family model:
 
 1. the first request per API shape after ``up`` (``/v1/chat/completions`` and ``/v1/messages``,
    streamed and not, each through the memory proxy) against the median of the next 50 of the
-   same shape: target at most 2x (the warm-up in ``memory_proxy/warmup.py`` is what meets it);
+   same shape: target at most 2x (the warm-up in ``memory_proxy/config/warmup.py`` is what meets it);
 2. ``scripts/restart_litellm.sh --kill`` under a steady trickle (a new request every 0.2 s,
    each on its own connection, from before the kill until after LiteLLM is back): every
    request sent while LiteLLM is away succeeds, and the longest wait is reported. A request

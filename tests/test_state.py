@@ -4,7 +4,7 @@ import os
 import stat
 from http.cookiejar import Cookie, CookieJar
 
-from memory_proxy import cookie_store
+from memory_proxy.supermemory import cookie_jar
 from memory_proxy.state import StateDir, atomic_write
 
 
@@ -37,14 +37,14 @@ def test_cookie_jar_round_trip_drops_expired(tmp_path):
     jar.set_cookie(_cookie("__cf_bm", "session", None))  # session cookies are kept too
     jar.set_cookie(_cookie("old", "gone", 1000))
     path = tmp_path / "jar.json"
-    cookie_store.save(jar, path)
+    cookie_jar.save(jar, path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    loaded = {c.name: c.value for c in cookie_store.load(path)}
+    loaded = {c.name: c.value for c in cookie_jar.load(path)}
     assert loaded == {"cf_clearance": "abc", "__cf_bm": "session"}
 
 
 def test_corrupt_or_missing_jar_gives_empty_jar(tmp_path):
-    assert list(cookie_store.load(tmp_path / "missing.json")) == []
+    assert list(cookie_jar.load(tmp_path / "missing.json")) == []
     broken = tmp_path / "broken.json"
     broken.write_text('{"version": 1, "cookies": [{"name": ')
-    assert list(cookie_store.load(broken)) == []
+    assert list(cookie_jar.load(broken)) == []

@@ -141,13 +141,13 @@ def test_health_probe_reads_every_framing_and_gives_up_cleanly():
     assert http_get(f"http://127.0.0.1:{port}/health") == (None, b"")  # refused
 
 
-# --- warm-up (memory_proxy/warmup.py) ------------------------------------------------------
+# --- warm-up (memory_proxy/config/warmup.py, launcher/warmup.py) ------------------------------
 
 
 def test_warm_up_groups_one_per_provider_family_of_the_models_litellm_gets():
     from pathlib import Path
 
-    from memory_proxy import warmup
+    from memory_proxy.config import warmup
     from memory_proxy.config.model import parse_config
 
     text = """model_list:
@@ -170,7 +170,8 @@ def test_warm_up_groups_one_per_provider_family_of_the_models_litellm_gets():
 
 
 def test_warm_up_summary_names_what_was_warmed_and_what_failed():
-    from memory_proxy import warmup
+    from memory_proxy.config import warmup
+    from memory_proxy.launcher.warmup import run
 
     sent = []
 
@@ -178,7 +179,7 @@ def test_warm_up_summary_names_what_was_warmed_and_what_failed():
         sent.append((url, body["stream"], headers["authorization"]))
         return (None, "ConnectionRefusedError") if body["stream"] and url.endswith("/v1/messages") else (200, "")
 
-    outcomes = warmup.run("http://127.0.0.1:9/", "sk-master", ["memory-proxy-warmup/openai"], send=send)
+    outcomes = run("http://127.0.0.1:9/", "sk-master", ["memory-proxy-warmup/openai"], send=send)
     assert sorted(sent) == sorted([("http://127.0.0.1:9/v1/chat/completions", False, "Bearer sk-master"),
                                    ("http://127.0.0.1:9/v1/chat/completions", True, "Bearer sk-master"),
                                    ("http://127.0.0.1:9/v1/messages", False, "Bearer sk-master"),

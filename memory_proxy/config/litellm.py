@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from memory_proxy import warmup
+from memory_proxy.config import warmup
 from memory_proxy.config.model import (
     OUR_SECTIONS,
     URL_PASSWORD_RE,

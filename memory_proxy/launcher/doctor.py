@@ -197,7 +197,7 @@ def process_findings(ctx: Context) -> list[Finding]:
 
 
 def supermemory_findings(config: Config, state: StateDir) -> list[Finding]:
-    from memory_proxy.memory_api import MemoryApiError, key_variable, session
+    from memory_proxy.supermemory.memory_api import MemoryApiError, key_variable, session
 
     base = config.proxy.supermemory.base_url
     needed = bool(config.supermemory_groups)

@@ -58,7 +58,7 @@ def _resolve(ctx: Context, who: Who):
 
 def _run(ctx: Context, who: Who, as_json: bool, action) -> int:
     """Resolve the id, open a session, run ``action(api, user_id, why)``; failures become one line."""
-    from memory_proxy.memory_api import MemoryApiError, session
+    from memory_proxy.supermemory.memory_api import MemoryApiError, session
 
     try:
         config, user_id, why = _resolve(ctx, who)
@@ -99,7 +99,7 @@ def _heading(user_id: str, why: str, what: str) -> None:
 
 
 def list_memories(ctx: Context, who: Who, limit: int, as_json: bool) -> int:
-    from memory_proxy.memory_api import all_memories, memory_record
+    from memory_proxy.supermemory.memory_api import all_memories, memory_record
 
     if limit < 1:
         return _usage("--limit must be at least 1", as_json)
@@ -138,7 +138,7 @@ def search(ctx: Context, who: Who, query: str, limit: int, as_json: bool) -> int
 
 
 def show(ctx: Context, who: Who, memory_id: str, as_json: bool) -> int:
-    from memory_proxy.memory_api import MemoryApiError, memory_record
+    from memory_proxy.supermemory.memory_api import MemoryApiError, memory_record
 
     def action(api, user_id, why):
         try:
@@ -191,7 +191,7 @@ def profile(ctx: Context, who: Who, as_json: bool) -> int:
 
 
 def forget(ctx: Context, who: Who, ids: list[str], everything: bool, yes: bool, as_json: bool) -> int:
-    from memory_proxy.memory_api import PAGE, all_memories
+    from memory_proxy.supermemory.memory_api import PAGE, all_memories
 
     if everything == bool(ids):
         return _usage("name the memory ids to forget, or --all (not both)", as_json)
@@ -244,7 +244,7 @@ def _usage(message: str, as_json: bool) -> int:
 
 def export(ctx: Context, who: Who) -> int:
     """The id's live memories as JSON on stdout, oldest first (the order ``import`` replays)."""
-    from memory_proxy.memory_api import all_memories, memory_record
+    from memory_proxy.supermemory.memory_api import all_memories, memory_record
 
     def action(api, user_id, why):
         found = [memory_record(m) for m in reversed(all_memories(api, user_id))]

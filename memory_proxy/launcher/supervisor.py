@@ -350,13 +350,14 @@ class Supervisor:
         self.set_phase("running")
 
     def warm_up(self, litellm: Child) -> None:
-        """One mock answer per API shape and provider family (``warmup.py``), logged; a failed
-        warm-up is reported and costs only the first real request's speed."""
-        from memory_proxy import warmup
+        """One mock answer per API shape and provider family (``config/warmup.py``), logged; a
+        failed warm-up is reported and costs only the first real request's speed."""
+        from memory_proxy.config import warmup
+        from memory_proxy.launcher.warmup import run
 
         started = time.monotonic()
         groups = [warmup.PREFIX + name for name in warmup.families(self.config)]
-        outcomes = warmup.run(f"http://127.0.0.1:{litellm.port}", self.master_key, groups)
+        outcomes = run(f"http://127.0.0.1:{litellm.port}", self.master_key, groups)
         self.event(warmup.summary(outcomes, time.monotonic() - started))
 
     def _spawn(self, child: Child) -> None:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from memory_proxy import warmup
+from memory_proxy.config import warmup
 from memory_proxy.config.hosts import url_host
 from memory_proxy.config.litellm import egress_base
 from memory_proxy.config.model import Config

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from memory_proxy import warmup
+from memory_proxy.config import warmup
 from memory_proxy.config.litellm import build_litellm_config
 from memory_proxy.config.model import Config, resolve_env
 from memory_proxy.sdk import callbacks as litellm_callbacks

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route, request_response
 
-from memory_proxy import cookie_store
+from memory_proxy.supermemory import cookie_jar
 from memory_proxy.config.litellm import USAGE_CALLBACK_PATH
 from memory_proxy.config.model import Config
 from memory_proxy.server import dashboard, egress, ingress, metrics, tracing, usage_intake
@@ -119,7 +119,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict]:
-        jar = cookie_store.load(jar_path) if jar_path else http.cookiejar.CookieJar()
+        jar = cookie_jar.load(jar_path) if jar_path else http.cookiejar.CookieJar()
         async with (
             AsyncClient(timeout=timeout, transport=litellm_transport or Transport(limits=litellm_limits),
                         cookies=http.cookiejar.CookieJar(_NoCookies()), trust_env=False) as litellm,

@@ -17,7 +17,7 @@ import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from memory_proxy import cookie_store
+from memory_proxy.supermemory import cookie_jar
 from memory_proxy.config.litellm import EGRESS_PREFIX
 from memory_proxy.config.model import CLIENT_ID_RE
 from memory_proxy.server import headers as h
@@ -152,6 +152,6 @@ def _plain(upstream: httpx.Response, headers: list[tuple[str, str]]) -> Response
 def save_cookies(runtime: Runtime) -> None:
     if runtime.cookie_jar_path is not None:
         try:
-            cookie_store.save(runtime.supermemory.cookies.jar, runtime.cookie_jar_path)
+            cookie_jar.save(runtime.supermemory.cookies.jar, runtime.cookie_jar_path)
         except OSError as exc:
             log.warning("could not save the cookie jar: %s", exc.strerror)

@@ -15,7 +15,7 @@ import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from memory_proxy import warmup
+from memory_proxy.config import warmup
 from memory_proxy.server import headers as h
 from memory_proxy.server.errors import error_body, error_response
 from memory_proxy.server.holding import ClientLeft, NotHeld

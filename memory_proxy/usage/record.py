@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from memory_proxy.warmup import is_warmup
+from memory_proxy.config.warmup import is_warmup
 
 log = logging.getLogger("memory_proxy")
 

@@ -185,7 +185,7 @@ def test_a_second_death_soon_after_backs_off_longer(stack, proxy_pid):
 
 def test_every_start_warms_litellm_up_without_calling_a_provider(stack, proxy_pid):
     """``up`` and every restart send LiteLLM one mock answer per API shape and provider family
-    (memory_proxy/warmup.py) before anything says healthy; none of them reaches a provider."""
+    (memory_proxy/config/warmup.py) before anything says healthy; none of them reaches a provider."""
     lines = (stack.state / "logs" / "supervisor.log").read_text().splitlines()
     ready = next(i for i, line in enumerate(lines) if "LiteLLM is ready (pid" in line)
     warmed = next(i for i, line in enumerate(lines) if "warmed LiteLLM" in line)

@@ -23,7 +23,7 @@ import time
 import httpx
 import pytest
 
-from memory_proxy import cookie_store
+from memory_proxy.supermemory import cookie_jar
 from memory_proxy.state import StateDir
 
 from .conftest import ROOT, SECRETS, fault, free_port, start_direct, start_emulator
@@ -67,7 +67,7 @@ def check_jar(path) -> dict[str, str]:
     cookies = {c["name"]: c["value"] for c in data["cookies"]}
     assert {"cf_clearance", "__cf_bm"} <= set(cookies), cookies
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    loaded = {c.name: c.value for c in cookie_store.load(path)}
+    loaded = {c.name: c.value for c in cookie_jar.load(path)}
     assert loaded == cookies
     return cookies
 
@@ -130,7 +130,7 @@ def test_sigkill_while_the_proxy_saves_its_cookie_jar(tmp_path, jar_emu):
 WRITER = r"""
 import http.cookiejar, json, sys, time
 from pathlib import Path
-from memory_proxy import cookie_store
+from memory_proxy.supermemory import cookie_jar
 from memory_proxy.state import StateDir
 from memory_proxy.launcher.supervisor import write_record
 state = StateDir(Path(sys.argv[1]))
@@ -141,7 +141,7 @@ while True:
     for i in range(40):
         jar.set_cookie(http.cookiejar.Cookie(0, f"c{i}", f"{n}-" + "v" * 200, None, False, "example.test", True,
                                              False, "/", True, True, time.time() + 3600, False, None, None, {}))
-    cookie_store.save(jar, state.cookie_jar)
+    cookie_jar.save(jar, state.cookie_jar)
     write_record(state, {"version": 1, "n": n, "pad": "x" * 20000})
     print(n, flush=True)
 """

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from memory_proxy import cookie_store
+from memory_proxy.supermemory import cookie_jar
 from memory_proxy.config.model import ENV_PREFIX, env_reference
 
 if TYPE_CHECKING:
@@ -133,8 +133,8 @@ def session(config: Config, state: StateDir, timeout: float | None = None) -> It
     from supermemory import Supermemory  # the SDK only for the commands that call it
 
     jar_path = state.cookie_jar
-    jar = cookie_store.read(jar_path)
-    before = cookie_store.dump(jar)
+    jar = cookie_jar.read(jar_path)
+    before = cookie_jar.dump(jar)
     timeouts = config.proxy.timeouts
     limit = httpx.Timeout(timeout or min(timeouts.read, 30.0), connect=timeouts.connect)
     holder: dict[str, Session] = {}
@@ -154,9 +154,9 @@ def session(config: Config, state: StateDir, timeout: float | None = None) -> It
         yield current
     finally:
         http.close()
-        if cookie_store.dump(jar) != before:
+        if cookie_jar.dump(jar) != before:
             try:
-                cookie_store.merge_save(jar, jar_path)
+                cookie_jar.merge_save(jar, jar_path)
             except OSError:
                 pass  # the cookies are an optimisation: a read-only state folder must not fail the command
 
