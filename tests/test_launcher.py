@@ -78,7 +78,7 @@ def test_help_and_status_answer_quickly_without_litellm(tmp_path, config):
 # standard library, psutil, typer/rich and the shared config, names and state modules, so
 # `status` and `--help` never load LiteLLM, Starlette, httpx or uvicorn. What a command needs
 # beyond that it imports inside the command.
-LAUNCHER_MAY_IMPORT = {"psutil", "typer", "click", "rich", "yaml", "shellingham"}
+LAUNCHER_MAY_IMPORT = {"psutil", "typer", "click", "rich", "yaml", "shellingham", "annotated_doc"}  # the last: typer's own
 LAUNCHER_MAY_USE = ("memory_proxy.launcher", "memory_proxy.config", "memory_proxy.names", "memory_proxy.state")
 
 
@@ -265,7 +265,7 @@ def test_follow_sees_appended_created_and_truncated_files(tmp_path):
 
 
 def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_path):
-    from memory_proxy.launcher import commands as console
+    from memory_proxy.launcher import lifecycle as console
 
     state = StateDir(tmp_path / "state").ensure()
     assert console.remembered_backend(state) is None

@@ -36,7 +36,7 @@ def ensure_venv() -> Path:
     wanted = _wanted_stamp()
     if STAMP.is_file() and STAMP.read_text() == wanted and venv_python().exists():
         return venv_python()
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (this runs under whatever python3 the user typed)
         sys.exit(f"LiteLLM Memory Proxy needs Python 3.11 or newer, this is {sys.version.split()[0]}")
     if not venv_python().exists():
         import venv  # only on first run: importing it costs every command ~40 ms

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memory_proxy.config.hosts import url_host
-from memory_proxy.launcher.commands import Context, _duration, _print_json
+from memory_proxy.launcher.context import Context
 from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
 from memory_proxy.launcher.status import collect_status
 from memory_proxy.launcher.supervisor import missing_keys
+from memory_proxy.launcher.term import duration as _duration
 from memory_proxy.launcher.term import out
+from memory_proxy.launcher.term import print_json as _print_json
 from memory_proxy.names import LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir
 

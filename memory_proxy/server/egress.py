@@ -17,13 +17,13 @@ import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from memory_proxy.supermemory import cookie_jar
 from memory_proxy.config.litellm import EGRESS_PREFIX
 from memory_proxy.config.model import CLIENT_ID_RE
 from memory_proxy.server import headers as h
 from memory_proxy.server.errors import error_response
 from memory_proxy.server.relay import BodyTooLarge, RelayResponse, read_body, send_upstream, upstream_failure
 from memory_proxy.server.runtime import Runtime
+from memory_proxy.supermemory import cookie_jar
 from memory_proxy.usage import record as usage
 
 log = logging.getLogger("memory_proxy")

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from starlette.requests import ClientDisconnect, Request
@@ -395,7 +395,7 @@ def anthropic_model_listing(listing: dict) -> dict:
     """An OpenAI-shaped ``/v1/models`` listing in Anthropic's shape."""
     data = []
     for model in listing.get("data", []):
-        created = datetime.fromtimestamp(model.get("created") or 0, tz=timezone.utc)
+        created = datetime.fromtimestamp(model.get("created") or 0, tz=UTC)
         data.append({"type": "model", "id": model["id"], "display_name": model["id"],
                      "created_at": created.isoformat().replace("+00:00", "Z")})
     return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,

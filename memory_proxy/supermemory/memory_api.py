@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from memory_proxy.supermemory import cookie_jar
 from memory_proxy.config.model import ENV_PREFIX, env_reference
+from memory_proxy.supermemory import cookie_jar
 
 if TYPE_CHECKING:
     from supermemory import Supermemory

@@ -171,7 +171,7 @@ def latest(store, limit: int = 50, since_ms: int | None = None) -> list[dict]:
              "cf_retries", "session_id")
     found = store.query(f"SELECT {', '.join(names)} FROM {TABLE} WHERE ts_ms >= ? ORDER BY ts_ms DESC LIMIT ?",
                         (since_ms or 0, int(limit)))
-    return [dict(zip(names, values)) for values in found]
+    return [dict(zip(names, values, strict=True)) for values in found]
 
 
 def parse_day(text: str, *, end: bool = False) -> int:
