@@ -8,6 +8,7 @@ schema), memory, stats and doctor.
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import sys
 import threading
@@ -25,6 +26,11 @@ AS_JSON = typer.Option(False, "--json", help="Machine-readable.")  # one --json 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="One local endpoint for every AI client: LiteLLM's models plus per-client memory.")
+
+
+def _group(name: str):
+    """A command group's module, imported only when one of its commands runs (keeps --help instant)."""
+    return importlib.import_module(f"memory_proxy.launcher.{name}")
 
 
 class Backend(StrEnum):
@@ -76,26 +82,21 @@ def up(
                                            help="Port of the SDK-backed proxy with --backend both."),
 ) -> None:
     """Start LiteLLM and the memory proxy (foreground: streams both logs, Ctrl+C stops both)."""
-    from memory_proxy.launcher import lifecycle
-
-    raise typer.Exit(lifecycle.up(ctx.obj, detach=detach, litellm_url=litellm_url, timeout=timeout, as_json=as_json,
-                                  backend=backend.value if backend else None, sdk_port=sdk_port))
+    raise typer.Exit(_group("lifecycle").up(ctx.obj, detach=detach, litellm_url=litellm_url, timeout=timeout,
+                                            as_json=as_json, backend=backend.value if backend else None,
+                                            sdk_port=sdk_port))
 
 
 @app.command()
 def status(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """Pid, port, health, uptime and memory of each process; exit 0 only when all is healthy."""
-    from memory_proxy.launcher import lifecycle
-
-    raise typer.Exit(lifecycle.status(ctx.obj, as_json))
+    raise typer.Exit(_group("lifecycle").status(ctx.obj, as_json))
 
 
 @app.command()
 def down(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """Stop what `up` started, by its recorded pids; leaves no process or port behind."""
-    from memory_proxy.launcher import lifecycle
-
-    raise typer.Exit(lifecycle.down(ctx.obj, as_json))
+    raise typer.Exit(_group("lifecycle").down(ctx.obj, as_json))
 
 
 @app.command()
@@ -108,17 +109,13 @@ def logs(
     lines: int = typer.Option(50, "--lines", "-n", help="How many past lines to show."),
 ) -> None:
     """Show (and follow) the logs of the running or last run."""
-    from memory_proxy.launcher import lifecycle
-
-    raise typer.Exit(lifecycle.logs(ctx.obj, which.value, follow, lines))
+    raise typer.Exit(_group("lifecycle").logs(ctx.obj, which.value, follow, lines))
 
 
 @app.command()
 def check(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """Validate the config and print the generated LiteLLM config (secrets masked)."""
-    from memory_proxy.launcher import config_commands
-
-    raise typer.Exit(config_commands.check(ctx.obj, as_json))
+    raise typer.Exit(_group("config_commands").check(ctx.obj, as_json))
 
 
 @app.command()
@@ -130,9 +127,7 @@ def route(
     as_json: bool = AS_JSON,
 ) -> None:
     """Which memory id a client would get, and why (starts nothing)."""
-    from memory_proxy.launcher import config_commands
-
-    raise typer.Exit(config_commands.route(ctx.obj, user_agent, header, path, as_json))
+    raise typer.Exit(_group("config_commands").route(ctx.obj, user_agent, header, path, as_json))
 
 
 class Report(StrEnum):
@@ -163,9 +158,7 @@ def stats(
     as_csv: bool = typer.Option(False, "--csv", help="CSV."),
 ) -> None:
     """Usage from the request log: requests, errors, latency, tokens, cost, memory (starts nothing)."""
-    from memory_proxy.launcher import stats as stats_cli
-
-    raise typer.Exit(stats_cli.stats(ctx.obj.config, ctx.obj.state, period=report.value if report else None,
+    raise typer.Exit(_group("stats").stats(ctx.obj.config, ctx.obj.state, period=report.value if report else None,
                                      by=by.value, since=since, until=until, key=key, breakdown=breakdown,
                                      as_json=as_json, as_csv=as_csv))
 
@@ -173,9 +166,7 @@ def stats(
 @app.command()
 def doctor(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """Check config, keys, ports, processes, Supermemory, cookies, clock and front door; say what to fix."""
-    from memory_proxy.launcher import doctor as d
-
-    raise typer.Exit(d.run(ctx.obj, as_json))
+    raise typer.Exit(_group("doctor").run(ctx.obj, as_json))
 
 
 memory_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -189,9 +180,8 @@ MEMORY_HEADER = typer.Option([], "--header", "-H", metavar="NAME:VALUE", help="L
 
 def _memory(ctx: typer.Context, memory_id: str | None, user_agent: str | None, header: list[str]):
     """The memory commands and whose memory they act on (imported only when one runs)."""
-    from memory_proxy.launcher import memory as memory_commands
-
-    return memory_commands, ctx.obj, memory_commands.Who(memory_id, user_agent, tuple(header))
+    memory = _group("memory")
+    return memory, ctx.obj, memory.Who(memory_id, user_agent, tuple(header))
 
 
 @memory_app.command("list")
@@ -262,9 +252,7 @@ def memory_import(ctx: typer.Context, file: Path = typer.Argument(..., metavar="
 @app.command()
 def schema() -> None:
     """Print a JSON Schema of the config file, for editors."""
-    from memory_proxy.launcher import config_commands
-
-    raise typer.Exit(config_commands.schema())
+    raise typer.Exit(_group("config_commands").schema())
 
 
 @app.command("_supervise", hidden=True)
@@ -276,9 +264,7 @@ def supervise(
     sdk_port: int | None = typer.Option(None, "--sdk-port"),
 ) -> None:
     """The background supervisor that `up --detach` starts."""
-    from memory_proxy.launcher import lifecycle
-
-    raise typer.Exit(lifecycle.supervise(ctx.obj, litellm_url, timeout, backend.value, sdk_port))
+    raise typer.Exit(_group("lifecycle").supervise(ctx.obj, litellm_url, timeout, backend.value, sdk_port))
 
 
 def run() -> None:
