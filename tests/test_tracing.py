@@ -222,5 +222,5 @@ def test_tracing_off_without_settings():
     env = tracing.litellm_setup(generated, config, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
     assert generated["litellm_settings"]["callbacks"] == ["generic_api", "otel"]
     assert env["OTEL_ENDPOINT"] == "http://c:4318/v1/traces" and env["OTEL_EXPORTER"] == "otlp_http"
-    assert env["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] == "false"
+    assert env["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] == "NO_CONTENT"
     assert tracing.litellm_setup({}, config, {}) == {}

@@ -145,7 +145,7 @@ class _RuntimeCollector:
                                 value=ready)
         if runtime.tracing is not None:
             yield CounterMetricFamily("memory_proxy_trace_export_failures", "Batches of spans the collector did "
-                                      "not take", value=runtime.tracing.exporter.failures)
+                                      "not take", value=runtime.tracing.failures)
         for name, read in list(metrics.inputs.items()):
             metric, help_text, kind = INPUTS[name]
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily

@@ -2,7 +2,8 @@
 
 One ``Tracing`` per app, made in the lifespan like the HTTP sessions (no global tracer
 provider): a server span per relayed request, its ``traceparent`` sent on to LiteLLM (whose
-``otel`` callback keeps it, so LiteLLM's spans join the trace), and a client span for the
+``otel`` callback keeps it, so LiteLLM's spans join the trace; in SDK mode LiteLLM's logger
+runs in-process and exports through ``litellm_provider``), and a client span for the
 Supermemory hop in the egress. LiteLLM does not pass ``traceparent`` on to the provider, so
 the ingress also hands the egress its span context in ``TRACE_HEADER`` (a memory header:
 dropped from clients at the ingress and before Supermemory at the egress) and the egress span
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,6 +36,9 @@ SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 DEFAULT_SERVICE = "litellm-memory-proxy"
 LITELLM_SERVICE = "litellm"
 TRACE_HEADER = "x-supermemory-traceparent"  # ingress -> LiteLLM -> egress (backed groups only)
+# LiteLLM's capture modes (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, 1.108.7): "true" would
+# mean EVENT_ONLY (content in log events, none in spans), so the modes are named.
+CAPTURE_ON, CAPTURE_OFF = "SPAN_ONLY", "NO_CONTENT"
 # GenAI operation names (semconv 1.37.0) by route shape.
 OPERATIONS = {"chat/completions": "chat", "messages": "chat", "responses": "chat", "completions": "text_completion",
               "embeddings": "embeddings"}
@@ -44,6 +49,11 @@ class OtelSettings:
     traces_endpoint: str
     service_name: str
     capture_message_content: bool
+
+    @property
+    def capture_mode(self) -> str:
+        """LiteLLM's message-content mode: prompt and answer text in its spans only when asked for."""
+        return CAPTURE_ON if self.capture_message_content else CAPTURE_OFF
 
 
 def settings(config: Config, environ: Mapping[str, str] | None = None) -> OtelSettings | None:
@@ -82,7 +92,7 @@ def litellm_setup(generated: dict, config: Config, environ: Mapping[str, str]) -
         litellm_settings["callbacks"] = callbacks + ["otel"]
     env = {"OTEL_EXPORTER": "otlp_http", "OTEL_ENDPOINT": found.traces_endpoint,
            "OTEL_SERVICE_NAME": LITELLM_SERVICE,
-           "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true" if found.capture_message_content else "false"}
+           "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": found.capture_mode}
     # LiteLLM prefers these to OTEL_ENDPOINT/OTEL_EXPORTER: point them at the same collector.
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = found.traces_endpoint
     env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
@@ -90,11 +100,12 @@ def litellm_setup(generated: dict, config: Config, environ: Mapping[str, str]) -
 
 
 class _CountingExporter:
-    """The OTLP exporter, counting failed exports and logging the first one only."""
+    """An OTLP exporter of one provider, counting failed exports in ``tracing.failures`` and
+    logging the first failure of the app only."""
 
-    def __init__(self, exporter) -> None:
+    def __init__(self, exporter, tracing: Tracing) -> None:
         self.exporter = exporter
-        self.failures = 0
+        self.tracing = tracing
 
     def export(self, spans):
         from opentelemetry.sdk.trace.export import SpanExportResult
@@ -105,11 +116,9 @@ class _CountingExporter:
             result, reason = SpanExportResult.FAILURE, type(exc).__name__
         else:
             reason = "the collector refused or did not answer"
-        if result is not SpanExportResult.SUCCESS:
-            self.failures += 1
-            if self.failures == 1:
-                log.warning("could not export traces to %s (%s); counting further failures in "
-                            "memory_proxy_trace_export_failures_total", self.exporter._endpoint, reason)
+        if result is not SpanExportResult.SUCCESS and self.tracing.failed() == 1:
+            log.warning("could not export traces to %s (%s); counting further failures in "
+                        "memory_proxy_trace_export_failures_total", self.exporter._endpoint, reason)
         return result
 
     def shutdown(self):
@@ -121,29 +130,52 @@ class _CountingExporter:
 
 class Tracing:
     def __init__(self, found: OtelSettings) -> None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.trace import SpanKind, Status, StatusCode
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.settings = found
+        self.failures = 0  # failed exports of every provider below
+        self._lock = threading.Lock()
         # The exporter's own retries log a warning each; ours logs the first failure.
         logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
-        # The exporter's default (10 s, retrying) only delays a shutdown with a dead collector; the
-        # standard variables still win.
-        timeout = None if {"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"} & set(os.environ) else 5.0
-        self.exporter = _CountingExporter(OTLPSpanExporter(endpoint=found.traces_endpoint, timeout=timeout))
-        self.provider = TracerProvider(resource=Resource.create({"service.name": found.service_name}))
-        self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
+        self.provider = self._provider(found.service_name)
+        self.providers = [self.provider]
         self.tracer = self.provider.get_tracer("memory_proxy", schema_url=SCHEMA_URL)
         self.propagator = TraceContextTextMapPropagator()
         self._kinds = SpanKind
         self._error = Status(StatusCode.ERROR)  # opentelemetry is imported only when tracing is on
 
+    def _provider(self, service: str):
+        """A tracer provider exporting to the collector through its own batch processor and exporter."""
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        # The exporter's default (10 s, retrying) only delays a shutdown with a dead collector; the
+        # standard variables still win.
+        timeout = None if {"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"} & set(os.environ) else 5.0
+        exporter = _CountingExporter(OTLPSpanExporter(endpoint=self.settings.traces_endpoint, timeout=timeout), self)
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        return provider
+
+    def litellm_provider(self):
+        """SDK mode: the provider for LiteLLM's in-process ``otel`` logger, service ``litellm`` as
+        the binary's; its failures are counted with ours and it is shut down with ours."""
+        provider = self._provider(LITELLM_SERVICE)
+        self.providers.append(provider)
+        return provider
+
+    def failed(self) -> int:
+        """One more failed export (from any exporter thread); returns the count."""
+        with self._lock:
+            self.failures += 1
+            return self.failures
+
     def shutdown(self) -> None:
-        self.provider.shutdown()
+        for provider in self.providers:
+            provider.shutdown()
 
     # --- the ingress ---------------------------------------------------------------------
 
