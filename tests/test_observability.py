@@ -13,10 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -27,6 +25,7 @@ from memory_proxy.names import EGRESS_SECRET_ENV
 from tests import chains
 from tests.e2e.conftest import config_text
 from tests.servers import ServerThread
+from tests.sinks import Sink
 from tests.test_parity import ENV, MASTER, MODES, SECRET, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,34 +56,6 @@ handler = Counter()
 '''
 
 
-class Sink:
-    """A ``generic_api`` endpoint: keeps every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                sink.bodies.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/log"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self) -> list[dict]:
-        """Every logged call (LiteLLM posts batches as JSON arrays)."""
-        return [e for body in self.bodies for e in (body if isinstance(body, list) else [body])]
-
-
 @dataclass
 class Stacks:
     emulator: str
@@ -108,8 +79,8 @@ def stacks(tmp_path_factory):
                             tmp / "config.yaml", env)
 
     def litellm_env(generated):  # what the launcher gives LiteLLM: the config's directory on its import path
-        return dict(GENERIC_LOGGER_ENDPOINT=sinks["binary"].url, DEFAULT_FLUSH_INTERVAL_SECONDS="1",
-                    CALLBACK_LOG=str(logs["binary"]), PYTHONPATH=str(tmp))
+        return {"GENERIC_LOGGER_ENDPOINT": sinks["binary"].url, "DEFAULT_FLUSH_INTERVAL_SECONDS": "1",
+                "CALLBACK_LOG": str(logs["binary"]), "PYTHONPATH": str(tmp)}
 
     patch = pytest.MonkeyPatch()
     # SDK mode's LiteLLM reads the same variables, from this process's environment.
@@ -189,8 +160,8 @@ def runtime_of(app):
 def test_metrics_after_known_traffic(stacks, mode):
     url, client = stacks.urls[mode], f"metrics-{mode}"
     before = scrape(url)
-    plain = dict(model="gpt-4o-mini", route="chat/completions")
-    backed = dict(model="memory/gpt-4o-mini", route="chat/completions")
+    plain = {"model": "gpt-4o-mini", "route": "chat/completions"}
+    backed = {"model": "memory/gpt-4o-mini", "route": "chat/completions"}
     for model, stream in [("gpt-4o-mini", False), ("gpt-4o-mini", False), ("gpt-4o-mini", True),
                           ("memory/gpt-4o-mini", False)]:
         assert chat(url, model, stream=stream, client=client).status_code == 200

@@ -1,16 +1,13 @@
 """Traces through the real chain: an OTLP/HTTP receiver in this process (protobuf decoded with
 opentelemetry-proto) gets, for one request, one trace holding the memory proxy's server span,
-LiteLLM's spans (binary mode: the real ``litellm`` binary with the ``otel`` callback the
-launcher switches on) and the egress's Supermemory span, with the right parents and no
-message text; a dead collector costs no request."""
+LiteLLM's spans (the real ``litellm`` binary with the ``otel`` callback the launcher switches
+on; in SDK mode that logger in-process) and the egress's Supermemory span, with the right
+parents and no message text; a dead collector costs no request."""
 
 from __future__ import annotations
 
-import gzip
 import os
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -23,75 +20,11 @@ from memory_proxy.server.app import create_app
 from tests import chains
 from tests.e2e.conftest import config_text
 from tests.servers import ServerThread
+from tests.sinks import Collector
 from tests.test_observability import chat, scrape, wait_for
 from tests.test_parity import ENV, MASTER, MODES, SECRET, free_port
 
 PROMPT = "zebra-prompt-text"
-
-
-@dataclass
-class Span:
-    service: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    name: str
-    kind: int
-    attributes: dict
-
-
-def _value(any_value):
-    kind = any_value.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(v) for v in any_value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in any_value.kvlist_value.values}
-    return getattr(any_value, kind) if kind else None
-
-
-class Collector:
-    """An OTLP/HTTP trace receiver: ``POST /v1/traces`` with an ExportTraceServiceRequest."""
-
-    def __init__(self) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-            ExportTraceServiceResponse,
-        )
-
-        self.spans: list[Span] = []
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                if self.headers.get("content-encoding") == "gzip":
-                    body = gzip.decompress(body)
-                message = ExportTraceServiceRequest()
-                message.ParseFromString(body)
-                for resource_spans in message.resource_spans:
-                    attrs = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
-                    for scope_spans in resource_spans.scope_spans:
-                        for s in scope_spans.spans:
-                            collector.spans.append(Span(
-                                attrs.get("service.name"), s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
-                                s.name, s.kind, {kv.key: _value(kv.value) for kv in s.attributes}))
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def trace_of(self, request_id: str) -> list[Span]:
-        roots = [s for s in self.spans if s.attributes.get("memory_proxy.request_id") == request_id]
-        return [s for s in self.spans if roots and s.trace_id == roots[0].trace_id]
 
 
 @dataclass
@@ -143,8 +76,7 @@ def test_one_trace_across_the_chain(stacks, mode):
         """Every span of the trace is in (LiteLLM exports its own in batches, in any order)."""
         spans = collector.trace_of(request_id)
         ids = {s.span_id for s in spans}
-        litellm_done = mode == "sdk" or "litellm_request" in {s.name for s in spans}
-        return (litellm_done and any(s.name == "POST supermemory" for s in spans)
+        return ("litellm_request" in {s.name for s in spans} and any(s.name == "POST supermemory" for s in spans)
                 and all(s.parent_id in ids or s.parent_id == "" for s in spans))
 
     wait_for(complete, "the request's spans")
@@ -163,12 +95,11 @@ def test_one_trace_across_the_chain(stacks, mode):
     assert egress.kind == 3 and egress.parent_id == server.span_id  # SPAN_KIND_CLIENT under ours
     assert egress.attributes["memory_proxy.client_id"] == "trace-test"
     assert egress.attributes["supermemory.memory_added"] is True
-    if mode == "binary":
-        litellm_spans = [s for s in spans if s.service == "litellm"]
-        ids = {s.span_id for s in litellm_spans}
-        tops = [s for s in litellm_spans if s.parent_id not in ids]
-        assert tops and all(s.parent_id == server.span_id for s in tops)  # LiteLLM's spans hang under ours
-        assert "litellm_request" in {s.name for s in litellm_spans}  # its model call, in the same trace
+    litellm_spans = [s for s in spans if s.service == "litellm"]  # the binary's, or in-process in SDK mode
+    ids = {s.span_id for s in litellm_spans}
+    tops = [s for s in litellm_spans if s.parent_id not in ids]
+    assert tops and all(s.parent_id == server.span_id for s in tops)  # LiteLLM's spans hang under ours
+    assert "litellm_request" in {s.name for s in litellm_spans}  # its model call, in the same trace
     assert PROMPT not in repr([s.attributes for s in spans])  # message content is off by default
 
 

@@ -18,6 +18,7 @@ from memory_proxy.config import warmup
 from memory_proxy.config.litellm import build_litellm_config
 from memory_proxy.config.model import Config, resolve_env
 from memory_proxy.sdk import callbacks as litellm_callbacks
+from memory_proxy.sdk import otel
 from memory_proxy.server import headers as h
 from memory_proxy.server.runtime import Runtime
 
@@ -127,6 +128,9 @@ class SdkBackend:
         _flush_client_cache(litellm)
         restore_callbacks = litellm_callbacks.install(litellm, settings.litellm_settings, settings.callback_settings,
                                                       runtime.config.path)
+        # LiteLLM's OpenTelemetry loggers in-process; with tracing on, its spans in the proxy's
+        # trace as the launcher arranges for the binary
+        otel.install(litellm, runtime.tracing)
         accepted = set(inspect.signature(Router.__init__).parameters)
         router_kwargs = {k: v for k, v in settings.router_settings.items() if k in accepted}
         for name in set(settings.router_settings) - accepted:

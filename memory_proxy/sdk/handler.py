@@ -13,6 +13,7 @@ import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from memory_proxy.sdk import otel
 from memory_proxy.sdk.backend import SdkBackend
 from memory_proxy.sdk.sse import SseAnswer, close_result
 from memory_proxy.server import headers as h
@@ -251,6 +252,8 @@ def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request,
     raise_if_mock_testing_params_disallowed(kwargs, allowed=general.get(MOCK_TESTING_CONFIG_KEY) is True)
     kwargs.update(sdk.route_kwargs(route_type, kwargs))
     kwargs["litellm_call_id"] = admitted.request_id  # joins LiteLLM's usage figures to our record
+    if trace is not None:  # LiteLLM's otel logger parents its spans on the proxy's server span
+        kwargs.update(otel.call_context(trace))
     group = sdk.group_of(kwargs.get("model"))
     if group is not None and group in sdk.settings.backed_groups:
         kwargs["headers"] = forwarded_headers(request, runtime, admitted, trace)
