@@ -11,6 +11,7 @@ from __future__ import annotations
 STATE_DIR_ENV = "MEMORY_PROXY_STATE_DIR"  # the state folder (default: ~/.local/state/litellm-memory-proxy)
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"  # LiteLLM's master key (default: generated once, kept in the state folder)
 EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"  # per run: LiteLLM -> egress and usage intake
+USAGE_URL_ENV = "MEMORY_PROXY_USAGE_URL"  # where LiteLLM's usage callback posts (usage/litellm_callback.py)
 LITELLM_BINARY_ENV = "MEMORY_PROXY_LITELLM"  # the `litellm` executable, when not the venv's
 
 # --- processes ---------------------------------------------------------------------------

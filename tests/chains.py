@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from memory_proxy.config.litellm import build_litellm_config, egress_base, render
+from memory_proxy.config.litellm import build_litellm_config, egress_base, render, usage_callback_env
 from memory_proxy.config.model import Config
 from memory_proxy.server.app import create_app
 from tests.servers import ServerThread
@@ -42,24 +42,25 @@ def running(tmp: Path, env: dict[str, str], config_for: Callable[[Ports], Config
             litellm_env: Callable[[dict], dict[str, str]] | None = None,
             before_sdk: Callable[[], None] | None = None) -> Iterator[Backends]:
     """``litellm_env(generated)`` may change the generated config and returns LiteLLM's extra
-    environment (what the launcher adds); ``before_sdk`` runs once LiteLLM is importable here.
-    The generated config is written to ``tmp/state``, where the launcher writes it."""
+    environment (what the launcher adds besides the usage callback's); ``before_sdk`` runs once
+    LiteLLM is importable here. The generated config is written to ``tmp/state``, where the launcher writes it."""
     ports = Ports(*(free_port() for _ in range(5)))
     config = config_for(ports)
     generated = build_litellm_config(config, egress_base(ports.binary), env)
-    extra = litellm_env(generated) if litellm_env else {}
+    extra = {**usage_callback_env(ports.binary, "127.0.0.1"), **(litellm_env(generated) if litellm_env else {})}
     path = tmp / "state" / "litellm_config.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(render(generated))
     procs = []
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.emulator", "--port", str(ports.provider), "--port", str(ports.supermemory)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "emulator.log", "w")))
-        procs.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "litellm"), "--config", str(path), "--host", "127.0.0.1",
-             "--port", str(ports.litellm)],
-            cwd=path.parent, env={**env, **extra}, stdout=open(tmp / "litellm.log", "w"), stderr=subprocess.STDOUT))
+        with open(tmp / "emulator.log", "w") as emulator_log, open(tmp / "litellm.log", "w") as litellm_log:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "tests.emulator", "--port", str(ports.provider), "--port",
+                 str(ports.supermemory)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=emulator_log))
+            procs.append(subprocess.Popen(
+                [str(Path(sys.executable).parent / "litellm"), "--config", str(path), "--host", "127.0.0.1",
+                 "--port", str(ports.litellm)],
+                cwd=path.parent, env={**env, **extra}, stdout=litellm_log, stderr=subprocess.STDOUT))
         # LiteLLM boots in its process while this one imports LiteLLM for the SDK app.
         from memory_proxy.sdk.app import create_sdk_app
 

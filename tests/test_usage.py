@@ -172,14 +172,14 @@ litellm_settings:
 """
     config = parse_config(text, Path("t.yaml"), {})
     settings = litellm_config.build_litellm_config(config, "http://127.0.0.1:9/_egress", {})["litellm_settings"]
-    assert settings["success_callback"] == ["langfuse", "generic_api"]
-    assert settings["failure_callback"] == ["generic_api"]
+    assert settings["success_callback"] == ["langfuse"]  # the user's, as written
+    assert settings["callbacks"] == [litellm_config.USAGE_CALLBACK]
     off = parse_config(text + "memory_proxy:\n  usage: {enabled: false}\n", Path("t.yaml"), {})
     settings = litellm_config.build_litellm_config(off, "http://127.0.0.1:9/_egress", {})["litellm_settings"]
-    assert settings["success_callback"] == ["langfuse"] and "failure_callback" not in settings
-    env = litellm_config.usage_callback_env(8764, "127.0.0.1", "s3cret")
-    assert env["GENERIC_LOGGER_ENDPOINT"] == "http://127.0.0.1:8764/_usage/litellm"
-    assert env["GENERIC_LOGGER_HEADERS"] == "x-memory-proxy-egress-secret=s3cret"
+    assert settings["success_callback"] == ["langfuse"] and "callbacks" not in settings
+    env = litellm_config.usage_callback_env(8764, "127.0.0.1")  # the secret: the egress's variable
+    assert env == {"MEMORY_PROXY_USAGE_URL": "http://127.0.0.1:8764/_usage/litellm",
+                   "DEFAULT_FLUSH_INTERVAL_SECONDS": "1"}
 
 
 def test_usage_config_errors_name_the_key():

@@ -24,12 +24,12 @@ from memory_proxy.config.model import (
     is_supermemory_backed,
     resolve_env,
 )
-from memory_proxy.names import EGRESS_SECRET_ENV, MASTER_KEY_ENV
+from memory_proxy.names import EGRESS_SECRET_ENV, MASTER_KEY_ENV, USAGE_URL_ENV
 from memory_proxy.server.headers import EGRESS_SECRET_HEADER
 
 EGRESS_PREFIX = "/_egress"  # where the memory proxy serves the egress (memory_proxy/server/egress.py)
-USAGE_CALLBACK_PATH = "/_usage/litellm"  # where LiteLLM's generic_api callback posts (memory_proxy/server/usage_intake.py)
-USAGE_CALLBACK = "generic_api"
+USAGE_CALLBACK_PATH = "/_usage/litellm"  # where LiteLLM's usage callback posts (server/usage_intake.py)
+USAGE_CALLBACK = "memory_proxy.usage.litellm_callback.handler"  # a custom callback, LiteLLM loads it by path
 _SECRET_KEY_RE = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 
 
@@ -38,23 +38,24 @@ def egress_base(port: int, host: str = "127.0.0.1") -> str:
     return f"http://{host}:{port}{EGRESS_PREFIX}"
 
 
-def usage_callback_env(port: int, host: str, secret: str) -> dict[str, str]:
-    """LiteLLM's environment for its ``generic_api`` callback: our loopback intake and the
-    per-run secret (as a header; the generated file never holds it). LiteLLM's batch loggers
-    flush every second instead of every five, so a record is complete soon after its answer."""
-    return {"GENERIC_LOGGER_ENDPOINT": f"http://{host}:{port}{USAGE_CALLBACK_PATH}",
-            "GENERIC_LOGGER_HEADERS": f"{EGRESS_SECRET_HEADER}={secret}",
-            "DEFAULT_FLUSH_INTERVAL_SECONDS": "1"}
+def usage_callback_env(port: int, host: str) -> dict[str, str]:
+    """LiteLLM's environment for the usage callback (``usage/litellm_callback.py``): our
+    loopback intake (the per-run secret is ``EGRESS_SECRET_ENV``, set by the launcher anyway;
+    the generated file never holds it). LiteLLM's batch loggers flush every second instead of
+    every five, so a record is complete soon after its answer."""
+    return {USAGE_URL_ENV: f"http://{host}:{port}{USAGE_CALLBACK_PATH}", "DEFAULT_FLUSH_INTERVAL_SECONDS": "1"}
 
 
 def _with_usage_callback(settings: dict) -> dict:
-    """``generic_api`` added to the success and failure callbacks, the user's own kept."""
-    for key in ("success_callback", "failure_callback"):
-        listed = settings.get(key)
-        listed = [listed] if isinstance(listed, str) else list(listed or [])
-        if USAGE_CALLBACK not in listed:
-            listed.append(USAGE_CALLBACK)
-        settings[key] = listed
+    """The usage callback added to ``litellm_settings.callbacks``, after the user's own (which
+    keep working: it is a logger of its own class, see ``usage/litellm_callback.py``). In
+    ``callbacks`` LiteLLM runs a logger for successes and failures, sync and async calls alike;
+    in ``success_callback`` it would not run it for async calls."""
+    listed = settings.get("callbacks")
+    listed = [listed] if isinstance(listed, str) else list(listed or [])
+    if USAGE_CALLBACK not in listed:
+        listed.append(USAGE_CALLBACK)
+    settings["callbacks"] = listed
     return settings
 
 
@@ -76,7 +77,8 @@ def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, 
 
     supermemory_base = config.proxy.supermemory.base_url
     # A model whose key variable is unset is left out (status/check say so) rather than failing per call.
-    raw["model_list"] = [m for m, info in zip(raw.get("model_list") or [], config.models) if not info.missing_env]
+    raw["model_list"] = [m for m, info in zip(raw.get("model_list") or [], config.models, strict=False)
+                         if not info.missing_env]
     for model in raw["model_list"]:
         params = model["litellm_params"]
         api_base = resolve_env(params.get("api_base"), environ)

@@ -296,7 +296,7 @@ class Supervisor:
             env[MASTER_KEY_ENV] = master_key
             env[EGRESS_SECRET_ENV] = egress_secret
             if proxy.usage.enabled:
-                env.update(litellm_config.usage_callback_env(proxy.port, url_host(proxy.host), egress_secret))
+                env.update(litellm_config.usage_callback_env(proxy.port, url_host(proxy.host)))
             # The generated config lives in the state dir: custom callbacks (``litellm_settings``
             # ``module.instance`` entries) are found beside the user's config, as SDK mode finds them.
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(self.config_path).resolve().parent),

@@ -1,8 +1,8 @@
-"""LiteLLM's half of the usage record: its ``generic_api`` callback posts here.
+"""LiteLLM's half of the usage record: its usage callback (``usage/litellm_callback.py``) posts here.
 
-Only the LiteLLM the launcher started knows this address and the per-run secret it sends
-(``GENERIC_LOGGER_HEADERS``, see ``litellm_config.usage_callback_env``); anything else is
-refused. The payloads carry prompts and answers too: only the figures are kept.
+Only the LiteLLM the launcher started knows this address and the per-run secret it sends (both
+in its environment only, see ``litellm_config.usage_callback_env``); anything else is refused.
+The payloads carry prompts and answers too: only the figures are kept.
 """
 
 from __future__ import annotations
