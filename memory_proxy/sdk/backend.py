@@ -27,6 +27,10 @@ log = logging.getLogger("memory_proxy")
 
 
 _UNSET = object()
+# What the LiteLLM proxy never takes from ``environment_variables`` (``ProxyConfig._BLOCKED_ENV_KEYS``, 1.108).
+BLOCKED_ENV_KEYS = frozenset({"PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "DYLD_INSERT_LIBRARIES",
+                              "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "HOME", "USER", "SHELL", "LOGNAME",
+                              "NO_PROXY", "no_proxy"})
 
 
 def _litellm():
@@ -66,6 +70,7 @@ class SdkSettings:
     general_settings: dict
     backed_groups: frozenset[str]
     callback_settings: dict = field(default_factory=dict)  # the top-level section, for named generic_api sinks
+    environment: dict[str, str] = field(default_factory=dict)  # environment_variables, resolved
 
 
 def sdk_settings(config: Config, egress_url: str, egress_secret: str,
@@ -86,9 +91,11 @@ def sdk_settings(config: Config, egress_url: str, egress_secret: str,
     settings.pop("model_group_settings", None)  # header forwarding is done per call here
     general = dict(resolve_env(generated.get("general_settings") or {}, environ))
     general.pop("master_key", None)
+    environment = {str(k): str(v) for k, v in resolve_env(generated.get("environment_variables") or {}, environ).items()
+                   if v is not None and str(k) not in BLOCKED_ENV_KEYS}
     return SdkSettings(model_list, settings, dict(resolve_env(generated.get("router_settings") or {}, environ)),
                        general, frozenset(config.supermemory_groups),
-                       dict(resolve_env(generated.get("callback_settings") or {}, environ)))
+                       dict(resolve_env(generated.get("callback_settings") or {}, environ)), environment)
 
 
 @dataclass
@@ -101,6 +108,7 @@ class SdkBackend:
     started_s: float
     restore: dict[str, object] = field(default_factory=dict)
     restore_callbacks: dict[str, object] = field(default_factory=dict)
+    restore_environ: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
     def start(cls, settings: SdkSettings, runtime: Runtime) -> SdkBackend:
@@ -114,6 +122,10 @@ class SdkBackend:
             restore.setdefault(name, getattr(litellm, name, _UNSET))
             setattr(litellm, name, value)
 
+        # environment_variables, as the LiteLLM proxy sets them (its integrations read os.environ:
+        # LANGFUSE_*, GENERIC_LOGGER_*, ...); put back at shutdown.
+        restore_environ = {name: os.environ.get(name) for name in settings.environment}
+        os.environ.update(settings.environment)
         set_global("aclient_session", runtime.litellm)
         set_global("suppress_debug_info", True)
         # LiteLLM's report of each call (tokens, cost), in-process: binary mode's generic_api callback
@@ -141,7 +153,8 @@ class SdkBackend:
             litellm_version = version("litellm")
         except Exception:
             litellm_version = "unknown"
-        return cls(router, settings, litellm_version, time.perf_counter() - started, restore, restore_callbacks)
+        return cls(router, settings, litellm_version, time.perf_counter() - started, restore, restore_callbacks,
+                   restore_environ)
 
     async def stop(self) -> None:
         litellm = _litellm()
@@ -152,6 +165,11 @@ class SdkBackend:
             log.debug("closing LiteLLM's cached clients: %s", exc)
         _flush_client_cache(litellm)
         litellm_callbacks.restore(litellm, self.restore_callbacks)
+        for name, value in self.restore_environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         for name, value in self.restore.items():
             if value is _UNSET:
                 with contextlib.suppress(AttributeError):
