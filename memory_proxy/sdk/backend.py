@@ -125,29 +125,35 @@ class SdkBackend:
         # environment_variables, as the LiteLLM proxy sets them (its integrations read os.environ:
         # LANGFUSE_*, GENERIC_LOGGER_*, ...); put back at shutdown.
         restore_environ = {name: os.environ.get(name) for name in settings.environment}
+        restore_callbacks: dict[str, object] = {}
         os.environ.update(settings.environment)
-        set_global("aclient_session", runtime.litellm)
-        set_global("suppress_debug_info", True)
-        # LiteLLM's report of each call (tokens, cost), in-process: binary mode's generic_api callback
-        set_global("callbacks", [*litellm.callbacks, _report_logger(runtime)])
-        for name, value in settings.litellm_settings.items():
-            if name in litellm_callbacks.CALLBACK_KEYS:
-                continue  # installed below, as the LiteLLM proxy installs them
-            if name.endswith("callbacks") or name in ("cache", "cache_params"):
-                log.warning("SDK mode ignores litellm_settings.%s", name)
-                continue
-            set_global(name, value)
-        _flush_client_cache(litellm)
-        restore_callbacks = litellm_callbacks.install(litellm, settings.litellm_settings, settings.callback_settings,
-                                                      runtime.config.path)
-        # LiteLLM's OpenTelemetry loggers in-process; with tracing on, its spans in the proxy's
-        # trace as the launcher arranges for the binary
-        otel.install(litellm, runtime.tracing)
-        accepted = set(inspect.signature(Router.__init__).parameters)
-        router_kwargs = {k: v for k, v in settings.router_settings.items() if k in accepted}
-        for name in set(settings.router_settings) - accepted:
-            log.warning("SDK mode ignores router_settings.%s (not a Router argument)", name)
-        router = Router(model_list=settings.model_list, **router_kwargs)
+        try:
+            set_global("aclient_session", runtime.litellm)
+            set_global("suppress_debug_info", True)
+            # LiteLLM's report of each call (tokens, cost), in-process: binary mode's usage callback
+            set_global("callbacks", [*litellm.callbacks, _report_logger(runtime)])
+            for name, value in settings.litellm_settings.items():
+                if name in litellm_callbacks.CALLBACK_KEYS:
+                    continue  # installed below, as the LiteLLM proxy installs them
+                if name.endswith("callbacks") or name in ("cache", "cache_params"):
+                    log.warning("SDK mode ignores litellm_settings.%s", name)
+                    continue
+                set_global(name, value)
+            _flush_client_cache(litellm)
+            restore_callbacks = litellm_callbacks.install(litellm, settings.litellm_settings,
+                                                          settings.callback_settings, runtime.config.path)
+            # LiteLLM's OpenTelemetry loggers in-process; with tracing on, its spans in the proxy's
+            # trace as the launcher arranges for the binary
+            otel.install(litellm, runtime.tracing)
+            litellm_callbacks.build(litellm)
+            accepted = set(inspect.signature(Router.__init__).parameters)
+            router_kwargs = {k: v for k, v in settings.router_settings.items() if k in accepted}
+            for name in set(settings.router_settings) - accepted:
+                log.warning("SDK mode ignores router_settings.%s (not a Router argument)", name)
+            router = Router(model_list=settings.model_list, **router_kwargs)
+        except Exception:
+            _put_back(litellm, restore, restore_callbacks, restore_environ)
+            raise
         try:
             from importlib.metadata import version
             litellm_version = version("litellm")
@@ -164,18 +170,7 @@ class SdkBackend:
         except Exception as exc:
             log.debug("closing LiteLLM's cached clients: %s", exc)
         _flush_client_cache(litellm)
-        litellm_callbacks.restore(litellm, self.restore_callbacks)
-        for name, value in self.restore_environ.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        for name, value in self.restore.items():
-            if value is _UNSET:
-                with contextlib.suppress(AttributeError):
-                    delattr(litellm, name)
-            else:
-                setattr(litellm, name, value)
+        _put_back(litellm, self.restore, self.restore_callbacks, self.restore_environ)
 
     # --- what a request needs ----------------------------------------------------------
 
@@ -217,6 +212,23 @@ class SdkBackend:
             info["id"] = name
             data.append(dict(info))
         return {"data": data, "object": "list"}
+
+
+def _put_back(litellm, restore: dict[str, object], restore_callbacks: dict[str, object],
+              restore_environ: dict[str, str | None]) -> None:
+    """LiteLLM's globals, its callback lists and the environment as they were before ``start``."""
+    litellm_callbacks.restore(litellm, restore_callbacks)
+    for name, value in restore_environ.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    for name, value in restore.items():
+        if value is _UNSET:
+            with contextlib.suppress(AttributeError):
+                delattr(litellm, name)
+        else:
+            setattr(litellm, name, value)
 
 
 def _flush_client_cache(litellm) -> None:

@@ -12,6 +12,10 @@ LiteLLM proxy installs them from its config (``proxy_server.load_config``, 1.108
 The LiteLLM proxy's guardrail-style entries of ``callbacks`` (``presidio``, ``hide_secrets``,
 ...) are proxy hooks, not logging callbacks: SDK mode has no proxy hooks, so they are refused
 by name at startup rather than silently dropped. Everything is undone by ``restore``.
+
+``build`` then makes the integrations still listed by name, at startup, as the LiteLLM proxy
+does (``ProxyLogging._init_litellm_callbacks``): one that cannot be built (``langfuse``
+without the ``langfuse`` package) stops startup with its name, in both backends.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 log = logging.getLogger("memory_proxy")
 
 CALLBACK_KEYS = ("callbacks", "success_callback", "failure_callback")
+BUILT = "_in_memory_loggers"  # LiteLLM's loggers built from names (litellm_logging), restored too
 # The module lists every install touches (copied first, put back at shutdown).
 CALLBACK_LISTS = ("callbacks", "success_callback", "failure_callback", "_async_success_callback",
                   "_async_failure_callback")
@@ -47,6 +52,7 @@ def install(litellm: Any, settings: dict, callback_settings: dict, config_path: 
 
     saved: dict[str, object] = {name: list(getattr(litellm, name, [])) for name in CALLBACK_LISTS}
     saved["callback_settings"] = getattr(litellm, "callback_settings", {})
+    saved[BUILT] = list(_built_loggers())
     if not any(key in settings for key in CALLBACK_KEYS):
         return saved
     if callback_settings:
@@ -89,9 +95,39 @@ def install(litellm: Any, settings: dict, callback_settings: dict, config_path: 
     return saved
 
 
+def build(litellm: Any) -> None:
+    """The names left in the callback lists turned into LiteLLM's loggers now, as the LiteLLM
+    proxy does at startup (raising on a missing package instead of logging on every call)."""
+    from litellm.litellm_core_utils.litellm_logging import init_custom_logger_compatible_class_at_startup
+    from litellm.utils import add_configured_callback_to_specific_event
+
+    try:
+        for index, entry in enumerate(list(litellm.callbacks)):
+            if isinstance(entry, str):
+                built = init_custom_logger_compatible_class_at_startup(entry, internal_usage_cache=None,
+                                                                       llm_router=None)
+                if built is not None:
+                    litellm.callbacks[index] = built
+        for event, key in (("success", "success_callback"), ("failure", "failure_callback")):
+            for entry in [e for e in getattr(litellm, key) if isinstance(e, str)]:
+                add_configured_callback_to_specific_event(entry, event)
+    except ImportError as exc:
+        raise CallbackError(f"{exc} (SDK mode refuses it at startup, as binary mode's LiteLLM does)") from None
+
+
 def restore(litellm: Any, saved: dict[str, object]) -> None:
     for name, value in saved.items():
-        setattr(litellm, name, value)
+        if name == BUILT:  # LiteLLM reuses a logger it built for a name: this app's are not the next one's
+            _built_loggers()[:] = value
+        else:
+            setattr(litellm, name, value)
+
+
+def _built_loggers() -> list:
+    """The loggers LiteLLM built for callback names (one per integration, for the process)."""
+    from litellm.litellm_core_utils import litellm_logging
+
+    return litellm_logging._in_memory_loggers
 
 
 def _names(entries: list) -> list[str]:
