@@ -142,13 +142,15 @@ async def handle(request: Request) -> Response:
     started = time.perf_counter()
     admitted_at = time.monotonic()
     admitted = ingress.admit(runtime, request)
-    if isinstance(admitted, Response):  # as binary mode: refusals are recorded, own answers are not
-        return ingress.answered(runtime, request, None, started, admitted, backend="sdk") \
+    if isinstance(admitted, Response):  # as binary mode: refusals are recorded and counted, own answers are not
+        return ingress.answered(runtime, request, None, started, admitted, backend="sdk", refusal=True) \
             if admitted.status_code >= 400 else admitted
     resolution, extra = admitted.resolution, dict(admitted.extra)
     path = resolution.path
 
     def answer(response: Response, **known) -> Response:
+        """(``refusal=True``: only where binary mode's ingress refuses the same request; the
+        answers that are LiteLLM's in binary mode, 404/405 on routes, are not refusals.)"""
         return ingress.answered(runtime, request, admitted, started, response, backend="sdk", **known)
 
     if path in MODELS_PATHS:
@@ -168,16 +170,17 @@ async def handle(request: Request) -> Response:
     try:
         _, data = ingress.clean_json_body(await read_body(request, runtime.config.proxy.max_body_bytes))
     except BodyTooLarge:
-        return answer(error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=extra))
+        return answer(error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=extra),
+                      refusal=True)
     except ValueError as exc:
-        return answer(error_response(400, str(exc), code="invalid_json", headers=extra))
+        return answer(error_response(400, str(exc), code="invalid_json", headers=extra), refusal=True)
     except ClientDisconnect:
         return answer(ingress.client_gone(resolution, request), completed=False)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        return answer(error_response(400, "request body must be a JSON object", code="invalid_json",
-                                     headers=extra))
+        return answer(error_response(400, "request body must be a JSON object", code="invalid_json", headers=extra),
+                      refusal=True)
 
     requested = data.get("model") if isinstance(data.get("model"), str) else None
     stream = data.get("stream") is True and route_type != "aembedding"

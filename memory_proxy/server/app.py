@@ -134,7 +134,7 @@ def create_app(
                                          retention_days=usage_settings.retention_days,
                                          max_bytes=usage_settings.max_mb * 1024 * 1024).start()
                 runtime.usage_reader = lambda: open_usage(readonly=True)
-                runtime.metrics.inputs.update(usage_queue=lambda: len(runtime.usage),
+                runtime.metrics.inputs.update(usage_queue=runtime.usage.waiting,
                                               usage_dropped=lambda: runtime.usage.dropped)
             if state_dir is not None:  # binary mode's LiteLLM, as the launcher's record counts it
                 runtime.metrics.inputs["litellm_restarts"] = lambda: StateDir(state_dir).restarts("litellm")

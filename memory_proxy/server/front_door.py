@@ -18,6 +18,8 @@ header lookups. Models: Ollama's ``allowedHostsMiddleware`` (CVE-2024-28224), Ju
 
 from __future__ import annotations
 
+from collections import Counter
+
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,6 +37,11 @@ _OPTIONAL_ROUTES = {
 _RESPONSE_ACTIONS = frozenset({"input_items", "cancel"})
 # What a browser may read of an answer from a listed origin besides the CORS-safelisted headers.
 _EXPOSED = b"x-request-id, x-supermemory-user-id, retry-after"
+# Why the front door refused a request: ``memory_proxy_refused_total{reason}`` (a fixed set).
+REFUSAL_REASONS = ("host_not_allowed", "origin_not_allowed", "method_not_allowed", "headers_too_large",
+                   "unauthorized", "route_not_served", "invalid_client_id", "rate_limited", "body_too_large",
+                   "invalid_json")
+_REASON_OF_CODE = {"invalid_api_key": "unauthorized", "request_too_large": "body_too_large"}  # error code -> reason
 
 
 def _with_v1(paths) -> set[str]:
@@ -60,6 +67,13 @@ class FrontDoor:
         self.admin_hint = (f"LiteLLM's admin API is only on LiteLLM's own port (127.0.0.1:{proxy.litellm_port}, "
                            "memory_proxy.litellm_port, or the --litellm-url given to up), with its master key.")
         self._hosts: dict[bytes, bool] = {}  # Host values seen: parsing one costs more than the rest
+        self.refused: Counter[str] = Counter(dict.fromkeys(REFUSAL_REASONS, 0))  # by reason, for /metrics
+
+    def count_refusal(self, code: object) -> None:
+        """A refusal the proxy answered with error code ``code`` (codes outside the set are not counted)."""
+        reason = _REASON_OF_CODE.get(code, code) if isinstance(code, str) else None
+        if reason in self.refused:
+            self.refused[reason] += 1
 
     # --- Host and Origin ---------------------------------------------------------------
 
@@ -93,6 +107,7 @@ class FrontDoor:
             elif name == b"sec-fetch-site":
                 site = value
         if host is not None and self.check_host and not self.host_allowed(host):
+            self.refused["host_not_allowed"] += 1
             return error_response(403, "the Host header does not name this machine; the memory proxy only "
                                        "serves loopback names and memory_proxy.allowed_hosts",
                                   code="host_not_allowed"), None
@@ -101,6 +116,7 @@ class FrontDoor:
         listed = origin is not None and origin.lower() in self.origins
         if not listed and not (origin is not None and host is not None and site not in (b"cross-site", b"same-site")
                                and origin.lower() == b"http://" + host.lower() and self.host_allowed(host)):
+            self.refused["origin_not_allowed"] += 1
             return error_response(403, "requests from web pages are refused: this origin is not in "
                                        "memory_proxy.cors_origins", code="origin_not_allowed"), None
         if scope["method"] == "OPTIONS" and any(n == b"access-control-request-method" for n, _ in scope["headers"]):

@@ -128,7 +128,8 @@ async def handle(request: Request) -> Response:
     admitted_at = time.monotonic()
     admitted = admit(runtime, request)
     if isinstance(admitted, Response):  # refused, or answered here (routing info, telemetry: no model traffic)
-        return answered(runtime, request, None, started, admitted) if admitted.status_code >= 400 else admitted
+        return answered(runtime, request, None, started, admitted, refusal=True) \
+            if admitted.status_code >= 400 else admitted
     request_id, resolution, extra = admitted.request_id, admitted.resolution, admitted.extra
     if wants_models(request, resolution):
         return answered(runtime, request, admitted, started, await model_listing(runtime, request, extra))
@@ -138,10 +139,10 @@ async def handle(request: Request) -> Response:
         content, data = await _request_content(runtime, request)
     except BodyTooLarge:
         return answered(runtime, request, admitted, started, error_response(
-            413, "request body is larger than memory_proxy.max_body_bytes", headers=dict(extra)))
+            413, "request body is larger than memory_proxy.max_body_bytes", headers=dict(extra)), refusal=True)
     except ValueError as exc:
         return answered(runtime, request, admitted, started,
-                        error_response(400, str(exc), code="invalid_json", headers=dict(extra)))
+                        error_response(400, str(exc), code="invalid_json", headers=dict(extra)), refusal=True)
     except ClientDisconnect:
         return answered(runtime, request, admitted, started, client_gone(resolution, request), completed=False)
     if isinstance(data, dict) and isinstance(data.get("model"), str):
@@ -202,14 +203,17 @@ def outcome(request: Request, admitted: Admission | None, started: float, status
 
 
 def answered(runtime: Runtime, request: Request, admitted: Admission | None, started: float, response: Response,
-             **known) -> Response:
-    """An answer the proxy gives itself (or LiteLLM's error in one shape), its outcome finished."""
+             *, refusal: bool = False, **known) -> Response:
+    """An answer the proxy gives itself (or LiteLLM's error in one shape), its outcome finished;
+    ``refusal``: the front door's (counted by reason for ``/metrics``)."""
     code = None
     if response.status_code >= 400 and isinstance(response, JSONResponse):
         try:
             code = json.loads(response.body)["error"].get("code")
         except (ValueError, KeyError, TypeError, AttributeError):
             pass
+    if refusal:
+        runtime.door.count_refusal(code)
     ended = outcome(request, admitted, started, response.status_code,
                     error_code=code if isinstance(code, str) else None, **known)
     if admitted is None and response.headers.get("x-request-id"):

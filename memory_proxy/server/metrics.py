@@ -7,7 +7,8 @@ on label children kept in a dict. Labels stay low-cardinality: client ids beyond
 (``none`` without one), routes their shape (``chat/completions``, ``models``, ...), statuses
 their class. Figures the proxy does not own (held requests, LiteLLM restarts, the usage
 store's queue and drops) come from ``inputs``: functions set by whatever knows them; a
-metric whose input is unset is not exported. The list is in docs/observability.md.
+metric whose input is unset is not exported. Front-door refusals are counted by the front door
+itself (``FrontDoor.refused``, one reason each). The list is in docs/observability.md.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")  # as the usage r
 INPUTS = {
     "held_requests": ("memory_proxy_held_requests", "Requests held while LiteLLM restarts", "gauge"),
     "litellm_restarts": ("memory_proxy_litellm_restarts", "Restarts of LiteLLM by the launcher", "counter"),
-    "usage_queue": ("memory_proxy_usage_queue_depth", "Usage records waiting for the usage store", "gauge"),
+    "usage_queue": ("memory_proxy_usage_queue_depth", "Usage records not yet in the usage store (queued, or held "
+                    "while it fails)", "gauge"),
     "usage_dropped": ("memory_proxy_usage_dropped", "Usage records dropped (queue full or store failing)",
                       "counter"),
 }
@@ -139,6 +141,11 @@ class _RuntimeCollector:
         yield CounterMetricFamily("memory_proxy_cloudflare_retries",
                                   "Requests to Supermemory retried after a Cloudflare 1200 refusal",
                                   value=runtime.cloudflare_retries)
+        refused = CounterMetricFamily("memory_proxy_refused", "Requests the front door refused, by reason",
+                                      labels=("reason",))
+        for reason, count in runtime.door.refused.items():
+            refused.add_metric((reason,), count)
+        yield refused
         up, ready = metrics.litellm
         yield GaugeMetricFamily("memory_proxy_litellm_up", "LiteLLM answered its readiness probe at all", value=up)
         yield GaugeMetricFamily("memory_proxy_litellm_ready", "LiteLLM answered its readiness probe with 200",
@@ -161,6 +168,7 @@ def endpoint(probe: Callable[[Runtime], Awaitable[tuple[bool, bool]]]):
     async def metrics(request: Request) -> Response:
         runtime: Runtime = request.state.runtime
         if not authorized(runtime, request):
+            runtime.door.count_refusal("invalid_api_key")
             return error_response(401, "missing or wrong memory proxy key (Authorization: Bearer or x-api-key)")
         up, ready = await probe(runtime)
         runtime.metrics.litellm = (float(up), float(ready))

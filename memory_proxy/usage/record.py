@@ -214,6 +214,7 @@ class UsageLog:
         self.retention_days = retention_days
         self.max_bytes = max_bytes
         self.dropped = 0  # records the full queue could not take
+        self._pending = 0  # records the writer holds for the store (a failing store keeps them)
         self.written = 0
         self.failures = 0  # batches the store refused (kept and retried while the queue has room)
         self.last_error: str | None = None
@@ -226,6 +227,10 @@ class UsageLog:
     def __len__(self) -> int:
         """Records waiting for the writer."""
         return len(self._queue)
+
+    def waiting(self) -> int:
+        """Records not yet in the store: queued, or held by the writer while the store fails."""
+        return len(self._queue) + self._pending
 
     def put(self, fields: dict) -> None:
         if len(self._queue) >= self.capacity:
@@ -258,6 +263,7 @@ class UsageLog:
             stopping = self._stop.wait(self.interval)
             while self._queue and len(pending) < 5000:
                 pending.append(derive(self._queue.popleft(), self.backed))
+            self._pending = len(pending)
             try:
                 if store is None:
                     store = self._open_store()
@@ -265,6 +271,7 @@ class UsageLog:
                     store.upsert(pending)
                     self.written += len(pending)
                     pending = []
+                    self._pending = 0
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self.prune_every
                     store.prune(self.retention_days, self.max_bytes)
@@ -286,6 +293,7 @@ class UsageLog:
                 if overflow > 0:  # the store is gone for long: the oldest pending records go first
                     del pending[:overflow]
                     self.dropped += overflow
+                self._pending = len(pending)
                 if stopping:
                     return
                 self._stop.wait(min(5.0, self.interval * 8))
