@@ -149,9 +149,9 @@ def test_tracing_off_without_settings():
     assert found.traces_endpoint == "http://c:4318/t" and found.service_name == "mine"
     off = parse_config("model_list: []\nmemory_proxy:\n  otel: {enabled: false}\n", Path("c.yaml"), {})
     assert tracing.settings(off, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}) is None
-    generated = {"litellm_settings": {"callbacks": ["generic_api"]}}
+    generated = {"litellm_settings": {"callbacks": ["langfuse_otel", "otel"]}}
     env = tracing.litellm_setup(generated, config, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
-    assert generated["litellm_settings"]["callbacks"] == ["generic_api", "otel"]
+    assert generated["litellm_settings"]["callbacks"] == ["otel", "langfuse_otel"]  # otel builds the proxy spans
     assert env["OTEL_ENDPOINT"] == "http://c:4318/v1/traces" and env["OTEL_EXPORTER"] == "otlp_http"
     assert env["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] == "NO_CONTENT"
     assert tracing.litellm_setup({}, config, {}) == {}

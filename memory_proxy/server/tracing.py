@@ -78,9 +78,10 @@ def settings(config: Config, environ: Mapping[str, str] | None = None) -> OtelSe
 
 
 def litellm_setup(generated: dict, config: Config, environ: Mapping[str, str]) -> dict[str, str]:
-    """Binary mode: switch on LiteLLM's ``otel`` callback in the generated config (unless listed
-    already) and return the environment LiteLLM needs to export to the same collector, with
-    message content off unless ``memory_proxy.otel.capture_message_content``. Nothing when off."""
+    """Binary mode: switch on LiteLLM's ``otel`` callback in the generated config (first in
+    ``callbacks``, listed or not) and return the environment LiteLLM needs to export to the same
+    collector, with message content off unless ``memory_proxy.otel.capture_message_content``.
+    Nothing when off."""
     found = settings(config, environ)
     if found is None:
         return {}
@@ -88,8 +89,9 @@ def litellm_setup(generated: dict, config: Config, environ: Mapping[str, str]) -
     generated["litellm_settings"] = litellm_settings
     callbacks = litellm_settings.get("callbacks") or []
     callbacks = [callbacks] if isinstance(callbacks, str) else list(callbacks)
-    if "otel" not in callbacks:
-        litellm_settings["callbacks"] = callbacks + ["otel"]
+    # First: LiteLLM's proxy spans (Received Proxy Server Request, auth, router, ...) go to the
+    # first OpenTelemetry logger it builds, and langfuse_otel's drops them.
+    litellm_settings["callbacks"] = ["otel"] + [c for c in callbacks if c != "otel"]
     env = {"OTEL_EXPORTER": "otlp_http", "OTEL_ENDPOINT": found.traces_endpoint,
            "OTEL_SERVICE_NAME": LITELLM_SERVICE,
            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": found.capture_mode}
