@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from . import run, targets
+from . import launcher, run, targets
 from .common import log
 
-PARTS = ("proxies", "startup", "usage", "stats")
+PARTS = ("proxies", "startup", "launcher", "usage", "stats")
 HELP_PARTS = """Parts (each starts what it measures and stops it again; without --part, all of them, about 20 minutes):
   proxies   the seven paths side by side, RSS, the launcher's own times; `--part proxies` runs startup too
   startup   the first request per API shape after `up` and after a restart,
             and requests sent during `restart_litellm.sh --kill` (about 3 minutes)
+  launcher  `start_proxies.py --help` and `status` against the same commands of --against REV
   usage     the memory proxy alone with the usage record on and off
   stats     `start_proxies.py stats` over a large usage store (starts nothing)"""
 
@@ -34,6 +35,11 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--chunks", type=int, default=8, help="content chunks per streamed answer")
     p.add_argument("--direct-processes", type=int, default=None,
                    help="emulator processes serving the direct path (default: one per core)")
+    p.add_argument("--against", metavar="REV", default=launcher.REFERENCE,
+                   help=f"part launcher: the commit to compare with (default {launcher.REFERENCE}, main before the "
+                        "layout change)")
+    p.add_argument("--launcher-runs", type=int, default=None, metavar="N",
+                   help="part launcher: pairs of runs per command (default 15, --quick 5)")
     p.add_argument("--stats-records", type=int, default=None,
                    help="part stats: records in the store (default 1000000, --quick 100000)")
     p.add_argument("--targets-table", action="store_true",

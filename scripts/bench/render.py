@@ -92,6 +92,18 @@ def startup(part: dict) -> list[str]:
     return lines
 
 
+def launcher(result: dict) -> list[str]:
+    ref = result["reference"]
+    lines = [f"start_proxies.py against {ref['commit'][:7]} ({ref['subject'][:70]}): {result['runs']} interleaved "
+             f"pairs, {result['python']} for both, each against its own running memory proxy"]
+    for name in ("help", "status"):
+        s = result[name]
+        lines.append(f"  {('--help' if name == 'help' else 'status'):<7} this checkout {s['this_s']:.3f} s, reference "
+                     f"{s['reference_s']:.3f} s: {s['ratio']:.2f}x (median of pair ratios); CPU {s['this_cpu_s']:.3f} "
+                     f"vs {s['reference_cpu_s']:.3f} s; exit codes {s['exit_codes']}")
+    return lines
+
+
 def _versus(c: dict, a: str, b: str) -> str:
     return (f"{c[a + '_rps']:,.0f} vs {c[b + '_rps']:,.0f} req/s ({c['rps_ratio']:.3f}), p50 {c[a + '_p50_ms']:.2f} "
             f"vs {c[b + '_p50_ms']:.2f} ms ({c['p50_ratio']:.3f})")
@@ -117,7 +129,7 @@ def stats(result: dict) -> list[str]:
     return lines
 
 
-SECTIONS = {"proxies": proxies, "startup": startup, "usage": usage, "stats": stats}
+SECTIONS = {"proxies": proxies, "startup": startup, "launcher": launcher, "usage": usage, "stats": stats}
 
 
 def render(results: dict) -> str:

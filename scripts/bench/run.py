@@ -9,11 +9,11 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from . import alone, proxies, render, startup, stats
+from . import alone, launcher, proxies, render, startup, stats
 from .common import log, machine, write_json
 from .targets import Measured, judge
 
-RUNNERS = {"proxies": proxies.run, "startup": startup.run, "usage": alone.usage,
+RUNNERS = {"proxies": proxies.run, "startup": startup.run, "launcher": launcher.run, "usage": alone.usage,
            "stats": stats.run}
 
 

@@ -1,6 +1,7 @@
 """What the parts start and stop: the emulator (tests.emulator, run as ``python -m``), instances of
 ``start_proxies.py up --detach`` (the full chain, the memory proxy alone, SDK mode), each with its
-own config and state folder."""
+own config and state folder, and other commits of this repository checked out
+into a temporary git worktree to compare with."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,3 +185,41 @@ class Stack:
         self.emulator = None
         self.direct.clear()
 
+
+@dataclass(frozen=True)
+class Checkout:
+    rev: str
+    commit: str
+    subject: str
+    root: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.commit[:7]} ({self.subject[:60]})"
+
+
+def _git(*argv: str) -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(argv)}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout.strip()
+
+
+@contextmanager
+def checkout(rev: str, workdir: Path) -> Iterator[Checkout]:
+    """REV of this repository checked out into a temporary ``git worktree`` under ``workdir``,
+    removed again afterwards. Its launcher runs with this checkout's .venv
+    (``MEMORY_PROXY_VENV``, see ``bench_env``) and puts its own root first on ``sys.path``, so its
+    own code runs; the processes it starts get its root on ``PYTHONPATH`` likewise."""
+    commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    subject = _git("log", "-1", "--format=%s", commit)
+    path = workdir / f"checkout-{commit[:7]}"
+    _git("worktree", "add", "--detach", str(path), commit)
+    log(f"{rev}: {commit[:7]} checked out into {path}")
+    try:
+        yield Checkout(rev, commit, subject, path)
+    finally:
+        try:
+            _git("worktree", "remove", "--force", str(path))
+        except RuntimeError as exc:
+            log(f"could not remove the worktree {path}: {exc}")

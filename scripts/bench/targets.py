@@ -79,6 +79,13 @@ TARGETS: tuple[Bound, ...] = (
     Bound("restart_failed", "startup", "requests failed during restart_litellm.sh --kill",
           "a new request every 0.2 s from before the kill until LiteLLM is back (those inside LiteLLM when "
           "it was killed are counted apart)", "<=", 0, "", 16),
+    # --- part launcher: the launcher against an earlier commit (issue 15) -----------------------
+    Bound("help_vs_reference", "launcher", "start_proxies.py --help vs {reference}",
+          "median over interleaved pairs of this checkout / the reference commit", "<=", 1.05, "x", 15,
+          {"reference": "the reference commit"}),
+    Bound("status_vs_reference", "launcher", "start_proxies.py status vs {reference}",
+          "likewise, each against its own running memory proxy", "<=", 1.05, "x", 15,
+          {"reference": "the reference commit"}),
     # --- part usage: the proxy alone with the usage record on and off (issue 17) ----------------
     Bound("usage_on_rps", "usage", "proxy alone, usage record on vs off: throughput, {clients} client(s)",
           "requests/s: usage record on / memory_proxy.usage.enabled: false", ">=", 0.95, "x", 17, CLIENTS),
