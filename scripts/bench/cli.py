@@ -10,7 +10,7 @@ from .common import log
 PARTS = ("proxies", "startup", "launcher", "usage", "stats")
 HELP_PARTS = """Parts (each starts what it measures and stops it again; without --part, all of them, about 20 minutes):
   proxies   the seven paths side by side, RSS, the launcher's own times; `--part proxies` runs startup too
-  startup   the first request per API shape after `up` and after a restart,
+  startup   the first request per API shape after `up` and after a restart, in binary and SDK mode,
             and requests sent during `restart_litellm.sh --kill` (about 3 minutes)
   launcher  `start_proxies.py --help` and `status` against the same commands of --against REV
   usage     the memory proxy alone with the usage record on and off

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .common import fmt, med
 from .proxies import LABELS, PATHS
-from .startup import TRICKLE_EVERY
+from .startup import STEADY, TRICKLE_EVERY
 from .targets import BY_KEY, TIMES
 
 
@@ -80,7 +80,7 @@ def _shapes(mode: dict, restarted: str) -> list[str]:
 
 
 def startup(part: dict) -> list[str]:
-    lines = ["First requests and restarts (issue 16)",
+    lines = ["First requests and restarts (issue 16), binary mode",
              f"  up --detach: {part['up_detach_s']:.1f} s; {part['warm_up'] or 'no warm-up logged'}",
              *_shapes(part, "after restart")]
     r = part["restart"]
@@ -89,6 +89,14 @@ def startup(part: dict) -> list[str]:
                  f"LiteLLM when it was killed (503, never sent twice), {r['failed']} failed otherwise; "
                  f"longest wait {r['longest_wait_s']:.1f} s; LiteLLM back after {r['restart_s']:.1f} s")
     lines += [f"    failed: {f}" for f in r["failures"]]
+    sdk = part.get("sdk")
+    if sdk:
+        lines += ["", f"SDK mode (the same shapes, medians of the next {STEADY}; no trickle: nothing holds requests "
+                      "while its one process restarts)",
+                  f"  up --detach --backend sdk: {sdk['up_detach_s']:.1f} s; {sdk['warm_up'] or 'no warm-up logged'}",
+                  *_shapes(sdk, "after its restart"),
+                  f"  the SDK process killed (SIGKILL): healthy again after {sdk['restart']['restart_s']:.1f} s "
+                  "(the supervisor's back-off included)"]
     return lines
 
 

@@ -1,4 +1,4 @@
-"""Part ``startup``: first requests and restarts (issue 16).
+"""Part ``startup``: first requests and restarts (issue 16), in binary mode and in SDK mode.
 
 On its own instance (the emulator, an OpenAI-family and an Anthropic-family model):
 
@@ -13,11 +13,17 @@ On its own instance (the emulator, an OpenAI-family and an Anthropic-family mode
    and gets a 503 ``upstream_disconnected``; those are counted apart;
 3. the first request per shape after that restart, against the same medians (target 2x).
 
+SDK mode (``up --detach --backend sdk``) where it applies: 1, and 3 after its one process was
+killed and the supervisor restarted it (LiteLLM lives in that process). 2 does not apply: with no
+second process nothing holds requests while it restarts, and ``restart_litellm.sh`` has no LiteLLM
+pid to signal (docs/sdk-mode.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import statistics
 import subprocess
 import threading
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from memory_proxy.names import SUPERVISOR
+from memory_proxy.names import MEMORY_PROXY, SUPERVISOR
 from memory_proxy.state import StateDir
 
 from .common import ROOT, free_ports, log
@@ -42,15 +48,20 @@ TRICKLE_EVERY = 0.2
 
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[Measured]]:
-    provider, supermemory, port, litellm_port = free_ports(4)
+    provider, supermemory, port, litellm_port, sdk_port, unused = free_ports(6)
     stack = Stack(workdir, bench_env(), args.chunk_delay, args.chunks)
     try:
         stack.start_emulator([provider, supermemory])
-        log(f"work folder {workdir}; first requests and restarts ...")
+        log(f"work folder {workdir}; first requests and restarts, binary mode ...")
         binary = Instance("startup", write_config(workdir / "startup.yaml", shape_models(provider), port=port,
                                                   litellm_port=litellm_port, supermemory=supermemory),
                           workdir / "state-startup")
         part = binary_mode(stack, binary, f"http://127.0.0.1:{port}")
+        log("first requests and restarts, SDK mode ...")
+        sdk = Instance("startup-sdk", write_config(workdir / "startup-sdk.yaml", shape_models(provider),
+                                                   port=sdk_port, litellm_port=unused, supermemory=supermemory),
+                       workdir / "state-startup-sdk")
+        part["sdk"] = sdk_mode(stack, sdk, f"http://127.0.0.1:{sdk_port}")
     finally:
         stack.stop()
     return part, measured(part)
@@ -66,8 +77,19 @@ def binary_mode(stack: Stack, instance: Instance, url: str) -> dict:
     return {"up_detach_s": up_s, "warm_up": warmed, "shapes": shapes(first, steady, after), "restart": restart}
 
 
+def sdk_mode(stack: Stack, instance: Instance, url: str) -> dict:
+    up_s = stack.up(instance, "--backend", "sdk")
+    warmed = _warm_up_line(StateDir(instance.state).process_log(MEMORY_PROXY))
+    first, steady = firsts(url), steadies(url)
+    restart_s = kill_and_wait(stack, instance)
+    after = firsts(url)
+    stack.down(instance)
+    return {"up_detach_s": up_s, "warm_up": warmed, "shapes": shapes(first, steady, after),
+            "restart": {"killed": "the SDK process (SIGKILL)", "restart_s": restart_s}}
+
+
 def _warm_up_line(log_file: Path) -> str | None:
-    """The first warm-up line of the supervisor's log."""
+    """The first warm-up line of a log (the supervisor's in binary mode, the process's in SDK mode)."""
     text = log_file.read_text(errors="replace") if log_file.exists() else ""
     lines = [line[line.index("warmed LiteLLM"):] for line in text.splitlines() if "warmed LiteLLM" in line]
     return lines[0] if lines else None
@@ -162,10 +184,25 @@ def trickle_through_restart(stack: Stack, url: str, instance: Instance) -> dict:
             "restart_s": back - started}
 
 
+def kill_and_wait(stack: Stack, instance: Instance, limit: float = 300) -> float:
+    """SIGKILL the SDK process (the recorded pid) and wait until the supervisor has it healthy
+    again under a new pid; returns the seconds that took."""
+    old = stack.pid(instance)
+    started = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    while time.monotonic() - started < limit:
+        time.sleep(0.2)
+        p = stack.status(instance)["processes"]["memory_proxy"]
+        if p.get("pid") not in (None, old) and p.get("healthy"):
+            return time.monotonic() - started
+    raise RuntimeError(f"the SDK process was not back after {limit:g} s; see {instance.state / 'logs'}")
+
+
 def measured(part: dict) -> list[Measured]:
     out = []
-    for name, s in part["shapes"].items():
-        out.append(Measured("first_after_up", s["ratio"], fields={"shape": name}))
-        out.append(Measured("first_after_restart", s["ratio_after_restart"], fields={"shape": name}))
+    for prefix, mode in (("", part), ("sdk_", part.get("sdk"))):
+        for name, s in (mode or {}).get("shapes", {}).items():
+            out.append(Measured(prefix + "first_after_up", s["ratio"], fields={"shape": name}))
+            out.append(Measured(prefix + "first_after_restart", s["ratio_after_restart"], fields={"shape": name}))
     out.append(Measured("restart_failed", part["restart"]["failed"]))
     return out

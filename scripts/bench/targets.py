@@ -79,6 +79,11 @@ TARGETS: tuple[Bound, ...] = (
     Bound("restart_failed", "startup", "requests failed during restart_litellm.sh --kill",
           "a new request every 0.2 s from before the kill until LiteLLM is back (those inside LiteLLM when "
           "it was killed are counted apart)", "<=", 0, "", 16),
+    Bound("sdk_first_after_up", "startup", "SDK mode: first {shape} after up vs the median of the next 50",
+          "as above, up --backend sdk", "<=", 2, "x", 16, {"shape": "request per API shape"}),
+    Bound("sdk_first_after_restart", "startup", "SDK mode: first {shape} after its process restarted vs that median",
+          "per API shape, after the SDK process was killed and the supervisor restarted it", "<=", 2, "x", 16,
+          {"shape": "request per API shape"}),
     # --- part launcher: the launcher against an earlier commit (issue 15) -----------------------
     Bound("help_vs_reference", "launcher", "start_proxies.py --help vs {reference}",
           "median over interleaved pairs of this checkout / the reference commit", "<=", 1.05, "x", 15,
