@@ -1,25 +1,33 @@
-"""Part ``usage``: copies of the memory proxy alone in front of the emulator
+"""Parts ``usage`` and ``tracing``: copies of the memory proxy alone in front of the emulator
 (``up --detach --litellm-url``), each configured differently, measured with the load generator at
 1 and 20 clients, 3 s a run, their order reversed every other round; figures are medians over
 rounds and the ratios are of those medians.
 
 - ``usage`` (issue 17): the usage record on (the default) against ``memory_proxy.usage.enabled:
   false``; target: on within 5 % of off in throughput and p50.
+- ``tracing`` (issue 18): this checkout with tracing off (no collector named) against the
+  reference commit, main before issue 18 was merged (``--tracing-against``, default
+  ``TRACING_REFERENCE``): the proxy without /metrics, structured logs and tracing code at all;
+  target: off within 5 % of it. And the cost of tracing on, for information: this checkout with
+  ``memory_proxy.otel.endpoint`` naming a local OTLP/HTTP sink that accepts and discards every
+  export (``otlp_sink.py``), against tracing off.
 """
 
 from __future__ import annotations
 
 import argparse
 import secrets
+import time
 from pathlib import Path
 
 import httpx
 
 from .common import ROOT, free_ports, log, med
 from .load import Endpoint, PyLoad, Wrk, generator, httpx_latency
-from .stacks import Instance, Stack, bench_env, path_models, write_config
+from .stacks import Instance, Stack, bench_env, checkout, path_models, write_config
 from .targets import Measured
 
+TRACING_REFERENCE = "68b084f"  # main before issue 18's merge (ae954e5^1): no /metrics, no tracing code
 LOADS = (1, 20)  # clients
 
 
@@ -94,3 +102,43 @@ def usage(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[Measured]
         out.append(Measured("usage_on_p50", figures["p50_ratio"], _rounds(figures, "p50"), {"clients": c}))
     return result, out
 
+
+def tracing(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[Measured]]:
+    rounds = args.rounds or (2 if args.quick else 4)
+    provider, supermemory, sink_port, *own = free_ports(9)
+    stack, gen = _stack(args, workdir), generator(args.generator, workdir)
+    with checkout(args.tracing_against, workdir) as ref:
+        try:
+            stack.start_emulator([provider, supermemory])
+            sink = stack.start_sink(sink_port)
+            emulator = [provider, supermemory]
+            copies = [_instance("reference", workdir, emulator, own[0:2], root=ref.root),
+                      _instance("off", workdir, emulator, own[2:4]),
+                      _instance("on", workdir, emulator, own[4:6], otel={"endpoint": sink})]
+            per = alternate(stack, gen, provider, copies, rounds)
+            exported = _exported(sink)
+        finally:
+            stack.stop()
+            gen.close()
+    result: dict = {"rounds": rounds, "generator": gen.version, "exported": exported,
+                    "reference": {"rev": ref.rev, "commit": ref.commit, "subject": ref.subject}}
+    out = []
+    for c in LOADS:
+        key = f"c{c}"
+        result[key] = {"off_vs_reference": compare(per, "off", "reference", key),
+                       "on_vs_off": compare(per, "on", "off", key)}
+        fields = {"reference": ref.commit[:7], "clients": c}
+        off = result[key]["off_vs_reference"]
+        out.append(Measured("tracing_off_rps", off["rps_ratio"], _rounds(off, "rps"), fields))
+        out.append(Measured("tracing_off_p50", off["p50_ratio"], _rounds(off, "p50"), fields))
+    return result, out
+
+
+def _exported(sink: str, wait: float = 8.0) -> dict:
+    """What the sink received; waits for the batch processor's next export (every 5 s) if nothing yet."""
+    deadline = time.monotonic() + wait
+    while True:
+        got = httpx.get(sink + "/stats", timeout=5).json()
+        if got["exports"] or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)

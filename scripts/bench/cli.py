@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from . import launcher, run, targets
+from . import alone, launcher, run, targets
 from .common import log
 
-PARTS = ("proxies", "startup", "launcher", "usage", "stats")
+PARTS = ("proxies", "startup", "launcher", "tracing", "usage", "stats")
 HELP_PARTS = """Parts (each starts what it measures and stops it again; without --part, all of them, about 20 minutes):
   proxies   the seven paths side by side, RSS, the launcher's own times; `--part proxies` runs startup too
   startup   the first request per API shape after `up` and after a restart, in binary and SDK mode,
             and requests sent during `restart_litellm.sh --kill` (about 3 minutes)
   launcher  `start_proxies.py --help` and `status` against the same commands of --against REV
+  tracing   the memory proxy alone with tracing off against --tracing-against REV, and with tracing on
   usage     the memory proxy alone with the usage record on and off
   stats     `start_proxies.py stats` over a large usage store (starts nothing)"""
 
@@ -27,7 +28,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
                    help="run only this part (repeatable; default: all)")
     p.add_argument("--startup-only", action="store_true", help="the same as --part startup")
     p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved rounds (default 3, --quick 1; part usage: 4, --quick 2)")
+                   help="interleaved rounds (default 3, --quick 1; parts usage and tracing: 4, --quick 2)")
     p.add_argument("--rss-requests", type=int, default=None,
                    help="requests between the two RSS readings (default 50000, --quick 5000)")
     p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
@@ -40,6 +41,9 @@ def parser(doc: str) -> argparse.ArgumentParser:
                         "layout change)")
     p.add_argument("--launcher-runs", type=int, default=None, metavar="N",
                    help="part launcher: pairs of runs per command (default 15, --quick 5)")
+    p.add_argument("--tracing-against", metavar="REV", default=alone.TRACING_REFERENCE,
+                   help=f"part tracing: the commit without tracing to compare with (default "
+                        f"{alone.TRACING_REFERENCE}, main before issue 18)")
     p.add_argument("--stats-records", type=int, default=None,
                    help="part stats: records in the store (default 1000000, --quick 100000)")
     p.add_argument("--targets-table", action="store_true",

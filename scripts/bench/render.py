@@ -117,6 +117,21 @@ def _versus(c: dict, a: str, b: str) -> str:
             f"vs {c[b + '_p50_ms']:.2f} ms ({c['p50_ratio']:.3f})")
 
 
+def tracing(result: dict) -> list[str]:
+    ref = result["reference"]
+    lines = [f"The memory proxy alone, tracing off and on ({result['generator']}, {result['rounds']} rounds, medians)",
+             f"  reference: {ref['commit'][:7]} ({ref['subject'][:70]})"]
+    for c in (1, 20):
+        figures = result[f"c{c}"]
+        lines.append(f"  {c:>2} client(s): tracing off vs reference "
+                     f"{_versus(figures['off_vs_reference'], 'off', 'reference')}")
+        lines.append(f"  {'':14}tracing on vs off (its cost, no target) {_versus(figures['on_vs_off'], 'on', 'off')}")
+    e = result["exported"]
+    lines.append(f"  the OTLP sink received {e['exports']} exports ({e['bytes'] / 1e6:.1f} MB) from the tracing-on copy"
+                 + ("" if e["exports"] else ": NOTHING, so the 'on' figures are not tracing's"))
+    return lines
+
+
 def usage(result: dict) -> list[str]:
     lines = [f"The memory proxy alone, usage record on vs off ({result['generator']}, {result['rounds']} rounds, "
              "medians)"]
@@ -137,7 +152,8 @@ def stats(result: dict) -> list[str]:
     return lines
 
 
-SECTIONS = {"proxies": proxies, "startup": startup, "launcher": launcher, "usage": usage, "stats": stats}
+SECTIONS = {"proxies": proxies, "startup": startup, "launcher": launcher, "tracing": tracing, "usage": usage,
+            "stats": stats}
 
 
 def render(results: dict) -> str:

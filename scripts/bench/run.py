@@ -13,8 +13,8 @@ from . import alone, launcher, proxies, render, startup, stats
 from .common import log, machine, write_json
 from .targets import Measured, judge
 
-RUNNERS = {"proxies": proxies.run, "startup": startup.run, "launcher": launcher.run, "usage": alone.usage,
-           "stats": stats.run}
+RUNNERS = {"proxies": proxies.run, "startup": startup.run, "launcher": launcher.run, "tracing": alone.tracing,
+           "usage": alone.usage, "stats": stats.run}
 
 
 def _interrupt(signum, frame):

@@ -1,6 +1,6 @@
 """What the parts start and stop: the emulator (tests.emulator, run as ``python -m``), instances of
 ``start_proxies.py up --detach`` (the full chain, the memory proxy alone, SDK mode), each with its
-own config and state folder, and other commits of this repository checked out
+own config and state folder, the OTLP sink, and other commits of this repository checked out
 into a temporary git worktree to compare with."""
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from .common import PYTHON, ROOT, log
 
 
 def bench_env(master: str | None = None) -> dict[str, str]:
-    """The environment of everything a part starts: none of the user's ``MEMORY_PROXY_*``
-    settings, this checkout's .venv for every checkout's launcher, fake provider keys, and
-    LiteLLM's master key when given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORY_PROXY_")}
+    """The environment of everything a part starts: none of the user's ``MEMORY_PROXY_*`` or
+    ``OTEL_*`` settings (tracing is on only where a part switches it on), this checkout's .venv
+    for every checkout's launcher, fake provider keys, and LiteLLM's master key when given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMORY_PROXY_", "OTEL_"))}
     env.update(BENCH_PROVIDER_KEY="sk-emulator-" + secrets.token_hex(8),
                BENCH_SUPERMEMORY_KEY="sm-emulator-" + secrets.token_hex(8), PYTHONUNBUFFERED="1",
                MEMORY_PROXY_VENV=str(bootstrap.VENV))
@@ -90,6 +90,7 @@ class Stack:
     chunks: int = 8
     emulator: subprocess.Popen | None = None
     direct: list[subprocess.Popen] = field(default_factory=list)  # the direct path's emulator processes
+    helpers: list[subprocess.Popen] = field(default_factory=list)  # e.g. the OTLP sink
     instances: list[Instance] = field(default_factory=list)  # started with up, stopped with down
 
     def launcher(self, instance: Instance, *argv: str, python: str | None = None,
@@ -146,6 +147,23 @@ class Stack:
                     raise RuntimeError("the emulator did not start; see " + str(self.workdir / "emulator*.log"))
                 time.sleep(0.1)
 
+    def start_sink(self, port: int) -> str:
+        """The OTLP/HTTP sink (``otlp_sink.py``) on ``port``; returns its base URL once it answers."""
+        with open(self.workdir / "otlp-sink.log", "wb") as out:
+            self.helpers.append(subprocess.Popen([PYTHON, str(Path(__file__).with_name("otlp_sink.py")),
+                                                  "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                                 start_new_session=True, env=self.env))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(url + "/stats", timeout=1)
+                return url
+            except httpx.HTTPError as exc:
+                if time.monotonic() > deadline or self.helpers[-1].poll() is not None:
+                    raise RuntimeError(f"the OTLP sink did not start; see {self.workdir / 'otlp-sink.log'}") from exc
+                time.sleep(0.1)
+
     def settle(self, port: int, quiet: float = 0.3, limit: float = 30.0) -> None:
         """Wait until no request has reached the emulator for ``quiet`` s (a load run leaves
         LiteLLM a backlog of abandoned requests that would slow the next run), then clear
@@ -173,7 +191,7 @@ class Stack:
             except (subprocess.SubprocessError, OSError) as exc:
                 log(f"down failed for {instance.state}: {exc}")
         self.instances.clear()
-        procs = [p for p in [self.emulator, *self.direct] if p]
+        procs = [p for p in [self.emulator, *self.direct, *self.helpers] if p]
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -184,6 +202,7 @@ class Stack:
                 proc.kill()
         self.emulator = None
         self.direct.clear()
+        self.helpers.clear()
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,12 @@ TARGETS: tuple[Bound, ...] = (
     Bound("status_vs_reference", "launcher", "start_proxies.py status vs {reference}",
           "likewise, each against its own running memory proxy", "<=", 1.05, "x", 15,
           {"reference": "the reference commit"}),
+    # --- part tracing: the proxy alone with tracing off and on (issue 18) -----------------------
+    Bound("tracing_off_rps", "tracing", "proxy alone, tracing off vs {reference}: throughput, {clients} client(s)",
+          "requests/s: this checkout, tracing off / the commit before issue 18", ">=", 0.95, "x", 18,
+          {"reference": "before issue 18", **CLIENTS}),
+    Bound("tracing_off_p50", "tracing", "proxy alone, tracing off vs {reference}: p50, {clients} client(s)",
+          "p50: likewise", "<=", 1.05, "x", 18, {"reference": "before issue 18", **CLIENTS}),
     # --- part usage: the proxy alone with the usage record on and off (issue 17) ----------------
     Bound("usage_on_rps", "usage", "proxy alone, usage record on vs off: throughput, {clients} client(s)",
           "requests/s: usage record on / memory_proxy.usage.enabled: false", ">=", 0.95, "x", 17, CLIENTS),
