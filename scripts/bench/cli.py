@@ -8,10 +8,11 @@ from . import alone, launcher, run, targets
 from .common import log
 
 PARTS = ("proxies", "startup", "launcher", "tracing", "usage", "stats")
-HELP_PARTS = """Parts (each starts what it measures and stops it again; without --part, all of them, about 20 minutes):
+HELP_PARTS = """Parts (each starts what it measures and stops it again; without --part all of them run,
+about 25 minutes on 2 cores):
   proxies   the seven paths side by side, RSS, the launcher's own times; `--part proxies` runs startup too
   startup   the first request per API shape after `up` and after a restart, in binary and SDK mode,
-            and requests sent during `restart_litellm.sh --kill` (about 3 minutes)
+            and requests sent during `restart_litellm.sh --kill` (about 4 minutes)
   launcher  `start_proxies.py --help` and `status` against the same commands of --against REV
   tracing   the memory proxy alone with tracing off against --tracing-against REV, and with tracing on
   usage     the memory proxy alone with the usage record on and off
