@@ -28,7 +28,8 @@ from memory_proxy.names import EGRESS_SECRET_ENV, MASTER_KEY_ENV
 from memory_proxy.server.headers import EGRESS_SECRET_HEADER
 
 EGRESS_PREFIX = "/_egress"  # where the memory proxy serves the egress (memory_proxy/server/egress.py)
-USAGE_CALLBACK_PATH = "/_usage/litellm"  # where LiteLLM's generic_api callback posts (memory_proxy/server/usage_intake.py)
+# where LiteLLM's generic_api callback posts (memory_proxy/server/usage_intake.py)
+USAGE_CALLBACK_PATH = "/_usage/litellm"
 USAGE_CALLBACK = "generic_api"
 _SECRET_KEY_RE = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 
@@ -76,7 +77,8 @@ def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, 
 
     supermemory_base = config.proxy.supermemory.base_url
     # A model whose key variable is unset is left out (status/check say so) rather than failing per call.
-    raw["model_list"] = [m for m, info in zip(raw.get("model_list") or [], config.models) if not info.missing_env]
+    raw["model_list"] = [m for m, info in zip(raw.get("model_list") or [], config.models, strict=False)
+                         if not info.missing_env]
     for model in raw["model_list"]:
         params = model["litellm_params"]
         api_base = resolve_env(params.get("api_base"), environ)
