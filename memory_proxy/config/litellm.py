@@ -14,8 +14,9 @@ import yaml
 
 from memory_proxy.config import warmup
 from memory_proxy.config.env import resolve_env
+from memory_proxy.config.fields import OUR_SECTIONS
 from memory_proxy.config.litellm_checks import is_supermemory_backed
-from memory_proxy.config.model import OUR_SECTIONS, Config
+from memory_proxy.config.model import Config
 from memory_proxy.config.secrets import mask_secrets as mask_secrets  # `check` masks the generated config
 from memory_proxy.names import EGRESS_SECRET_ENV, MASTER_KEY_ENV
 from memory_proxy.server.headers import EGRESS_SECRET_HEADER

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory_proxy.config.checks import Checker
-from memory_proxy.config.env import ENV_PREFIX, env_reference, missing_env, resolve_env
-
-DEFAULT_SUPERMEMORY_URL = "https://api.supermemory.ai"
-SUPERMEMORY_KEY_REFERENCE = ENV_PREFIX + "SUPERMEMORY_API_KEY"
+from memory_proxy.config.env import env_reference, missing_env, resolve_env
+from memory_proxy.config.fields import DEFAULT_SUPERMEMORY_URL, SUPERMEMORY_KEY_REFERENCE
 
 
 @dataclass(frozen=True)

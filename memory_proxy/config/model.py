@@ -1,9 +1,10 @@
 """The config as the rest of the proxy uses it, and how it is loaded from ``config/config.yaml``.
 
 ``load_config`` / ``parse_config`` read the file (``yaml_lines.py``), check LiteLLM's sections
-(``litellm_checks.py``) and ours (``checks.py``), and return frozen dataclasses. Every problem is
-reported as ``file:line: key.path: what is wrong`` and all problems are collected before raising,
-so a user fixes a broken file in one pass. LiteLLM's sections are kept as written (with their
+(``litellm_checks.py``) and ours against the field table (``fields.py``, ``checks.py``), and
+return frozen dataclasses whose defaults are the table's. Every problem is reported as
+``file:line: key.path: what is wrong`` and all problems are collected before raising, so a user
+fixes a broken file in one pass. LiteLLM's sections are kept as written (with their
 ``os.environ/NAME`` references) for the generated LiteLLM config.
 """
 
@@ -16,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memory_proxy.config.checks import CLIENT_ID_RE, Checker
+from memory_proxy.config.checks import Checker
 from memory_proxy.config.env import ENV_PREFIX, env_reference, resolve_env
+from memory_proxy.config.fields import CLIENT_ID_PATTERN, FIELDS, OUR_SECTIONS, SUPERMEMORY_KEY_REFERENCE, default, keys
 from memory_proxy.config.hosts import is_loopback
 from memory_proxy.config.litellm_checks import (
-    DEFAULT_SUPERMEMORY_URL,
-    SUPERMEMORY_KEY_REFERENCE,
     ModelInfo,
     check_litellm_settings,
     check_models,
@@ -33,25 +33,12 @@ from memory_proxy.config.secrets import URL_PASSWORD_RE, literal_secrets, litera
 from memory_proxy.config.yaml_lines import read_yaml
 
 __all__ = [  # what other packages import from here
-    "CLIENT_ID_RE", "DEFAULT_SUPERMEMORY_URL", "ENV_PREFIX", "Config", "ConfigError", "HeaderPattern", "ModelInfo",
-    "OtelConfig", "Problem", "ProxySettings", "SupermemorySettings", "Timeouts", "UsageSettings", "UserIdMappings",
-    "env_reference", "is_loopback", "load_config", "parse_config", "resolve_env",
+    "CLIENT_ID_RE", "ENV_PREFIX", "Config", "ConfigError", "HeaderPattern", "ModelInfo", "OtelConfig", "Problem",
+    "ProxySettings", "SupermemorySettings", "Timeouts", "UsageSettings", "UserIdMappings", "env_reference",
+    "is_loopback", "load_config", "parse_config", "resolve_env",
 ]
 
-OUR_SECTIONS = ("user_id_mappings", "memory_proxy")
-MAPPING_KEYS = ("custom_header", "header_patterns", "default_user_id")
-PROXY_KEYS = ("host", "port", "litellm_port", "api_keys", "allowed_hosts", "cors_origins", "optional_routes",
-              "max_body_bytes", "max_header_bytes", "requests_per_minute", "timeouts", "supermemory",
-              "startup_wait", "startup_queue", "usage", "log_format", "otel")
-LOG_FORMATS = ("text", "json")
-OTEL_KEYS = ("enabled", "endpoint", "service_name", "capture_message_content")
-# Route groups an AI client may need beyond chat, completions, embeddings, models, messages and
-# responses; off unless listed in memory_proxy.optional_routes (see front_door.py).
-OPTIONAL_ROUTE_GROUPS = ("audio", "images", "moderations", "rerank")
-HOST_NAME_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
-ORIGIN_RE = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?$")
-SUPERMEMORY_KEYS = ("base_url", "api_key", "cloudflare_retry_delay")
-USAGE_KEYS = ("enabled", "retention_days", "max_mb", "queue_size", "database_url")
+CLIENT_ID_RE = re.compile(CLIENT_ID_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -68,72 +55,72 @@ class HeaderPattern:
 class UserIdMappings:
     """``user_id_mappings``: which memory a request gets (server/routing.py)."""
 
-    custom_header: str = "x-memory-user-id"
+    custom_header: str = default("user_id_mappings.custom_header")
     header_patterns: tuple[HeaderPattern, ...] = ()
-    default_user_id: str = "default-dev"
+    default_user_id: str = default("user_id_mappings.default_user_id")
 
 
 @dataclass(frozen=True)
 class SupermemorySettings:
     """``memory_proxy.supermemory``: where Supermemory is, and its key."""
 
-    base_url: str = DEFAULT_SUPERMEMORY_URL
-    api_key: str | None = None
-    cloudflare_retry_delay: float = 0.5
+    base_url: str = default("memory_proxy.supermemory.base_url")
+    api_key: str | None = None  # the key itself: read from the table's default reference unless written
+    cloudflare_retry_delay: float = default("memory_proxy.supermemory.cloudflare_retry_delay")
 
 
 @dataclass(frozen=True)
 class Timeouts:
     """``memory_proxy.timeouts``, in seconds."""
 
-    connect: float = 2.0
-    read: float = 600.0
-    total: float = 3600.0  # the longest one answer may take, streams included (a never-ending stream is cut)
+    connect: float = default("memory_proxy.timeouts.connect")
+    read: float = default("memory_proxy.timeouts.read")
+    total: float = default("memory_proxy.timeouts.total")  # the longest one answer may take, streams included
 
 
 @dataclass(frozen=True)
 class UsageSettings:
     """The usage record (docs/usage.md): on by default, SQLite in the state folder."""
 
-    enabled: bool = True
-    retention_days: int = 90
-    max_mb: int = 1024  # the SQLite file is pruned, oldest first, past this size
-    queue_size: int = 10_000  # records waiting for the writer; more are dropped and counted
-    database_url: str | None = None  # postgresql://... instead of SQLite
+    enabled: bool = default("memory_proxy.usage.enabled")
+    retention_days: int = default("memory_proxy.usage.retention_days")
+    max_mb: int = default("memory_proxy.usage.max_mb")  # the SQLite file is pruned, oldest first, past this size
+    queue_size: int = default("memory_proxy.usage.queue_size")  # more records waiting are dropped and counted
+    database_url: str | None = default("memory_proxy.usage.database_url")  # postgresql://... instead of SQLite
 
 
 @dataclass(frozen=True)
 class OtelConfig:
     """``memory_proxy.otel``; the standard OTEL_* variables apply too (memory_proxy/server/tracing.py)."""
 
-    enabled: bool = True  # false: no traces even with OTEL_EXPORTER_OTLP_ENDPOINT set
-    endpoint: str | None = None  # OTLP/HTTP collector (base URL or .../v1/traces)
-    service_name: str | None = None
-    capture_message_content: bool = False  # LiteLLM's spans: prompt and answer text
+    enabled: bool = default("memory_proxy.otel.enabled")
+    endpoint: str | None = default("memory_proxy.otel.endpoint")
+    service_name: str | None = default("memory_proxy.otel.service_name")
+    capture_message_content: bool = default("memory_proxy.otel.capture_message_content")
 
 
 @dataclass(frozen=True)
 class ProxySettings:
     """``memory_proxy``: ports, front door, limits and its sections."""
 
-    host: str = "127.0.0.1"
-    port: int = 8764
-    litellm_port: int = 8765
+    host: str = default("memory_proxy.host")
+    port: int = default("memory_proxy.port")
+    litellm_port: int = default("memory_proxy.litellm_port")
     api_keys: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback ones (DNS rebinding)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the proxy
-    optional_routes: tuple[str, ...] = ()  # of OPTIONAL_ROUTE_GROUPS
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_header_bytes: int = 64 * 1024
-    requests_per_minute: int | None = None
+    optional_routes: tuple[str, ...] = ()  # of fields.OPTIONAL_ROUTE_GROUPS
+    max_body_bytes: int = default("memory_proxy.max_body_bytes")
+    max_header_bytes: int = default("memory_proxy.max_header_bytes")
+    requests_per_minute: int | None = default("memory_proxy.requests_per_minute")
     timeouts: Timeouts = Timeouts()
     supermemory: SupermemorySettings = SupermemorySettings()
     # While LiteLLM's port refuses connections (starting, restarting), a request waits up to
     # startup_wait seconds for it, at most startup_queue of them at once (0: answer 503 at once).
-    startup_wait: float = 30.0
-    startup_queue: int = 256
+    startup_wait: float = default("memory_proxy.startup_wait")
+    startup_queue: int = default("memory_proxy.startup_queue")
     usage: UsageSettings = UsageSettings()
-    log_format: str = "text"  # of LOG_FORMATS: the memory proxy's log lines (docs/observability.md)
+    log_format: str = default("memory_proxy.log_format")  # the memory proxy's log lines (docs/observability.md)
     otel: OtelConfig = OtelConfig()
 
 
@@ -157,30 +144,44 @@ class Config:
 # --- our sections -------------------------------------------------------------------------
 
 
+def _values(c: Checker, section: dict, parent: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """The checked values of ``names`` in a section, read in that order (problems come out so)."""
+    return {name: c.read(section, FIELDS[f"{parent}.{name}"]) for name in names}
+
+
 def _user_id_mappings(c: Checker, raw: Any) -> UserIdMappings:
     path = ("user_id_mappings",)
-    section = c.mapping(raw, path, MAPPING_KEYS)
-    custom = c.header_name(section.get("custom_header", UserIdMappings.custom_header), path + ("custom_header",))
-    default = c.client_id(section.get("default_user_id", UserIdMappings.default_user_id), path + ("default_user_id",))
+    section = c.section(raw, FIELDS["user_id_mappings"])
+    values = _values(c, section, "user_id_mappings", ("custom_header", "default_user_id"))
+    custom = values["custom_header"]
+    patterns = _header_patterns(c, section.get("header_patterns"), path + ("header_patterns",))
+    if custom in {p.header for p in patterns}:
+        c.fail(path + ("custom_header",), f"{custom!r} is also used by a header pattern")
+    return UserIdMappings(custom, tuple(patterns), values["default_user_id"])
+
+
+def _header_patterns(c: Checker, raw: Any, path: tuple) -> list[HeaderPattern]:
+    entry = "user_id_mappings.header_patterns[]"
+    required = keys(entry)  # header, pattern, user_id
     patterns: list[HeaderPattern] = []
     seen: dict[tuple[str, str], int] = {}
-    raw_patterns = section.get("header_patterns") or []
+    raw_patterns = raw or []
     if not isinstance(raw_patterns, list):
-        c.fail(path + ("header_patterns",), "must be a list of {header, pattern, user_id}")
+        c.fail(path, "must be a list of {header, pattern, user_id}")
         raw_patterns = []
     for i, item in enumerate(raw_patterns):
-        ipath = path + ("header_patterns", i)
+        ipath = path + (i,)
         if not isinstance(item, dict):
             c.fail(ipath, "must be a mapping with header, pattern and user_id")
             continue
-        c.mapping(item, ipath, ("header", "pattern", "user_id"))
-        for key in ("header", "pattern", "user_id"):
+        c.mapping(item, ipath, required)
+        for key in required:
             if key not in item:
                 c.fail(ipath + (key,), "is required")
-        if any(key not in item for key in ("header", "pattern", "user_id")):
+        if any(key not in item for key in required):
             continue
-        header = c.header_name(item["header"], ipath + ("header",))
-        user_id = c.client_id(item["user_id"], ipath + ("user_id",))
+        header = c.check(FIELDS[f"{entry}.header"], item["header"], ipath + ("header",))
+        user_id = c.check(FIELDS[f"{entry}.user_id"], item["user_id"], ipath + ("user_id",))
         pattern = item["pattern"]
         try:
             regex = re.compile(str(pattern), re.IGNORECASE)
@@ -192,134 +193,80 @@ def _user_id_mappings(c: Checker, raw: Any) -> UserIdMappings:
             continue
         seen[(header, str(pattern))] = i
         patterns.append(HeaderPattern(header, str(pattern), user_id, regex))
-    if custom in {p.header for p in patterns}:
-        c.fail(path + ("custom_header",), f"{custom!r} is also used by a header pattern")
-    return UserIdMappings(custom, tuple(patterns), default)
+    return patterns
+
+
+def _front_door_keys(c: Checker, raw: Any, path: tuple) -> list[str]:
+    shortest = FIELDS["memory_proxy.api_keys"].low
+    found: list[str] = []
+    raw_keys = raw or []
+    if not isinstance(raw_keys, list):
+        c.fail(path, "must be a list of keys (os.environ/NAME references recommended)")
+        raw_keys = []
+    for i, key in enumerate(raw_keys):
+        value = c.resolved(key, path + (i,), required=True)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) < shortest:
+            c.fail(path + (i,), f"must be a string of at least {shortest:g} characters")
+            continue
+        if env_reference(key) is None:
+            c.warnings.append(literal_warning(dotted(path + (i,))))
+        found.append(value)
+    return found
 
 
 def _proxy_settings(c: Checker, raw: Any, needs_supermemory_key: bool) -> ProxySettings:
     path = ("memory_proxy",)
-    section = c.mapping(raw, path, PROXY_KEYS)
-    host = c.resolved(section.get("host", ProxySettings.host), path + ("host",), required=True)
-    if not isinstance(host, str) or not host:
-        c.fail(path + ("host",), f"must be a host name or address, got {host!r}")
-        host = ProxySettings.host
-    port = c.number(section, "port", path, ProxySettings.port, integer=True, low=1, high=65535)
-    litellm_port = c.number(section, "litellm_port", path, ProxySettings.litellm_port, integer=True,
-                            low=1, high=65535)
-    if port == litellm_port:
-        c.fail(path + ("litellm_port",), f"must differ from memory_proxy.port ({port})")
-    max_body = c.number(section, "max_body_bytes", path, ProxySettings.max_body_bytes, integer=True,
-                        low=1024, high=2**40)
-    max_header = c.number(section, "max_header_bytes", path, ProxySettings.max_header_bytes, integer=True,
-                          low=1024, high=2**24)
-    startup_wait = c.number(section, "startup_wait", path, ProxySettings.startup_wait, integer=False,
-                            low=0, high=3600)
-    startup_queue = c.number(section, "startup_queue", path, ProxySettings.startup_queue, integer=True,
-                             low=0, high=100_000)
-    rpm = None
-    if section.get("requests_per_minute") is not None:
-        rpm = c.number(section, "requests_per_minute", path, 60, integer=True, low=1, high=10**7)
-
-    keys: list[str] = []
-    raw_keys = section.get("api_keys") or []
-    if not isinstance(raw_keys, list):
-        c.fail(path + ("api_keys",), "must be a list of keys (os.environ/NAME references recommended)")
-        raw_keys = []
-    for i, key in enumerate(raw_keys):
-        value = c.resolved(key, path + ("api_keys", i), required=True)
-        if value is None:
-            continue
-        if not isinstance(value, str) or len(value) < 16:
-            c.fail(path + ("api_keys", i), "must be a string of at least 16 characters")
-            continue
-        if env_reference(key) is None:
-            c.warnings.append(literal_warning(dotted(path + ("api_keys", i))))
-        keys.append(value)
-    if not is_loopback(host) and not keys:
-        c.fail(path + ("host",), f"binding to {host} needs memory_proxy.api_keys (front-door keys); "
+    section = c.section(raw, FIELDS["memory_proxy"])
+    values = _values(c, section, "memory_proxy", ("host", "port", "litellm_port"))
+    if values["port"] == values["litellm_port"]:
+        c.fail(path + ("litellm_port",), f"must differ from memory_proxy.port ({values['port']})")
+    values |= _values(c, section, "memory_proxy", ("max_body_bytes", "max_header_bytes", "startup_wait",
+                                                   "startup_queue", "requests_per_minute"))
+    front_door = _front_door_keys(c, section.get("api_keys"), path + ("api_keys",))
+    if not is_loopback(values["host"]) and not front_door:
+        c.fail(path + ("host",), f"binding to {values['host']} needs memory_proxy.api_keys (front-door keys); "
                                  "without them the proxy only listens on loopback")
+    values |= _values(c, section, "memory_proxy", ("allowed_hosts", "cors_origins", "optional_routes"))
+    timeouts = c.section(section.get("timeouts"), FIELDS["memory_proxy.timeouts"])
+    values["timeouts"] = Timeouts(**_values(c, timeouts, "memory_proxy.timeouts", ("connect", "read", "total")))
+    values["supermemory"] = _supermemory_settings(c, section.get("supermemory"), needs_supermemory_key)
+    values |= _values(c, section, "memory_proxy", ("log_format",))
+    values["usage"] = _usage_settings(c, section.get("usage"))
+    values["otel"] = _otel_config(c, section.get("otel"))
+    return ProxySettings(api_keys=tuple(front_door), **values)
 
-    allowed_hosts = tuple(c.names(section, "allowed_hosts", path, HOST_NAME_RE,
-                                  "a host name such as devbox.lan or *.corp.example (no port, no scheme)"))
-    cors_origins = tuple(c.names(section, "cors_origins", path, ORIGIN_RE,
-                                 "an origin such as http://localhost:3000 (scheme, host, optional port; no path)"))
-    optional_routes = tuple(c.names(section, "optional_routes", path, None,
-                                    "one of " + ", ".join(OPTIONAL_ROUTE_GROUPS), allowed=OPTIONAL_ROUTE_GROUPS))
 
-    tpath = path + ("timeouts",)
-    tsection = c.mapping(section.get("timeouts"), tpath, ("connect", "read", "total"))
-    timeouts = Timeouts(
-        connect=c.number(tsection, "connect", tpath, Timeouts.connect, integer=False, low=0.01, high=600),
-        read=c.number(tsection, "read", tpath, Timeouts.read, integer=False, low=0.01, high=86400),
-        total=c.number(tsection, "total", tpath, Timeouts.total, integer=False, low=1, high=7 * 86400),
-    )
-
-    spath = path + ("supermemory",)
-    ssection = c.mapping(section.get("supermemory"), spath, SUPERMEMORY_KEYS)
-    base_url = c.resolved(ssection.get("base_url", DEFAULT_SUPERMEMORY_URL), spath + ("base_url",), required=True)
-    if not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url or ""):
-        c.fail(spath + ("base_url",), f"must be an http(s) URL, got {base_url!r}")
-        base_url = DEFAULT_SUPERMEMORY_URL
-    raw_key = ssection.get("api_key", SUPERMEMORY_KEY_REFERENCE)
+def _supermemory_settings(c: Checker, raw: Any, needs_key: bool) -> SupermemorySettings:
+    path = ("memory_proxy", "supermemory")
+    section = c.section(raw, FIELDS["memory_proxy.supermemory"])
+    base_url = c.read(section, FIELDS["memory_proxy.supermemory.base_url"])
+    raw_key = section.get("api_key", SUPERMEMORY_KEY_REFERENCE)
     # Unset, it disables the Supermemory-backed models (litellm_checks.py) like any missing provider key.
-    api_key = c.resolved(raw_key, spath + ("api_key",), required=False)
+    api_key = c.resolved(raw_key, path + ("api_key",), required=False)
     if api_key is not None and env_reference(raw_key) is None:
-        c.warnings.append(literal_warning(dotted(spath + ("api_key",)), prefer=SUPERMEMORY_KEY_REFERENCE))
-    if needs_supermemory_key and api_key is None and env_reference(raw_key) is None:
-        c.fail(spath + ("api_key",), "is required because a model is Supermemory-backed")
-    retry = c.number(ssection, "cloudflare_retry_delay", spath, SupermemorySettings.cloudflare_retry_delay,
-                     integer=False, low=0, high=60)
-    supermemory = SupermemorySettings(base_url.rstrip("/"), api_key, retry)
-    log_format = section.get("log_format", ProxySettings.log_format)
-    if log_format not in LOG_FORMATS:
-        c.fail(path + ("log_format",), f"must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
-        log_format = ProxySettings.log_format
-    return ProxySettings(host, port, litellm_port, tuple(keys), allowed_hosts, cors_origins, optional_routes,
-                         max_body, max_header, rpm, timeouts, supermemory,
-                         startup_wait=startup_wait, startup_queue=startup_queue,
-                         usage=_usage_settings(c, section.get("usage"), path + ("usage",)), log_format=log_format,
-                         otel=_otel_config(c, section.get("otel"), path + ("otel",)))
+        c.warnings.append(literal_warning(dotted(path + ("api_key",)), prefer=SUPERMEMORY_KEY_REFERENCE))
+    if needs_key and api_key is None and env_reference(raw_key) is None:
+        c.fail(path + ("api_key",), "is required because a model is Supermemory-backed")
+    retry = c.read(section, FIELDS["memory_proxy.supermemory.cloudflare_retry_delay"])
+    return SupermemorySettings(base_url.rstrip("/"), api_key, retry)
 
 
-def _usage_settings(c: Checker, raw: Any, path: tuple) -> UsageSettings:
-    section = c.mapping(raw, path, USAGE_KEYS)
-    enabled = c.resolved(section.get("enabled", True), path + ("enabled",), required=True)
-    if not isinstance(enabled, bool):
-        c.fail(path + ("enabled",), f"must be true or false, got {enabled!r}")
-        enabled = True
-    retention = c.number(section, "retention_days", path, UsageSettings.retention_days, integer=True,
-                         low=1, high=100 * 366)
-    max_mb = c.number(section, "max_mb", path, UsageSettings.max_mb, integer=True, low=1, high=10**7)
-    queue_size = c.number(section, "queue_size", path, UsageSettings.queue_size, integer=True, low=10, high=10**7)
-    url = c.resolved(section.get("database_url"), path + ("database_url",), required=True)
-    if url is not None and (not isinstance(url, str) or not re.match(r"^postgres(ql)?://", url)):
-        c.fail(path + ("database_url",), "must be a postgresql://... URL (or leave it out for SQLite in the "
-                                         "state folder)")
-        url = None
+def _usage_settings(c: Checker, raw: Any) -> UsageSettings:
+    parent = "memory_proxy.usage"
+    section = c.section(raw, FIELDS[parent])
+    values = _values(c, section, parent, ("enabled", "retention_days", "max_mb", "queue_size", "database_url"))
+    url = values["database_url"]
     if url is not None and env_reference(section.get("database_url")) is None and URL_PASSWORD_RE.search(url):
-        c.warnings.append(literal_warning(dotted(path + ("database_url",)), what="password"))
-    return UsageSettings(enabled, retention, max_mb, queue_size, url)
+        c.warnings.append(literal_warning(f"{parent}.database_url", what="password"))
+    return UsageSettings(**values)
 
 
-def _otel_config(c: Checker, raw: Any, path: tuple) -> OtelConfig:
-    section = c.mapping(raw, path, OTEL_KEYS)
-    flags = {}
-    for key in ("enabled", "capture_message_content"):
-        value = section.get(key, getattr(OtelConfig, key))
-        if not isinstance(value, bool):
-            c.fail(path + (key,), f"must be true or false, got {value!r}")
-            value = getattr(OtelConfig, key)
-        flags[key] = value
-    endpoint = c.resolved(section.get("endpoint"), path + ("endpoint",), required=False)
-    if endpoint is not None and (not isinstance(endpoint, str) or not re.match(r"^https?://[^/\s]+", endpoint)):
-        c.fail(path + ("endpoint",), f"must be an http(s) URL of an OTLP/HTTP collector, got {endpoint!r}")
-        endpoint = None
-    service = section.get("service_name")
-    if service is not None and (not isinstance(service, str) or not service.strip()):
-        c.fail(path + ("service_name",), f"must be a non-empty string, got {service!r}")
-        service = None
-    return OtelConfig(flags["enabled"], endpoint, service, flags["capture_message_content"])
+def _otel_config(c: Checker, raw: Any) -> OtelConfig:
+    parent = "memory_proxy.otel"
+    section = c.section(raw, FIELDS[parent])
+    return OtelConfig(**_values(c, section, parent, ("enabled", "capture_message_content", "endpoint", "service_name")))
 
 
 # --- loading ----------------------------------------------------------------------------------

@@ -6,18 +6,14 @@ Keep it in step with the checks in ``config.py``; a test compares the two.
 
 from __future__ import annotations
 
-from memory_proxy.config.model import (
+from memory_proxy.config.fields import (
     DEFAULT_SUPERMEMORY_URL,
-    HOST_NAME_RE,
+    HOST_NAME_PATTERN,
     LOG_FORMATS,
     OPTIONAL_ROUTE_GROUPS,
-    ORIGIN_RE,
-    ProxySettings,
-    SupermemorySettings,
-    Timeouts,
-    UsageSettings,
-    UserIdMappings,
+    ORIGIN_PATTERN,
 )
+from memory_proxy.config.model import ProxySettings, SupermemorySettings, Timeouts, UsageSettings, UserIdMappings
 
 _ENV_REF = {"type": "string", "pattern": "^os\\.environ/[A-Za-z_][A-Za-z0-9_]*$"}
 _CLIENT_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
@@ -93,10 +89,10 @@ def json_schema() -> dict:
                     "litellm_port": _number(ProxySettings.litellm_port, 1, 65535, integer=True),
                     "api_keys": {"type": "array", "items": {"type": "string"},
                                  "description": "front-door keys; os.environ/NAME references recommended"},
-                    "allowed_hosts": {"type": "array", "items": {"type": "string", "pattern": HOST_NAME_RE.pattern},
+                    "allowed_hosts": {"type": "array", "items": {"type": "string", "pattern": HOST_NAME_PATTERN},
                                       "default": [], "description": "Host names served besides loopback, "
                                                                     "localhost and *.localhost"},
-                    "cors_origins": {"type": "array", "items": {"type": "string", "pattern": ORIGIN_RE.pattern},
+                    "cors_origins": {"type": "array", "items": {"type": "string", "pattern": ORIGIN_PATTERN},
                                      "default": [], "description": "browser origins allowed to call the proxy"},
                     "optional_routes": {"type": "array", "items": {"enum": list(OPTIONAL_ROUTE_GROUPS)},
                                         "default": [], "description": "route groups relayed besides the model routes"},
