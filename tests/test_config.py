@@ -1,6 +1,7 @@
 """Config loading and validation: every mistake names its key and line."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,68 @@ user_id_mappings: {custom_header: 'a b', default_user_id: 'a b'}
         "15:memory_proxy.otel.endpoint: must be an http(s) URL of an OTLP/HTTP collector, got 'grpc://x'",
         "15:memory_proxy.otel.service_name: must be a non-empty string, got ' '",
     ]
+
+
+def _samples(entry) -> list:
+    """Values to try at a key: good ones, the edges of its bounds, and wrong ones."""
+    if entry.type in (Type.INTEGER, Type.SECONDS):
+        step = 1 if entry.type == Type.INTEGER else 0.001
+        return [entry.low, entry.high, entry.low - step, entry.high + step, "text", True, None, 1.5,
+                "os.environ/CFG_TEST_VALUE"]
+    if entry.type == Type.BOOLEAN:
+        return [True, False, "true", None, 1, "os.environ/CFG_TEST_VALUE"]
+    if entry.type == Type.CHOICE:
+        return [*entry.choices, "xml", None]
+    if entry.type == Type.NAMES:
+        good = {"memory_proxy.allowed_hosts": "devbox.lan", "memory_proxy.cors_origins": "http://localhost:3000",
+                "memory_proxy.optional_routes": "audio"}[entry.key]
+        return [[good], [good, good], [], None, ["http://devbox.lan"], ["*"], ["files"], [5], "devbox.lan"]
+    if entry.key == "memory_proxy.api_keys":
+        return [["os.environ/CFG_TEST_KEY"], ["x" * 16], ["x" * 15], [5], "x" * 16, None, []]
+    if entry.key == "user_id_mappings.header_patterns":
+        good = {"header": "user-agent", "pattern": "^x", "user_id": "a"}
+        return [[good], [good, {**good, "pattern": "^y"}], [{"header": "user-agent"}], [{**good, "zz": 1}],
+                [{**good, "user_id": "a b"}], [{**good, "header": "a b"}], ["nope"], "nope", None]
+    if entry.type == Type.SECTION:
+        return [{}, None, 5, {"zz": 1}]
+    return [entry.default, "", " ", None, 5, "x bad", "a" * 129, "ftp://x", "http://127.0.0.1:4318",
+            "postgresql://db/x", "localhost", "x-a", "X-Upper", "os.environ/CFG_TEST_VALUE"]
+
+
+def _environment(entry) -> dict[str, str]:
+    """A variable for ``os.environ/CFG_TEST_VALUE`` that holds a good value of the key."""
+    value = entry.low if entry.type in (Type.INTEGER, Type.SECONDS) else entry.default or {
+        "memory_proxy.usage.database_url": "postgresql://db/x", "memory_proxy.otel.endpoint": "http://127.0.0.1:4318",
+        "memory_proxy.otel.service_name": "mp"}.get(entry.key, "x")
+    return {"CFG_TEST_VALUE": str(value), "CFG_TEST_KEY": "front-door-key-0123456789"}
+
+
+# Where the loader is more lenient than the schema, which describes the form the docs show.
+SCHEMA_STRICTER = {("memory_proxy.supermemory.api_key", "''"), ("memory_proxy.supermemory.api_key", "5")}
+
+
+@pytest.mark.parametrize("entry", [e for e in TABLE if e.parent and not e.parent.endswith("[]")], ids=repr)
+def test_the_schema_accepts_what_the_loader_accepts(entry):
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json_schema())
+    for value in _samples(entry):
+        document: dict = {"model_list": [], "memory_proxy": {"api_keys": ["os.environ/CFG_TEST_KEY"]}}
+        if entry.key == "memory_proxy.api_keys":
+            document["memory_proxy"] = {}
+        node = document
+        for part in entry.path[:-1]:
+            node = node.setdefault(part, {})
+        node[entry.name] = value
+        try:
+            parse(json.dumps(document), _environment(entry))
+            loader = True
+        except ConfigError as exc:
+            keys_wrong = [p.key for p in exc.problems]
+            assert all(k == entry.key or k.startswith((entry.key + ".", entry.key + "[")) for k in keys_wrong), \
+                (value, exc.problems)
+            loader = False
+        schema = validator.is_valid(document)
+        if (entry.key, repr(value)) in SCHEMA_STRICTER:
+            assert loader and not schema
+        else:
+            assert schema == loader, f"{entry.key}: {value!r}: the loader says {loader}, the schema {schema}"
