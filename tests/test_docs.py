@@ -1,11 +1,13 @@
-"""The docs cannot drift: every config key is in docs/configuration.md with its default and
-bounds, and every relative link in the README, the changelog and docs/ points at a file and heading that exist."""
+"""The docs cannot drift: the key tables of docs/configuration.md are the field table's (every key
+with its type, default and bounds), and every relative link in the README, the changelog and docs/
+points at a file and heading that exist."""
 
 import re
 from pathlib import Path
 
 import pytest
 
+from memory_proxy.config import reference
 from memory_proxy.config.fields import FIELDS, TABLE, Type
 from memory_proxy.config.model import ConfigError, parse_config
 from memory_proxy.config.schema import json_schema
@@ -15,16 +17,15 @@ CONFIG_DOC = ROOT / "docs" / "configuration.md"
 
 
 def accepted_keys() -> dict[str, object]:
-    """Every dotted key of our sections the config accepts, with its default (the field table's; the
-    entries of header_patterns have a table of their own)."""
-    return {f.key: f.default for f in TABLE if f.parent and not f.parent.endswith("[]")}
+    """Every dotted key of our sections the config accepts, with its default (from the field table)."""
+    return {f.key: f.default for f in TABLE if f.parent}
 
 
 def documented_rows() -> dict[str, list[str]]:
     """Table rows of docs/configuration.md keyed by their first cell, a dotted key in backticks."""
     rows: dict[str, list[str]] = {}
     for line in CONFIG_DOC.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"^\| `((?:user_id_mappings|memory_proxy)\.[a-z_.]+)` \|(.*)\|$", line)
+        match = re.match(r"^\| `((?:user_id_mappings|memory_proxy)\.[a-z_.\[\]]+)` \|(.*)\|$", line)
         if match:
             rows[match.group(1)] = [cell.strip() for cell in match.group(2).split("|")]
     return rows
@@ -37,6 +38,13 @@ def schema_property(dotted: str) -> dict:
     return node
 
 
+def test_key_tables_are_generated_from_the_field_table():
+    text = CONFIG_DOC.read_text(encoding="utf-8")
+    assert reference.documented_sections(text) == reference.sections(), "one generated table per section"
+    assert reference.render(text) == text, \
+        "docs/configuration.md differs from memory_proxy/config/fields.py: run python -m memory_proxy.config.reference"
+
+
 def test_every_config_key_is_documented_and_nothing_else():
     assert sorted(documented_rows()) == sorted(accepted_keys())
 
@@ -44,13 +52,17 @@ def test_every_config_key_is_documented_and_nothing_else():
 @pytest.mark.parametrize("key", sorted(accepted_keys()))
 def test_documented_default_matches_the_code(key):
     default = accepted_keys()[key]
-    cell = documented_rows()[key][1]  # columns: type, default, bounds, what it does
+    cell = documented_rows()[key][1]  # columns: type, default, bounds, os.environ/, what it does
     if FIELDS[key].type == Type.SECTION:
         assert cell == "see below"
+    elif key.startswith("user_id_mappings.header_patterns[]."):
+        assert cell == "(required)"
     elif default == ():
         assert cell.startswith("`[]`")
     elif default is None:
         assert cell.startswith("`null`")
+    elif isinstance(default, bool):
+        assert cell.startswith(f"`{str(default).lower()}`")
     else:
         assert cell.startswith(f"`{default}`"), f"{key}: documented {cell!r}, the code says {default!r}"
 
