@@ -61,6 +61,13 @@ def test_bad_regex_names_key_and_line():
     assert problem.startswith("3:user_id_mappings.header_patterns[0].pattern: invalid regular expression")
 
 
+def test_a_pattern_that_is_no_text_names_key_and_line():
+    for value in ("null", "''", "[a]"):
+        text = f"user_id_mappings:\n  header_patterns:\n    - {{header: user-agent, pattern: {value}, user_id: a}}\n"
+        [problem] = problems(text)
+        assert problem == "3:user_id_mappings.header_patterns[0].pattern: must be a regular expression (text)", value
+
+
 def test_duplicate_pattern_and_id_with_spaces():
     text = """user_id_mappings:
   header_patterns:

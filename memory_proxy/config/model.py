@@ -183,6 +183,9 @@ def _header_patterns(c: Checker, raw: Any, path: tuple) -> list[HeaderPattern]:
         header = c.check(FIELDS[f"{entry}.header"], item["header"], ipath + ("header",))
         user_id = c.check(FIELDS[f"{entry}.user_id"], item["user_id"], ipath + ("user_id",))
         pattern = item["pattern"]
+        if pattern is None or isinstance(pattern, (bool, dict, list)) or not str(pattern):
+            c.fail(ipath + ("pattern",), "must be a regular expression (text)")
+            continue
         try:
             regex = re.compile(str(pattern), re.IGNORECASE)
         except re.error as exc:
