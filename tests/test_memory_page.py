@@ -30,7 +30,12 @@ from starlette.routing import Route
 from memory_proxy.config.model import parse_config
 from memory_proxy.server.app import create_app
 from tests import emulator
-from tests.servers import ServerThread, until
+
+try:
+    from tests.support.readiness import until
+    from tests.support.servers import ServerThread
+except ImportError:  # tests/ before its helpers moved into tests/support/
+    from tests.servers import ServerThread, until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MASTER = "sk-test-master-memory-page"
@@ -91,9 +96,11 @@ class Chain:
         """What the emulator's store holds live for an id (its own view, not the proxy's)."""
         return httpx.get(self.emu.url + "/_emulator/memories").json()["memories"].get(client_id, [])
 
-    def written(self, n: int) -> None:
+    def written(self, requests: int) -> None:
+        """Wait until the usage record holds ``requests`` requests: two parts each (the
+        ingress's and the egress's)."""
         usage = self.proxy.server.config.app.state.runtime.usage
-        until(lambda: usage.written >= n and not len(usage), f"{n} usage records written")
+        until(lambda: usage.written >= 2 * requests, f"{requests} requests' usage records written")
 
 
 @contextlib.contextmanager

@@ -235,7 +235,8 @@ def memory_signals(store, client_id: str, since_ms: int, until_ms: int | None = 
 def memory_incidents(store, since_ms: int, cloudflare_marker: str) -> dict[str, dict]:
     """Cloudflare refusals (records the egress retried) and ``x-supermemory-error`` answers
     (not counting the egress's own ``cloudflare_marker`` for a second refusal) since a time:
-    ``{"cloudflare"|"memory_errors": {"count", "last_ms", "twice" (cloudflare), "clients": {id: n}}}``."""
+    ``{"cloudflare"|"memory_errors": {"count", "last_ms", "clients": {id: n}, and "twice" (Cloudflare)
+    or "last_message" (Supermemory's latest error)}}``."""
     found: dict[str, dict] = {}
     for name, condition, params in (
             ("cloudflare", "cf_retries > 0", ()),
@@ -246,8 +247,12 @@ def memory_incidents(store, since_ms: int, cloudflare_marker: str) -> dict[str, 
                            (cloudflare_marker, since_ms, *params))
         clients = {cid: int(n) for cid, n, _, _ in rows}
         entry = {"count": sum(clients.values()), "last_ms": max((int(t) for _, _, t, _ in rows if t), default=None),
-                 "clients": dict(sorted(clients.items(), key=lambda item: -item[1]))}
+                 "clients": dict(sorted(clients.items(), key=lambda item: (-item[1], item[0])))}
         if name == "cloudflare":
             entry["twice"] = sum(int(twice or 0) for *_, twice in rows)
+        elif entry["count"]:
+            last = store.query(f"SELECT sm_error FROM {TABLE} WHERE ts_ms >= ? AND {condition} "
+                               f"ORDER BY ts_ms DESC LIMIT 1", (since_ms, *params))
+            entry["last_message"] = last[0][0] if last else None
         found[name] = entry
     return found
