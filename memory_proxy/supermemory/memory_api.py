@@ -1,10 +1,13 @@
-"""Supermemory's Memory API for the ``memory`` and ``doctor`` commands.
+"""Supermemory's Memory API for the ``memory`` and ``doctor`` commands and the dashboard's
+memory page.
 
 The official SDK (``supermemory`` 5.x, see docs/memory.md for why that major version), with
-the base URL and key of ``memory_proxy.supermemory``, over an ``httpx.Client`` that carries the
-egress's Cloudflare cookies: it reads the state folder's jar, retries a Cloudflare refusal
-once as the egress does, and merges new cookies back safely while a proxy may be running.
-Imported only by those commands: the SDK and pydantic cost import time nobody else should pay.
+the base URL and key of ``memory_proxy.supermemory``, retrying a Cloudflare refusal once as the
+egress does. The commands (``session``) use its sync client over an ``httpx.Client`` that reads
+the state folder's cookie jar and merges new cookies back safely while a proxy may be running;
+a running proxy (``async_session``) uses its async client over the egress's own jar. The SDK
+(and pydantic with it) is imported only when a call is about to be made: the launcher's other
+commands and the proxy's start never pay for it.
 """
 
 from __future__ import annotations
