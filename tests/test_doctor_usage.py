@@ -103,7 +103,7 @@ def test_provoked_refusals_and_memory_errors_are_counted_from_the_usage_store(tm
         lines = egress_lines(report["checks"])
         cloudflare, memory_errors = lines["cloudflare"], lines["memory_errors"]
         assert cloudflare["message"].startswith("2 Cloudflare refusals (503, error code: 1200) in the last 7 days")
-        assert "(1 refused again after the retry: the client got 503)" in cloudflare["message"]
+        assert "(1 of them refused twice: the egress answered 503)" in cloudflare["message"]
         assert "alice 1" in cloudflare["message"] and "bob 1" in cloudflare["message"]
         assert cloudflare["level"] == "warn" and "cookie jar" in cloudflare["fix"]
         assert memory_errors["message"].startswith("2 answers with x-supermemory-error (memory not added)")
@@ -148,8 +148,8 @@ def fill(store, now: float) -> None:
 def expect_counts(findings, now: float) -> None:
     lines = egress_lines(findings)
     assert lines["cloudflare"]["message"] == (
-        "2 Cloudflare refusals (503, error code: 1200) in the last 7 days (1 refused again after the retry: the "
-        "client got 503), last 5m00s ago; by client: alice 1, bob 1")
+        "2 Cloudflare refusals (503, error code: 1200) in the last 7 days (1 of them refused twice: the egress "
+        "answered 503), last 5m00s ago; by client: alice 1, bob 1")
     assert lines["memory_errors"]["message"] == ("1 answers with x-supermemory-error (memory not added) in the last "
                                                  "7 days, last 3m20s ago; by client: bob 1; Supermemory said: "
                                                  "quota exceeded")
@@ -216,3 +216,19 @@ def test_with_the_usage_record_off_the_log_is_read(tmp_path):
     assert egress_lines(doctor.usage_log_findings(None, state, now=now))["cloudflare"]["level"] == "warn"
     (only,) = doctor.usage_log_findings(config_for(tmp_path), state, now=now)
     assert only.message.startswith("usage log not available")
+
+
+def test_a_refusal_litellm_retried_under_the_same_request_id_still_counts(tmp_path):
+    """LiteLLM retries the egress's 503 with the same request id; the retry that gets through
+    writes ``cf_retries`` 0 over the refusal's 1, and the refusal's marker stays."""
+    now = time.time()
+    store = SqliteStore(database_file(tmp_path))
+    record(store, "r1", int(now * 1000) - 60_000, "dave", {"x-supermemory-error": CLOUDFLARE_REFUSED}, 1)
+    store.upsert([from_supermemory("r1", {"x-supermemory-context-modified": "false"}, 0)])
+    store.close()
+    lines = egress_lines(doctor.usage_log_findings(config_for(tmp_path), StateDir(tmp_path), now=now))
+    assert lines["cloudflare"]["message"] == (
+        "1 Cloudflare refusals (503, error code: 1200) in the last 7 days (1 of them refused twice: the egress "
+        "answered 503), last 1m00s ago; by client: dave 1")
+    assert lines["memory_errors"]["message"] == ("no answers with x-supermemory-error (memory not added) in the "
+                                                 "last 7 days")

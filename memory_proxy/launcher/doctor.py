@@ -336,7 +336,7 @@ def usage_log_findings(config: Config | None, state: StateDir, now: float | None
         recent = last is not None and now - last < RECENT_S
         text = f"{found['count']} {what} in the last {WINDOW_DAYS} days"
         if found.get("twice"):
-            text += f" ({found['twice']} refused again after the retry: the client got 503)"
+            text += f" ({found['twice']} of them refused twice: the egress answered 503)"
         if last is not None:
             text += f", last {_duration(max(0.0, now - last))} ago"
         text += "; by client: " + ", ".join(f"{cid or '-'} {n}" for cid, n in list(found["clients"].items())[:5])

@@ -233,13 +233,14 @@ def memory_signals(store, client_id: str, since_ms: int, until_ms: int | None = 
 
 
 def memory_incidents(store, since_ms: int, cloudflare_marker: str) -> dict[str, dict]:
-    """Cloudflare refusals (records the egress retried) and ``x-supermemory-error`` answers
-    (not counting the egress's own ``cloudflare_marker`` for a second refusal) since a time:
+    """Cloudflare refusals (records the egress retried, or refused twice: a retry by LiteLLM
+    under the same request id may have written ``cf_retries`` 0 over it) and
+    ``x-supermemory-error`` answers (not counting the egress's own ``cloudflare_marker``) since a time:
     ``{"cloudflare"|"memory_errors": {"count", "last_ms", "clients": {id: n}, and "twice" (Cloudflare)
     or "last_message" (Supermemory's latest error)}}``."""
     found: dict[str, dict] = {}
     for name, condition, params in (
-            ("cloudflare", "cf_retries > 0", ()),
+            ("cloudflare", "(cf_retries > 0 OR sm_error = ?)", (cloudflare_marker,)),
             ("memory_errors", "sm_error IS NOT NULL AND sm_error <> ?", (cloudflare_marker,))):
         rows = store.query(f"SELECT COALESCE(client_id, ''), COUNT(*), MAX(ts_ms), "
                            f"SUM(CASE WHEN sm_error = ? THEN 1 ELSE 0 END) FROM {TABLE} "
