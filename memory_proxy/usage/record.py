@@ -281,7 +281,7 @@ class UsageLog:
                 if store is not None:
                     try:
                         store.close()
-                    except Exception:  # noqa: BLE001 - already failing
+                    except Exception:
                         pass
                     store = None
                 overflow = len(pending) + len(self._queue) - self.capacity
