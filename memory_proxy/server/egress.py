@@ -99,7 +99,7 @@ async def handle(request: Request) -> Response:
             if await _is_cloudflare_refusal(upstream):
                 await upstream.aclose()
                 save_cookies(runtime)
-                _record(runtime, request, {"x-supermemory-error": "Cloudflare refused twice (error code: 1200)"}, 1)
+                _record(runtime, request, {"x-supermemory-error": usage.CLOUDFLARE_REFUSED}, 1)
                 if span is not None:
                     tracing.end_egress(span, 503, client_id=user_id, cloudflare_retried=True, error="cloudflare_1200")
                 return error_response(503, "Supermemory's Cloudflare edge refused the request twice "
