@@ -86,7 +86,8 @@ class Checker:
                 self.fail(path, f.message or f"must be {f.expect}, got {value!r}")
                 return f.default
         elif f.type in (Type.HEADER, Type.CLIENT_ID):
-            if not isinstance(value, str) or not re.match(f.pattern, value):
+            if not isinstance(value, str) or not re.fullmatch(f.pattern, value) or (
+                    f.type == Type.CLIENT_ID and not value.strip(".")):
                 self.fail(path, f"{value!r} is not {f.expect}")
                 return "invalid"
             return value.lower() if f.type == Type.HEADER else value
@@ -121,7 +122,7 @@ class Checker:
         found: list[str] = []
         for i, item in enumerate(raw):
             value = item.lower().rstrip("/") if isinstance(item, str) else item
-            ok = isinstance(value, str) and (re.match(f.pattern, value) if f.pattern else value in f.choices)
+            ok = isinstance(value, str) and (re.fullmatch(f.pattern, value) if f.pattern else value in f.choices)
             if not ok:
                 self.fail(path + (i,), f"{item!r} is not {f.expect}")
             elif value not in found:

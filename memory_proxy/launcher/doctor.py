@@ -21,9 +21,7 @@ from memory_proxy.launcher.context import Context
 from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
 from memory_proxy.launcher.status import collect_status
 from memory_proxy.launcher.supervisor import missing_keys
-from memory_proxy.launcher.term import duration as _duration
-from memory_proxy.launcher.term import out
-from memory_proxy.launcher.term import print_json as _print_json
+from memory_proxy.launcher.term import duration, out, print_json
 from memory_proxy.names import LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir
 
@@ -55,7 +53,7 @@ def run(ctx: Context, as_json: bool) -> int:
     failed = any(f.level == "fail" for f in findings)
     counts = {level: sum(f.level == level for f in findings) for level in LEVELS}
     if as_json:
-        _print_json({"ok": not failed, "counts": counts, "config": str(ctx.config), "state_dir": str(ctx.state.root),
+        print_json({"ok": not failed, "counts": counts, "config": str(ctx.config), "state_dir": str(ctx.state.root),
                      "checks": [asdict(f) for f in findings]})
         return 1 if failed else 0
     out.line(("LiteLLM Memory Proxy doctor", "bold"), f"  (config {ctx.config}, state {ctx.state.root})")
@@ -182,7 +180,7 @@ def process_findings(ctx: Context) -> list[Finding]:
             findings.append(Finding(LABEL[name], "fail", f"{why} ({where})", f"{command} logs {LOG[name]}"))
             continue
         restarts = info.get("restarts") or 0
-        line = f"up {_duration(info.get('uptime_s'))} ({where})"
+        line = f"up {duration(info.get('uptime_s'))} ({where})"
         if restarts:
             findings.append(Finding(LABEL[name], "warn", f"{line}; restarted {restarts} time(s)",
                                     f"why it died: {command} logs supervisor"))
@@ -271,7 +269,7 @@ def cookie_jar_findings(state: StateDir, now: float | None = None) -> list[Findi
         findings.append(Finding("cookie jar", "warn", f"{path} is readable by others (mode "
                                                       f"{info.st_mode & 0o777:o})", f"chmod 600 {path}"))
     level = "warn" if saved > JAR_OLD_S else "ok"
-    findings.append(Finding("cookie jar", level, f"{len(cookies)} cookie(s), saved {_duration(saved)} ago",
+    findings.append(Finding("cookie jar", level, f"{len(cookies)} cookie(s), saved {duration(saved)} ago",
                             "nothing to do if the proxy is idle; the next Supermemory answer refreshes it"
                             if level == "warn" else None))
     for name in ("cf_clearance", "__cf_bm"):
@@ -282,13 +280,13 @@ def cookie_jar_findings(state: StateDir, now: float | None = None) -> list[Findi
         expires = max((c.get("expires") or 0) for c in found) or None
         if expires is None:
             findings.append(Finding("cookie jar", "ok", f"{name} present (session cookie), saved "
-                                                        f"{_duration(saved)} ago"))
+                                                        f"{duration(saved)} ago"))
         elif expires < now:
-            findings.append(Finding("cookie jar", "warn", f"{name} expired {_duration(now - expires)} ago",
+            findings.append(Finding("cookie jar", "warn", f"{name} expired {duration(now - expires)} ago",
                                     "nothing to do: the next request gets a fresh one (a first 1200 refusal may "
                                     "come with it, retried once)"))
         else:
-            findings.append(Finding("cookie jar", "ok", f"{name} valid for {_duration(expires - now)} more"))
+            findings.append(Finding("cookie jar", "ok", f"{name} valid for {duration(expires - now)} more"))
     return findings
 
 
@@ -340,7 +338,7 @@ def usage_log_findings(config: Config | None, state: StateDir, now: float | None
         if found.get("twice"):
             text += f" ({found['twice']} of them refused twice: the egress answered 503)"
         if last is not None:
-            text += f", last {_duration(max(0.0, now - last))} ago"
+            text += f", last {duration(max(0.0, now - last))} ago"
         text += "; by client: " + ", ".join(f"{cid or '-'} {n}" for cid, n in list(found["clients"].items())[:5])
         if found.get("last_message"):
             text += f"; Supermemory said: {_redact(found['last_message'][:160], config)}"
@@ -397,7 +395,7 @@ def memory_log_findings(state: StateDir, now: float | None = None) -> list[Findi
             continue
         last = _log_time(hits[-1])
         recent = last is not None and now - last < RECENT_S
-        when = f", last {_duration(now - last)} ago" if last is not None else ""
+        when = f", last {duration(now - last)} ago" if last is not None else ""
         findings.append(Finding("egress", "warn" if recent else "ok", f"{len(hits)} {what}{when}",
                                 fix if recent else None))
     return findings
