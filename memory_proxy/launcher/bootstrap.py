@@ -7,7 +7,6 @@ dependency is installed. The venv is rebuilt when ``pyproject.toml`` or
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -21,6 +20,8 @@ EDITABLE = ("--config-settings", "editable_mode=compat", "-e")
 
 
 def _wanted_stamp() -> str:
+    import hashlib  # here: only the interpreter the user typed checks the venv; the venv's own never does
+
     digest = hashlib.sha256(" ".join(EDITABLE).encode())
     for name in ("pyproject.toml", "constraints.txt"):
         digest.update((ROOT / name).read_bytes())

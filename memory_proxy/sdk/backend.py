@@ -240,7 +240,7 @@ def _flush_client_cache(litellm) -> None:
 
 def _report_logger(runtime: Runtime) -> Any:
     """A LiteLLM callback handing each call's standard logging payload to
-    ``Runtime.litellm_report`` (what binary mode's ``generic_api`` callback posts to
+    ``Runtime.litellm_report`` (what binary mode's usage callback posts to
     ``usage_intake``)."""
     from litellm.integrations.custom_logger import CustomLogger
 

@@ -144,6 +144,8 @@ def create_app(
             try:
                 yield {"runtime": runtime}
             finally:
+                if runtime.memory_api is not None:
+                    await runtime.memory_api.aclose()
                 egress.save_cookies(runtime)
                 if runtime.usage is not None:
                     runtime.usage.stop()

@@ -229,6 +229,13 @@ async def _when_litellm_is_back(runtime: Runtime, request: Request, outgoing: ht
     (``holding.py``), else the error answer (503 with Retry-After past either bound) and the
     failure's name."""
     holding = runtime.holding
+    if holding.refused(exc) and not isinstance(outgoing.stream, httpx.ByteStream):
+        try:  # a streamed body LiteLLM never saw: read it now, then it waits like a JSON one
+            outgoing = await _in_memory(runtime, request, outgoing)
+        except ClientDisconnect:
+            return client_gone(resolution, request), None
+        except BodyTooLarge as too_large:
+            exc = too_large  # 413, as when it streams past the limit
     if holding.takes(exc, outgoing):
         started = time.monotonic()
         try:
@@ -250,6 +257,14 @@ async def _when_litellm_is_back(runtime: Runtime, request: Request, outgoing: ht
     response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
     response.headers.update(dict(extra))
     return response, type(exc).__name__
+
+
+async def _in_memory(runtime: Runtime, request: Request, outgoing: httpx.Request) -> httpx.Request:
+    """``outgoing`` with its body read (bounded by ``max_body_bytes``) instead of streamed: its
+    stream was never started, because LiteLLM's port refused the connection."""
+    body = await read_body(request, runtime.config.proxy.max_body_bytes)
+    headers = [(name, value) for name, value in outgoing.headers.raw if name.lower() != b"transfer-encoding"]
+    return runtime.litellm.build_request(outgoing.method, outgoing.url, headers=headers, content=body)
 
 
 def traced(runtime: Runtime, request: Request, resolution: Resolution, model: str | None,

@@ -3,7 +3,7 @@
 Three sources fill a row, each with its own columns, joined by the request id:
 
 - the ingress (status, latency, first byte and event, client id, requested model),
-- LiteLLM's ``generic_api`` callback or SDK mode's in-process logger (tokens, cost,
+- LiteLLM's usage callback (``litellm_callback.py``) or SDK mode's in-process logger (tokens, cost,
   deployment, provider),
 - the egress (Supermemory's ``x-supermemory-*`` answer headers, Cloudflare retries).
 
@@ -70,6 +70,7 @@ COLUMNS: dict[str, str] = {
 }
 KEEP_FIRST = frozenset({"model_group"})  # the model asked for, not a fallback LiteLLM served
 EARLIEST = frozenset({"ts_ms"})  # the ingress's arrival, not LiteLLM's later start
+ADDED = frozenset({"cf_retries"})  # LiteLLM may retry the egress under the same request id: each part counts
 FOLLOWS_TS = frozenset({"day"})  # set with ts_ms, kept or replaced with it
 DAY_MS = 86_400_000
 
@@ -149,6 +150,8 @@ def from_litellm(payload: dict) -> dict | None:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+# The egress's own sm_error for a request Cloudflare refused twice (not an answer of Supermemory's).
+CLOUDFLARE_REFUSED = "Cloudflare refused twice (error code: 1200)"
 SM_HEADERS = {  # Supermemory's documented diagnostic headers -> (column, parse)
     "x-supermemory-error": ("sm_error", lambda v: v[:500]),
     "x-supermemory-context-modified": ("sm_context_modified", lambda v: 1 if v.strip().lower() == "true" else 0),
