@@ -1,4 +1,4 @@
-"""Tests of the offline emulator (tests/emulator.py)."""
+"""Tests of the offline emulator (tests/emulator/)."""
 from __future__ import annotations
 
 import gc
