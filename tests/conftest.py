@@ -10,10 +10,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 TESTS = Path(__file__).resolve().parent
 NEEDS_LITELLM = ("e2e/", "faults/", "test_parity.py", "test_sdk_mode.py", "test_observability.py", "test_tracing.py")
+
+
+@pytest.fixture(scope="module")
+def emu_server():
+    """The emulator app served in this process (a thread), one per module: LiteLLM's stand-in
+    behind ``support.servers.running_proxy`` and Supermemory behind its egress."""
+    from tests import emulator
+    from tests.support.servers import ServerThread
+
+    with ServerThread(emulator.create_app(chunk_delay=0.15, chunks=5)) as server:
+        yield server
+
+
+@pytest.fixture
+def emu(emu_server):
+    """``emu_server``, reset for each test. (A module or folder may define its own ``emu``.)"""
+    httpx.post(emu_server.url + "/_emulator/reset")
+    return emu_server
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

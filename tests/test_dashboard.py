@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_proxy_app import emu, emu_server, running_proxy  # noqa: F401  (fixtures)
+from tests.support.servers import running_proxy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FRONT_KEY = "front-door-key-0123456789"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import gc
 import json
 import re
-import socket
 import threading
 import time
 
@@ -13,7 +12,8 @@ import pytest
 import uvicorn
 
 from tests.emulator import NO_USER_ID, AbortStream, RequestLog, create_app, fast_chat_protocol
-from tests.servers import ServerThread
+from tests.support.ports import free_port
+from tests.support.servers import ServerThread
 
 OPENAI_AUTH = {"authorization": "Bearer sk-test"}
 ANTHROPIC_AUTH = {"x-api-key": "sk-ant-test"}
@@ -325,14 +325,8 @@ def test_fast_chat_answers_and_records_as_the_router_does():
     assert records[6]["query"] == "q=1" and records[8]["body"] == big and len(records) == len(cases) + 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_server_notices_client_leaving_endless_stream():
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(chunk_delay=0.01), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off", server_header=False))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -14,7 +14,7 @@ import pytest
 from memory_proxy.config.model import ConfigError, ProxySettings, parse_config
 from memory_proxy.server.front_door import FrontDoor
 from memory_proxy.server.http_protocol import protocol_class
-from tests.servers import ServerThread, receive_body
+from tests.support.servers import ServerThread, receive_body
 
 
 def door(**settings) -> FrontDoor:

@@ -11,7 +11,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from memory_proxy.server.http_protocol import Coalesce, protocol_class
-from tests.servers import receive_body
+from tests.support.servers import receive_body
 
 LIMIT = 4096  # memory_proxy.max_header_bytes of these tests
 

@@ -21,31 +21,22 @@ from memory_proxy.launcher.record import RECORD_VERSION, live_process, read_reco
 from memory_proxy.launcher.status import stop_recorded
 from memory_proxy.launcher.supervisor import BACKOFF_FIRST, Child, LaunchError, Supervisor
 from memory_proxy.state import StateDir
-
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = """
-model_list:
-  - model_name: plain
-    litellm_params: {model: openai/x, api_base: "http://127.0.0.1:9/v1", api_key: os.environ/LAUNCHER_TEST_KEY}
-user_id_mappings:
-  header_patterns:
-    - {header: user-agent, pattern: '^claude-cli/', user_id: claude-cli}
-memory_proxy:
-  port: %(port)d
-  litellm_port: %(litellm_port)d
-"""
+from tests.support import ROOT
+from tests.support.configs import build_config, model
+from tests.support.ports import free_port
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def config_text(port: int, litellm_port: int) -> str:
+    """One model (its key never set), one pattern, the two ports."""
+    return build_config([model("plain", "openai/x", "http://127.0.0.1:9/v1", "os.environ/LAUNCHER_TEST_KEY")],
+                        patterns=[("user-agent", "^claude-cli/", "claude-cli")],
+                        proxy={"port": port, "litellm_port": litellm_port})
 
 
 @pytest.fixture
 def config(tmp_path) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(CONFIG % {"port": free_port(), "litellm_port": free_port()})
+    path.write_text(config_text(free_port(), free_port()))
     return path
 
 
@@ -276,7 +267,7 @@ def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_
 
     port, litellm_port = free_port(), free_port()
     config = tmp_path / "config.yaml"
-    config.write_text(CONFIG % {"port": port, "litellm_port": litellm_port})
+    config.write_text(config_text(port, litellm_port))
     env = dict(os.environ, LAUNCHER_TEST_KEY="x")
     with socket.socket() as held:  # LiteLLM's port taken: only binary mode minds
         held.bind(("127.0.0.1", litellm_port))

@@ -10,9 +10,12 @@ import sys
 import httpx
 import pytest
 
-from tests.e2e.conftest import ENV_KEYS, LAUNCHER, ROOT, SM_KEY, cli_env, config_text, free_port
 from tests.emulator import create_app
-from tests.servers import ServerThread
+from tests.support import LAUNCHER, ROOT
+from tests.support.configs import config_text
+from tests.support.ports import free_port
+from tests.support.servers import ServerThread
+from tests.support.stacks import ENV_KEYS, SM_KEY, cli_env
 
 CLAUDE_UA = "claude-cli/2.0.14 (external, cli)"
 

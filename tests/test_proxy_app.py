@@ -7,71 +7,28 @@ tested in ``tests/e2e``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import stat
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from memory_proxy.config.model import parse_config
-from memory_proxy.server.app import create_app
 from tests import emulator
-from tests.servers import ServerThread, raw_http, until
+from tests.support.ports import free_port
+from tests.support.readiness import poll, until
+from tests.support.servers import MASTER, SECRET, SM_KEY, ServerThread, raw_http, running_proxy
 
-MASTER = "sk-test-master-0123456789"
-SECRET = "egress-secret-for-tests"
-SM_KEY = "sm-test-supermemory-key"
 PYCHARM = "OpenAIClientImpl/Java unknown"
 CLAUDE = "claude-cli/2.0.14 (external, cli)"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
 
 
-@pytest.fixture(scope="module")
-def emu_server():
-    with ServerThread(emulator.create_app(chunk_delay=0.15, chunks=5)) as server:
-        yield server
-
-
-@pytest.fixture
-def emu(emu_server):
-    httpx.post(emu_server.url + "/_emulator/reset")
-    return emu_server
-
-
 def records(emu, path_prefix: str = "/") -> list[dict]:
     return [r for r in httpx.get(emu.url + "/_emulator/requests").json() if r["path"].startswith(path_prefix)]
-
-
-def make_config(emu_url: str, extra: str = ""):
-    text = f"""
-model_list:
-  - model_name: mem
-    litellm_params: {{model: openai/x, api_base: "{emu_url}/v3/http://provider/v1", api_key: k}}
-user_id_mappings:
-  header_patterns:
-    - {{header: user-agent, pattern: '^OpenAIClientImpl/Java', user_id: pycharm-ai}}
-    - {{header: user-agent, pattern: '^claude-cli/', user_id: claude-cli}}
-memory_proxy:
-  max_body_bytes: 4096
-  optional_routes: [audio]
-  timeouts: {{connect: 1, read: 1.5}}
-  supermemory: {{base_url: "{emu_url}", api_key: os.environ/SM_KEY, cloudflare_retry_delay: 0.05}}
-{extra}"""
-    return parse_config(text, Path("test.yaml"), {"SM_KEY": SM_KEY, "FRONT_KEY": "front-door-key-0123456789"})
-
-
-@contextlib.contextmanager
-def running_proxy(emu_url: str, *, state_dir: Path | None = None, litellm_url: str | None = None, extra: str = ""):
-    app = create_app(make_config(emu_url, extra), litellm_url=litellm_url or emu_url, master_key=MASTER,
-                     egress_secret=SECRET, state_dir=state_dir)
-    with ServerThread(app) as server:
-        yield server
 
 
 @pytest.fixture
@@ -179,14 +136,8 @@ def test_body_over_limit_is_413(emu, proxy):
     assert records(emu) == []
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_litellm_down_is_a_quick_503_when_nothing_may_wait(emu, tmp_path):
-    closed = closed_port()
+    closed = free_port()
     with running_proxy(emu.url, litellm_url=f"http://127.0.0.1:{closed}", extra="  startup_wait: 0") as server:
         start = time.monotonic()
         r = httpx.post(server.url + "/v1/chat/completions", json=CHAT)
@@ -206,7 +157,7 @@ _until = until
 
 
 def test_a_request_waits_for_litellm_to_listen_then_is_relayed_once(emu, tmp_path):
-    port = closed_port()
+    port = free_port()
     with running_proxy(emu.url, litellm_url=f"http://127.0.0.1:{port}") as server:
         answers: dict[str, httpx.Response] = {}
 
@@ -230,7 +181,7 @@ def test_a_request_waits_for_litellm_to_listen_then_is_relayed_once(emu, tmp_pat
 
 
 def test_past_the_queue_or_the_wait_a_request_gets_503_with_retry_after(emu, tmp_path):
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with running_proxy(emu.url, litellm_url=url, extra="  startup_wait: 0.3\n  startup_queue: 1") as server:
         held = []
         t = threading.Thread(target=lambda: held.append(httpx.post(server.url + "/v1/chat/completions", json=CHAT,
@@ -247,7 +198,7 @@ def test_past_the_queue_or_the_wait_a_request_gets_503_with_retry_after(emu, tmp
 
 
 def test_a_client_that_leaves_while_waiting_leaves_no_task_behind(emu, tmp_path):
-    with running_proxy(emu.url, litellm_url=f"http://127.0.0.1:{closed_port()}") as server:
+    with running_proxy(emu.url, litellm_url=f"http://127.0.0.1:{free_port()}") as server:
         before = _health(server)["tasks"]
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
@@ -289,12 +240,8 @@ def test_client_disconnect_cancels_the_upstream(emu, proxy):
         it = r.iter_raw()
         next(it)
         next(it)
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        stats = httpx.get(emu.url + "/_emulator/stats").json()
-        if stats["client_disconnects"] == 1 and stats["active_streams"] == 0:
-            break
-        time.sleep(0.05)
+    stats = poll(lambda: httpx.get(emu.url + "/_emulator/stats").json(),
+                 lambda stats: stats["client_disconnects"] == 1 and stats["active_streams"] == 0, 2)
     assert stats == {**stats, "client_disconnects": 1, "active_streams": 0}
 
 

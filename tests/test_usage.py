@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from memory_proxy.config import litellm as litellm_config
 from memory_proxy.config.model import parse_config
 from memory_proxy.usage.record import UsageLog, bucket, bucket_value, from_litellm, from_supermemory
 from memory_proxy.usage.store import SCHEMA_VERSION, TABLE, SqliteStore
+from tests.support.readiness import until
 
 NOW_MS = int(time.time() * 1000)
 
@@ -23,11 +25,7 @@ def ingress_row(request_id: str, **more) -> dict:
             "completed": 1, "streamed": 0, "latency_ms": 12.0, **more}
 
 
-def wait_for(predicate, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+wait_for = functools.partial(until, what="the usage log to get there", timeout=10)
 
 
 def read(path: Path) -> list[dict]:
@@ -194,7 +192,7 @@ def test_usage_config_errors_name_the_key():
 
 
 def test_the_intake_refuses_anyone_but_our_litellm(tmp_path):
-    from tests.test_proxy_app import SECRET, running_proxy
+    from tests.support.servers import SECRET, running_proxy
 
     with running_proxy("http://127.0.0.1:9", state_dir=tmp_path) as proxy:
         url = proxy.url + litellm_config.USAGE_CALLBACK_PATH
@@ -289,13 +287,10 @@ def test_stats_command(tmp_path):
 
 def test_requests_litellm_never_saw_are_recorded(tmp_path):
     """Refused at the door, too large, LiteLLM down: each still gets its one record."""
-    import socket
+    from tests.support.ports import free_port
+    from tests.support.servers import running_proxy
 
-    from tests.test_proxy_app import running_proxy
-
-    with socket.socket() as sock:  # a port nobody listens on: LiteLLM is down
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on: LiteLLM is down
     with running_proxy(dead, state_dir=tmp_path, extra="  startup_wait: 0\n") as proxy:  # 503 at once
         headers = {"x-memory-user-id": "door"}
         down = httpx.post(proxy.url + "/v1/chat/completions", headers=headers, json={"model": "gpt-4o-mini"})

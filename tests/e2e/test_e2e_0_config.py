@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from .conftest import Stack, config_text, free_port, port_taken
+from tests.support.configs import config_text
+from tests.support.ports import free_port, port_taken
+from tests.support.stacks import Stack
 
 LITERAL = "sk-literal-secret-value-123"
 

@@ -12,7 +12,9 @@ import subprocess
 import httpx
 import pytest
 
-from .conftest import CLAUDE_UA, PYCHARM_UA, SM_KEY
+from tests.support.stacks import SM_KEY
+
+from .conftest import CLAUDE_UA, PYCHARM_UA
 
 CHAT = "/v1/chat/completions"
 

@@ -16,7 +16,10 @@ import time
 
 import psutil
 
-from .conftest import ROOT, cli_env, config_text, free_port, port_taken
+from tests.support import ROOT
+from tests.support.configs import config_text
+from tests.support.ports import free_port, port_taken
+from tests.support.stacks import cli_env
 
 CHAT = "/v1/chat/completions"
 PLAIN = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "are you there?"}]}

@@ -14,7 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import CLAUDE_UA, PYCHARM_UA, ROOT, Stack, free_port, new_stack, port_taken
+from tests.support import ROOT
+from tests.support.ports import free_port, port_taken
+from tests.support.stacks import Stack, new_stack
+
+from .conftest import CLAUDE_UA, PYCHARM_UA
 
 ROLLBACK = ROOT / "scripts" / "rollback_to_binary.sh"
 

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
-from tests.servers import ServerThread
+from tests.support.servers import ServerThread
 
 CLIENTS = Path(__file__).resolve().parents[1] / "clients"
 ATTACKER = "attacker.example"

@@ -9,7 +9,7 @@ import signal
 
 import httpx
 
-from tests.e2e.conftest import ENV_KEYS
+from tests.support.stacks import ENV_KEYS
 
 CHAT = "/v1/chat/completions"
 

@@ -13,6 +13,10 @@ import time
 import httpx
 import pytest
 
+from tests.support import ROOT
+from tests.support.ports import free_port, port_taken
+from tests.support.stacks import cli_env
+
 from .conftest import (
     ANTHROPIC_HEADERS,
     CHAT,
@@ -20,13 +24,9 @@ from .conftest import (
     KEYS,
     MESSAGES,
     PLAIN,
-    ROOT,
     assert_openai_error,
     bad_input,
-    cli_env,
-    free_port,
     make_stack,
-    port_taken,
     proxy_in_front,
     seen,
     start_direct,

@@ -22,7 +22,8 @@ import time
 import httpx
 import pytest
 
-from tests.servers import until
+from tests.support.ports import free_port
+from tests.support.readiness import until
 
 from .conftest import (
     ANTHROPIC_HEADERS,
@@ -33,7 +34,6 @@ from .conftest import (
     assert_openai_error,
     bad_input,
     fault,
-    free_port,
     metric,
     post_bytes,
     seen,
@@ -250,9 +250,7 @@ def test_sigstop_mid_request_is_a_504_and_mid_stream_an_error_event_then_sigcont
 def _alone(stack, tmp_path, name: str, keys: str):
     """``python -m memory_proxy`` (a real process, no supervisor) in front of a port nothing
     listens on, with ``keys`` in place of the suite's ``startup_wait``."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    closed = free_port()
     config = tmp_path / f"{name}.yaml"
     text = stack.config.read_text()
     assert "  startup_wait: 120\n" in text

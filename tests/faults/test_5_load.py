@@ -19,19 +19,19 @@ import time
 import httpx
 import pytest
 
+from tests.support.stacks import cli_env, start_emulator
+
 from .conftest import (
     ANTHROPIC_HEADERS,
     CHAT,
     KEYS,
     MESSAGES,
-    cli_env,
     fault,
     load,
     make_stack,
     metric,
     post_bytes,
     proxy_in_front,
-    start_emulator,
     walk_away,
 )
 

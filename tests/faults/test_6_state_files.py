@@ -23,10 +23,13 @@ import time
 import httpx
 import pytest
 
-from memory_proxy.supermemory import cookie_jar
 from memory_proxy.state import StateDir
+from memory_proxy.supermemory import cookie_jar
+from tests.support import ROOT
+from tests.support.ports import free_port
+from tests.support.stacks import start_emulator
 
-from .conftest import ROOT, SECRETS, fault, free_port, start_direct, start_emulator
+from .conftest import SECRETS, fault, start_direct
 
 SECRET = "faults-egress-secret-0123456789abcdef"
 

@@ -14,7 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import KEYS, cli_env, fault, make_stack, port_taken, seen
+from tests.support.ports import port_taken
+from tests.support.stacks import cli_env
+
+from .conftest import KEYS, fault, make_stack, seen
 
 FAKE_EXIT = """#!/bin/sh
 echo "fake litellm: cannot load the config: something is wrong at line 7" >&2

@@ -9,7 +9,9 @@ import json
 
 import pytest
 
-from .conftest import KEYS, bad_input, cli_env, seen
+from tests.support.stacks import cli_env
+
+from .conftest import KEYS, bad_input, seen
 
 GOOD = """model_list:
   - model_name: gpt

@@ -1,11 +1,24 @@
-"""Run ASGI apps on real loopback ports inside the test process (a thread each)."""
+"""ASGI apps on real loopback ports inside the test process (a thread each): any app, and
+the memory proxy's own in front of a given upstream (``running_proxy``); raw HTTP requests."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
+
+from memory_proxy.config.model import parse_config
+from tests.support.configs import build_config, model
+
+# The keys of running_proxy's memory proxy.
+MASTER = "sk-test-master-0123456789"
+SECRET = "egress-secret-for-tests"
+SM_KEY = "sm-test-supermemory-key"
 
 
 class ServerThread:
@@ -40,15 +53,6 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
-def until(predicate, what: str, timeout: float = 20.0):
-    """Polls ``predicate`` until it returns something true (a bound against hangs, not a timing claim)."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
-    return value
-
-
 async def receive_body(receive) -> bytes:
     """An ASGI request's whole body, for the small echo apps of the tests."""
     body = b""
@@ -59,11 +63,34 @@ async def receive_body(receive) -> bytes:
             return body
 
 
+def proxy_config(emu_url: str, extra: str = ""):
+    """The config of ``running_proxy``: one Supermemory-backed model on the emulator at
+    ``emu_url``, small limits and timeouts; ``extra`` lines go under ``memory_proxy``."""
+    text = build_config(
+        [model("mem", "openai/x", f"{emu_url}/v3/http://provider/v1", "k")],
+        patterns=[("user-agent", "^OpenAIClientImpl/Java", "pycharm-ai"), ("user-agent", "^claude-cli/", "claude-cli")],
+        proxy={"max_body_bytes": 4096, "optional_routes": "[audio]", "timeouts": "{connect: 1, read: 1.5}"},
+        supermemory={"base_url": emu_url, "api_key": "os.environ/SM_KEY", "cloudflare_retry_delay": 0.05},
+        extra=extra)
+    return parse_config(text, Path("test.yaml"), {"SM_KEY": SM_KEY, "FRONT_KEY": "front-door-key-0123456789"})
+
+
+@contextlib.contextmanager
+def running_proxy(emu_url: str, *, state_dir: Path | None = None, litellm_url: str | None = None,
+                  extra: str = "") -> Iterator[ServerThread]:
+    """The memory proxy's app (binary mode) in this process, in front of ``litellm_url``
+    (default: the emulator, standing in for LiteLLM as with ``up --litellm-url``)."""
+    from memory_proxy.server.app import create_app
+
+    app = create_app(proxy_config(emu_url, extra), litellm_url=litellm_url or emu_url, master_key=MASTER,
+                     egress_secret=SECRET, state_dir=state_dir)
+    with ServerThread(app) as server:
+        yield server
+
+
 def raw_http(port: int, request_line: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
     """Send one HTTP/1.1 request byte for byte (no client-side path normalisation);
     return the status code and the raw answer."""
-    import socket
-
     head = [request_line, "host: 127.0.0.1", f"content-length: {len(body)}", "connection: close"]
     head += [f"{k}: {v}" for k, v in headers.items()]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
