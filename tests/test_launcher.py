@@ -8,35 +8,25 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from memory_proxy.launcher.litellm_binary import find_litellm
-from memory_proxy.launcher.logfiles import follow
 from memory_proxy.launcher.record import RECORD_VERSION, live_process, read_record, write_record
 from memory_proxy.launcher.status import stop_recorded
-from memory_proxy.launcher.supervisor import BACKOFF_FIRST, Child, LaunchError, Supervisor
+from memory_proxy.launcher.supervisor import BACKOFF_FIRST, Child, Supervisor
 from memory_proxy.state import StateDir
 from tests.support import ROOT
-from tests.support.configs import build_config, model
+from tests.support.configs import launcher_config
 from tests.support.ports import free_port
-
-
-def config_text(port: int, litellm_port: int) -> str:
-    """One model (its key never set), one pattern, the two ports."""
-    return build_config([model("plain", "openai/x", "http://127.0.0.1:9/v1", "os.environ/LAUNCHER_TEST_KEY")],
-                        patterns=[("user-agent", "^claude-cli/", "claude-cli")],
-                        proxy={"port": port, "litellm_port": litellm_port})
 
 
 @pytest.fixture
 def config(tmp_path) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(config_text(free_port(), free_port()))
+    path.write_text(launcher_config(free_port(), free_port()))
     return path
 
 
@@ -125,22 +115,6 @@ def test_logs_shows_the_tail(tmp_path, config):
     assert "[litellm]" in result.stdout and "line 99" in result.stdout
 
 
-def test_find_litellm_prefers_the_one_beside_the_interpreter(tmp_path, monkeypatch):
-    beside, on_path = tmp_path / "venv" / "bin", tmp_path / "elsewhere"
-    for folder in (beside, on_path):
-        folder.mkdir(parents=True)
-        (folder / "litellm").write_text("#!/bin/sh\n")
-        (folder / "litellm").chmod(0o755)
-    monkeypatch.delenv("MEMORY_PROXY_LITELLM", raising=False)
-    monkeypatch.setattr(sys, "executable", str(beside / "python"))
-    monkeypatch.setenv("PATH", str(on_path))
-    assert find_litellm() == beside / "litellm"
-    (beside / "litellm").unlink()
-    assert find_litellm() == on_path / "litellm"
-    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
-    assert find_litellm() is None
-
-
 def fake_litellm(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "fake-litellm"
     path.write_text("#!/bin/sh\n" + body + "\n")
@@ -226,58 +200,3 @@ def test_a_dead_child_is_restarted_with_back_off(tmp_path):
     finally:
         sup.shutdown()
     assert child.proc.poll() is not None
-
-
-def test_follow_sees_appended_created_and_truncated_files(tmp_path):
-    a, b = tmp_path / "a.log", tmp_path / "b.log"
-    a.write_text("old line\n")
-    stop = threading.Event()
-    seen: list[tuple[str, str]] = []
-
-    def reader():
-        for item in follow({"a": a, "b": b}, stop, poll=0.02):
-            seen.append(item)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    time.sleep(0.1)
-    with open(a, "a") as f:
-        f.write("new line\npart")
-    b.write_text("b appeared\n")
-    time.sleep(0.2)
-    a.write_text("after truncation\n")
-    deadline = time.monotonic() + 5
-    while ("a", "after truncation") not in seen and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    thread.join(timeout=2)
-    assert ("a", "old line") not in seen
-    assert ("a", "new line") in seen and ("b", "b appeared") in seen and ("a", "after truncation") in seen
-
-
-def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_path):
-    from memory_proxy.launcher import commands as console
-
-    state = StateDir(tmp_path / "state").ensure()
-    assert console.remembered_backend(state) is None
-    console.remember_backend(state, "sdk")
-    assert console.remembered_backend(state) == "sdk"
-    (state.root / console.BACKEND_FILE).write_text("nonsense\n")
-    assert console.remembered_backend(state) is None  # ignored: `up` falls back to binary
-
-    port, litellm_port = free_port(), free_port()
-    config = tmp_path / "config.yaml"
-    config.write_text(config_text(port, litellm_port))
-    env = dict(os.environ, LAUNCHER_TEST_KEY="x")
-    with socket.socket() as held:  # LiteLLM's port taken: only binary mode minds
-        held.bind(("127.0.0.1", litellm_port))
-        held.listen()
-        Supervisor(config, state, environ=env, backend="sdk").preflight()
-        with pytest.raises(LaunchError, match="memory_proxy.litellm_port"):
-            Supervisor(config, state, environ=env, backend="binary").preflight()
-    sdk_port = free_port()
-    with socket.socket() as held:  # the SDK-backed proxy's port taken: mode both refuses
-        held.bind(("127.0.0.1", sdk_port))
-        held.listen()
-        with pytest.raises(LaunchError, match="--sdk-port"):
-            Supervisor(config, state, environ=env, backend="both", sdk_port=sdk_port).preflight()

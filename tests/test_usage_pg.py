@@ -14,7 +14,7 @@ import pytest
 from memory_proxy.usage import report as ur
 from memory_proxy.usage.record import UsageLog, from_supermemory
 from tests.support.ports import free_port
-from tests.test_usage import NOW_MS, ingress_row, wait_for
+from tests.unit.usage.test_usage import NOW_MS, ingress_row, wait_for
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -22,7 +22,7 @@ class FastChatProtocol(HttpToolsProtocol):
     request cycle, a task or Starlette; uvicorn's per-request machinery costs more than the
     answer itself. It is what lets the benchmark's direct path run several times faster than
     anything proxied, as the load generator's headroom must show. Same answer bytes, same record
-    (the same functions build both; ``tests/test_emulator.py`` compares both ways); anything
+    (the same functions build both; ``tests/unit/test_emulator.py`` compares both ways); anything
     else, or a request that turns out not to be ordinary once its body is in, goes through
     ``app`` as usual. Every emulator server runs it, behind a proxy as well as directly.
     """

@@ -1,5 +1,6 @@
-"""Config files for the tests: one builder, ``build_config``, and the config of the emulator
-stacks (``config_text``) that the e2e, fault, parity and observability tests share."""
+"""Config files for the tests: one builder, ``build_config``, the config of the emulator
+stacks (``config_text``) that the e2e, fault, parity and observability tests share, and the
+launcher tests' (``launcher_config``)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,14 @@ def build_config(models: Iterable[str], *, patterns: Iterable[tuple[str, str, st
         if supermemory:
             text += "  supermemory:\n" + "".join(f"    {key}: {_value(value)}\n" for key, value in supermemory.items())
     return text + extra
+
+
+def launcher_config(port: int, litellm_port: int) -> str:
+    """A config for the launcher alone: one model (its key ``LAUNCHER_TEST_KEY`` never set), one
+    pattern, the two ports."""
+    return build_config([model("plain", "openai/x", "http://127.0.0.1:9/v1", "os.environ/LAUNCHER_TEST_KEY")],
+                        patterns=[("user-agent", "^claude-cli/", "claude-cli")],
+                        proxy={"port": port, "litellm_port": litellm_port})
 
 
 def config_text(provider: int, supermemory: int, proxy_port: int, litellm_port: int, extra: str = "", *,

@@ -24,7 +24,7 @@ from memory_proxy.config.model import (
 )
 from memory_proxy.config.schema import json_schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 TIMEOUT_KEYS = tuple(f.name for f in dataclasses.fields(Timeouts))
 

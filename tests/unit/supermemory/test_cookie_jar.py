@@ -1,34 +1,15 @@
-"""State folder: crash-safe writes, the master key and the cookie jar."""
+"""The cookie jar in the state folder (Cloudflare's clearance cookies, kept across restarts)."""
 
 import os
 import stat
 from http.cookiejar import Cookie, CookieJar
 
 from memory_proxy.supermemory import cookie_jar
-from memory_proxy.state import StateDir, atomic_write
 
 
 def _cookie(name: str, value: str, expires: int | None) -> Cookie:
     return Cookie(0, name, value, None, False, "127.0.0.1", False, False, "/", True, False, expires, expires is None,
                   None, None, {"HttpOnly": None})
-
-
-def test_master_key_generated_once_mode_0600(tmp_path):
-    state = StateDir(tmp_path / "s").ensure()
-    key = state.master_key({})
-    assert key.startswith("sk-") and len(key) > 40 and key != "sk-1234"
-    assert state.master_key({}) == key
-    assert stat.S_IMODE(os.stat(state.master_key_file).st_mode) == 0o600
-    assert state.master_key({"LITELLM_MASTER_KEY": "sk-from-env-0123456789"}) == "sk-from-env-0123456789"
-
-
-def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
-    target = tmp_path / "f.json"
-    atomic_write(target, "one")
-    atomic_write(target, "two", mode=0o644)
-    assert target.read_text() == "two"
-    assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
 def test_cookie_jar_round_trip_drops_expired(tmp_path):

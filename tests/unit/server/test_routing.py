@@ -7,8 +7,9 @@ import pytest
 from memory_proxy.config.model import parse_config
 from memory_proxy.server import headers as h
 from memory_proxy.server.routing import InvalidClientId, resolve, split_scope
+from tests.support import ROOT
 
-CONFIG = parse_config(Path(__file__).resolve().parent.parent.joinpath("config", "config.yaml").read_text(),
+CONFIG = parse_config(ROOT.joinpath("config", "config.yaml").read_text(),
                       Path("config.yaml"), {"SUPERMEMORY_API_KEY": "sm-test"})
 MAPPINGS = CONFIG.user_id_mappings
 

@@ -16,7 +16,7 @@ from memory_proxy.config.model import (
 )
 from memory_proxy.config.schema import json_schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 ENV = {"OPENAI_API_KEY": "sk-test-openai", "ANTHROPIC_API_KEY": "sk-test-anthropic", "SUPERMEMORY_API_KEY": "sm-test"}
 
 
