@@ -1,7 +1,7 @@
 """The dashboard at /ui/: its JSON API, its key cookie, and the page in a real headless Chromium.
 
 The emulator stands in for LiteLLM (as with ``up --litellm-url``), so the tokens come from
-the ingress's record alone here; LiteLLM's half is tested in tests/e2e/test_e2e_4_usage.py.
+the ingress's record alone here; LiteLLM's half is tested in tests/e2e/test_usage.py.
 """
 
 from __future__ import annotations

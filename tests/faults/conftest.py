@@ -8,7 +8,7 @@ launcher with ``--litellm-url``, or ``python -m memory_proxy`` directly) next to
 
 The processes are started by ``tests/support/stacks.py``. Every secret this suite sets is
 registered in ``SECRETS`` and every state folder in ``STATE_DIRS``;
-``test_9_secrets.py`` greps every log, every output and every answer body collected in
+``test_secrets.py`` (last) greps every log, every output and every answer body collected in
 ``SEEN`` for them. ``TALLY`` counts the faults survived and the bad inputs tried; the
 counts are printed at the end of the run (no file quotes them: they would go stale).
 """

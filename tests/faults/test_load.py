@@ -2,7 +2,7 @@
 (``up --litellm-url``): LiteLLM serves about 70 requests a second on these 2 cores, so
 20,000 requests through it would take 5 minutes and measure LiteLLM; here they take under
 a minute and measure the memory proxy. 200 concurrent streams also go through the real
-chain once (test_3/test_4 cover the rest of it).
+chain once (test_upstream.py and test_litellm.py cover the rest of it).
 
 - 1,000 clients walk away mid-stream: each upstream request ends, and the proxy is left
   with no connection, task or file descriptor more than before;

@@ -6,7 +6,7 @@ it is away waits for it; the supervisor restarts LiteLLM with back-off (1 s, the
 second death soon after); once it is back every request succeeds. Frozen: the request gets a
 504 after ``timeouts.read``, streams an error event; after SIGCONT everything works. The
 memory proxy is the same process throughout. (SIGKILL first: it also ends the LiteLLM request
-that test_3 left reading a never-ending answer.)
+that test_upstream.py left reading a never-ending answer; see the run order in tests/conftest.py.)
 """
 
 from __future__ import annotations

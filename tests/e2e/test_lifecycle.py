@@ -1,7 +1,7 @@
 """Processes over time: LiteLLM dying and coming back, the operator script, the
 ``--litellm-url`` mode, and ``down``/``up`` leaving nothing behind but the cookies.
 
-These run after the client tests (file order) because they restart things.
+These run after the client tests because they restart things (the run order is in tests/conftest.py).
 """
 
 from __future__ import annotations
