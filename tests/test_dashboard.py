@@ -128,7 +128,7 @@ def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
 def test_chromium_shows_cards_chart_latency_and_live_table(dashboard, tmp_path):
     dom = _Dom()
     dom.feed(chromium(dashboard.url + "/ui/", tmp_path))
-    cards = {c["attrs"]["data-key"]: c for c in dom.elements if "card" == c["attrs"].get("class")}
+    cards = {c["attrs"]["data-key"]: c for c in dom.elements if c["attrs"].get("class") == "card"}
     assert set(cards) == {"dash-a", "dash-b"}
     fields = {e["attrs"]["data-field"]: e["text"] for e in dom.elements if "data-field" in e["attrs"]}
     assert fields["requests"] in ("3", "2") and "requests" in cards["dash-a"]["text"]

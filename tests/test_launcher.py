@@ -66,7 +66,8 @@ LAUNCHER_MAY_USE = ("memory_proxy.launcher", "memory_proxy.config", "memory_prox
 def test_launcher_imports_only_what_its_rule_allows():
     script = ("import importlib, json, pkgutil, sys; import memory_proxy.launcher as launcher\n"
               "before = set(sys.modules)\n"
-              "for m in pkgutil.iter_modules(launcher.__path__): importlib.import_module(launcher.__name__ + '.' + m.name)\n"
+              "for m in pkgutil.iter_modules(launcher.__path__):\n"
+              "    importlib.import_module(launcher.__name__ + '.' + m.name)\n"
               "print(json.dumps(sorted(set(sys.modules) - before)))")
     loaded = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
                                        check=True).stdout)

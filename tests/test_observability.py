@@ -63,7 +63,7 @@ class Sink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 sink.bodies.append(json.loads(body))
                 self.send_response(200)
@@ -105,8 +105,8 @@ def stacks(tmp_path_factory):
                             tmp / "config.yaml", env)
 
     def litellm_env(generated):  # what the launcher gives LiteLLM: the config's directory on its import path
-        return dict(GENERIC_LOGGER_ENDPOINT=sinks["binary"].url, DEFAULT_FLUSH_INTERVAL_SECONDS="1",
-                    CALLBACK_LOG=str(logs["binary"]), PYTHONPATH=str(tmp))
+        return {"GENERIC_LOGGER_ENDPOINT": sinks["binary"].url, "DEFAULT_FLUSH_INTERVAL_SECONDS": "1",
+                "CALLBACK_LOG": str(logs["binary"]), "PYTHONPATH": str(tmp)}
 
     patch = pytest.MonkeyPatch()
     # SDK mode's LiteLLM reads the same variables, from this process's environment.
@@ -181,8 +181,8 @@ def runtime_of(app):
 def test_metrics_after_known_traffic(stacks, mode):
     url, client = stacks.urls[mode], f"metrics-{mode}"
     before = scrape(url)
-    plain = dict(model="gpt-4o-mini", route="chat/completions")
-    backed = dict(model="memory/gpt-4o-mini", route="chat/completions")
+    plain = {"model": "gpt-4o-mini", "route": "chat/completions"}
+    backed = {"model": "memory/gpt-4o-mini", "route": "chat/completions"}
     for model, stream in [("gpt-4o-mini", False), ("gpt-4o-mini", False), ("gpt-4o-mini", True),
                           ("memory/gpt-4o-mini", False)]:
         assert chat(url, model, stream=stream, client=client).status_code == 200

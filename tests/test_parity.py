@@ -176,7 +176,8 @@ def message(model: str, text: str = "hello there", **extra) -> dict:
 
 
 CLIENTS = [({"user-agent": PYCHARM}, "pycharm-ai"), ({"user-agent": CLAUDE}, "claude-cli"),
-           ({"user-agent": "some-script/1.0"}, "default-dev"), ({"user-agent": CLAUDE, "x-memory-user-id": "proj-1"}, "proj-1")]
+           ({"user-agent": "some-script/1.0"}, "default-dev"),
+           ({"user-agent": CLAUDE, "x-memory-user-id": "proj-1"}, "proj-1")]
 
 
 @pytest.mark.parametrize("path, body", [
@@ -435,8 +436,8 @@ def test_memory_is_kept_per_id(stacks, path, make):
                 call(url, path, make(model, "What is my name?"), headers={"x-memory-user-id": "bob-id"}),
                 call(url, "/scope/alice-id" + path, make(model, "What is my name?"))]
     same = assert_same(in_both(stacks, scenario))
-    replies = [a["body"]["choices"][0]["message"]["content"] if "choices" in a["body"] else a["body"]["content"][0]["text"]
-               for a in same["answers"]]
+    replies = [a["body"]["choices"][0]["message"]["content"] if "choices" in a["body"]
+               else a["body"]["content"][0]["text"] for a in same["answers"]]
     assert replies == ["echo: My name is Alice", "Your name is Alice.", "I don't know your name.",
                        "Your name is Alice."]
     assert [u["headers"]["x-sm-user-id"] for u in same["upstream"]] == ["alice-id", "alice-id", "bob-id", "alice-id"]
@@ -450,7 +451,7 @@ def test_cookies_held_by_the_egress_in_both_modes(stacks):
         stacks.reset()
         for _ in range(2):
             call(stacks.urls[mode], "/v1/chat/completions", chat("memory/gpt-4o-mini"))
-        first, second = stacks.records()
+        _first, second = stacks.records()
         assert "cf_clearance" in second["cookies"] and "__cf_bm" in second["cookies"], mode
 
 

@@ -110,9 +110,7 @@ def test_startup_warms_every_api_shape_in_process_without_calling_a_provider(emu
     providers, supermemory = emu
     httpx.post(providers.url + "/_emulator/reset")
     port = free_port()
-    extra = """  - model_name: claude
-    litellm_params: {model: anthropic/claude-3-5-haiku-latest, api_base: "%s", api_key: os.environ/OPENAI_API_KEY}
-""" % providers.url
+    extra = model("claude", "anthropic/claude-3-5-haiku-latest", providers.url)
     text = config_text(providers.url, supermemory.url, port).replace("litellm_settings:", extra + "litellm_settings:")
     config = parse_config(text, tmp_path / "c.yaml", ENV)
     app = create_sdk_app(config, master_key="unused-master-key", egress_secret="s" * 32, port=port, environ=ENV)

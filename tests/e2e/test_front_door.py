@@ -105,8 +105,9 @@ def test_a_rebound_name_is_refused_even_as_its_own_origin(stack):
 
 def test_litellm_admin_routes_are_404_through_the_proxy(stack):
     with stack.client() as c:
-        for path in ("/model/info", "/v1/model/info", "/get/config/callbacks", "/routes", "/.well-known/litellm-ui-config",
-                     "/debug/asyncio-tasks", "/key/generate", "/model/new", "/config/update", "/cache/flushall"):
+        for path in ("/model/info", "/v1/model/info", "/get/config/callbacks", "/routes",
+                     "/.well-known/litellm-ui-config", "/debug/asyncio-tasks", "/key/generate", "/model/new",
+                     "/config/update", "/cache/flushall"):
             r = c.post(path, json={}) if path in ("/key/generate", "/model/new", "/config/update",
                                                  "/cache/flushall") else c.get(path)
             assert r.status_code == 404 and r.json()["error"]["code"] == "route_not_served", path

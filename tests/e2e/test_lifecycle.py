@@ -151,7 +151,7 @@ def test_foreground_up_streams_prefixed_logs_and_ctrl_c_stops_it(stack, tmp_path
             lines.append(line)
             if "Ctrl+C stops both" in line:
                 break
-        assert any("is up on http://127.0.0.1:%d" % port in line for line in lines), "".join(lines)
+        assert any(f"is up on http://127.0.0.1:{port}" in line for line in lines), "".join(lines)
         assert any("pycharm-ai" in line for line in lines) and any("claude-cli" in line for line in lines)
         status = json.loads(stack.cli("status", "--json", config=config, state=state, env=env).stdout)
         assert status["healthy"] and status["detached"] is False

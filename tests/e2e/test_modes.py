@@ -67,7 +67,7 @@ def test_sdk_mode_then_rollback_to_binary(own_stack):
     assert health["litellm"]["ready"] is True and health["litellm"]["backend"] == "sdk"
     text = st.cli("status")
     assert text.returncode == 0 and "backend: sdk" in text.stdout, text.stdout
-    for headers, expected in zip(CLIENTS, EXPECTED):
+    for headers, expected in zip(CLIENTS, EXPECTED, strict=True):
         assert routed(st.proxy_url, headers) == (expected, expected)
     with st.client() as c:
         r = c.post("/v1/chat/completions", headers={"user-agent": PYCHARM_UA},
@@ -84,7 +84,7 @@ def test_sdk_mode_then_rollback_to_binary(own_stack):
     status = st.status()
     assert status["healthy"] and status["backend"] == "binary"
     assert status["processes"]["litellm"]["pid"] and status["processes"]["memory_proxy"]["pid"] != sdk_pid
-    for headers, expected in zip(CLIENTS, EXPECTED):
+    for headers, expected in zip(CLIENTS, EXPECTED, strict=True):
         assert routed(st.proxy_url, headers) == (expected, expected)
 
     again = rollback(st)  # already binary: nothing to do, success
@@ -106,7 +106,7 @@ def test_both_mode_serves_two_ports_and_is_remembered(own_stack):
     sdk_health = httpx.get(sdk_url + "/health", timeout=10, trust_env=False).json()
     assert sdk_health["litellm"]["backend"] == "sdk" and sdk_health["litellm"]["ready"] is True
     assert binary_health["litellm"].get("backend") != "sdk" and binary_health["litellm"]["ready"] is True
-    for headers, expected in zip(CLIENTS, EXPECTED):
+    for headers, expected in zip(CLIENTS, EXPECTED, strict=True):
         assert routed(st.proxy_url, headers) == routed(sdk_url, headers) == (expected, expected)
     for base in (st.proxy_url, sdk_url):
         r = httpx.post(base + "/v1/chat/completions", headers={"user-agent": CLAUDE_UA}, timeout=60, trust_env=False,

@@ -140,9 +140,9 @@ def proxy_in_front(st: Stack, litellm_url: str, where: str) -> Iterator[Stack]:
 def post_bytes(path: str, body: dict, *, close: bool = True) -> bytes:
     """A JSON POST byte for byte (Anthropic's version header included, for ``/v1/messages``)."""
     payload = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
-            f"content-length: {len(payload)}\r\n" + ("connection: close\r\n" if close else "")
-            + "\r\n").encode() + payload
+    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"anthropic-version: 2023-06-01\r\ncontent-length: {len(payload)}\r\n"
+            + ("connection: close\r\n" if close else "") + "\r\n").encode() + payload
 
 
 def walk_away(port: int, count: int, at_once: int, request: Callable[[int], bytes],
@@ -211,7 +211,7 @@ def _no_fault_left(request):
     if "emu" in request.fixturenames or "stack" in request.fixturenames:
         try:
             request.getfixturevalue("emu").clear_fault()
-        except Exception:  # noqa: BLE001 - the emulator fixture may be gone at session end
+        except Exception:  # the emulator fixture may be gone at session end
             pass
 
 

@@ -161,8 +161,8 @@ def test_huge_bodies_are_413_without_being_read(stack, baseline):
     for content_type in ("application/json", "application/octet-stream"):
         # Chunked, no declared length: refused once the limit is passed, not after 20 MiB.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(f"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {content_type}\r\n"
-                         "transfer-encoding: chunked\r\n\r\n".encode())
+            sock.sendall(f"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                         f"content-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n".encode())
             sent = 0
             try:
                 while sent < 20 * MAX_BODY:
@@ -204,7 +204,8 @@ HEADER_CASES = {
     "colon-less header line": (b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\njunk\r\n\r\n", 400, "invalid_http"),
     "control character in a value": (request_bytes("GET", "/v1/models", {"x-a": "a\x01b"}), 400, "invalid_http"),
     "NUL in a value": (request_bytes("GET", "/v1/models", {"x-a": "a\x00b"}), 400, "invalid_http"),
-    "obsolete line folding": (b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\nx-a: b\r\n c\r\n\r\n", 400, "invalid_http"),
+    "obsolete line folding": (b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\nx-a: b\r\n c\r\n\r\n", 400,
+                              "invalid_http"),
     "bare LF line ends": (b"GET /v1/models HTTP/1.1\nhost: 127.0.0.1\n\n", 400, "invalid_http"),
     "two content-lengths": (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 2\r\n"
                             b"content-length: 3\r\n\r\n{}", 400, "invalid_http"),

@@ -80,8 +80,8 @@ def run_check(stack, tmp_path, name: str, text: str | bytes):
 def test_every_config_mistake_names_key_and_line(stack, tmp_path):
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = dict(zip(MISTAKES, pool.map(lambda item: run_check(stack, tmp_path, item[0], item[1][0]),
-                                              MISTAKES.items())))
-    for name, (text, line, key, words) in MISTAKES.items():
+                                              MISTAKES.items()), strict=True))
+    for name, (_text, line, key, words) in MISTAKES.items():
         config, result = results[name]
         seen(f"check ({name})", result.stdout + result.stderr)
         assert result.returncode == 2, f"{name}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -175,7 +175,7 @@ memory_proxy:
 
 @pytest.mark.parametrize("name", ["port is text", "YAML syntax", "host not loopback, no keys"])
 def test_up_refuses_the_same_mistakes_before_starting_anything(stack, tmp_path, name):
-    text, line, key, words = MISTAKES[name]
+    text, _line, key, words = MISTAKES[name]
     config = tmp_path / "up.yaml"
     config.write_text(text)
     result = stack.cli("up", "--detach", config=config, state=tmp_path / "state", timeout=60)

@@ -70,7 +70,7 @@ class InFlight:
                     self.data += chunk
                     if b"data: " in self.data:
                         self.first_chunk.set()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             self.error = exc
         finally:
             self.ended = time.monotonic()

@@ -27,7 +27,7 @@ from memory_proxy.state import StateDir
 from memory_proxy.supermemory import cookie_jar
 from tests.support import ROOT
 from tests.support.ports import free_port
-from tests.support.stacks import start_emulator
+from tests.support.stacks import ProxyProcess, start_emulator
 
 from .conftest import SECRETS, fault, start_direct
 
@@ -82,12 +82,12 @@ def test_sigkill_while_the_proxy_saves_its_cookie_jar(tmp_path, jar_emu):
     control = jar_emu.url + "/_emulator/cloudflare"
     values_seen: set[str] = set()
     rng = random.Random(5)
-    for cycle in range(15):
+    for _ in range(15):
         proxy = start_direct(config, state, free_port(), jar_emu.url, secret=SECRET)
         stop = threading.Event()
         saves = [0]
 
-        def drive() -> None:
+        def drive(proxy: ProxyProcess, stop: threading.Event, saves: list[int]) -> None:
             # Each round: Cloudflare refuses once (fresh cookies), the retry passes: one save.
             with httpx.Client(trust_env=False, timeout=10) as c:
                 while not stop.is_set():
@@ -97,7 +97,7 @@ def test_sigkill_while_the_proxy_saves_its_cookie_jar(tmp_path, jar_emu):
                             saves[0] += 1
                     except httpx.HTTPError:
                         return
-        driver = threading.Thread(target=drive)
+        driver = threading.Thread(target=drive, args=(proxy, stop, saves))
         driver.start()
         # The kill lands at a random moment among the saves; waiting for the first one keeps a
         # busy machine (a slow first request) from killing the proxy before it saved anything.

@@ -281,15 +281,15 @@ def test_fast_chat_answers_and_records_as_the_router_does():
     """FastChatProtocol (what the emulator's servers run) gives the same answers and records as
     uvicorn's own protocol with the app's router, on real connections."""
     big = chat("x" * 100_000)  # a body in many reads
-    cases = [dict(json=chat("hi"), headers={**OPENAI_AUTH, "cookie": "a=1; b=2", "X-Mixed": "1"}),
-             dict(json=chat("hi", stream=True), headers=OPENAI_AUTH),
-             dict(json=chat("hi")),  # no key
-             dict(json=chat("hi"), headers={"authorization": "Basic abc"}),
-             dict(content=b"[1, 2]", headers=OPENAI_AUTH),
-             dict(content=b"{not json", headers=OPENAI_AUTH),
-             dict(json=chat("My name is Ann. What is my name?"), headers=OPENAI_AUTH, params={"q": "1"}),
-             dict(json=chat("bye"), headers={**OPENAI_AUTH, "connection": "close"}),
-             dict(json=big, headers=OPENAI_AUTH)]
+    cases = [{"json": chat("hi"), "headers": {**OPENAI_AUTH, "cookie": "a=1; b=2", "X-Mixed": "1"}},
+             {"json": chat("hi", stream=True), "headers": OPENAI_AUTH},
+             {"json": chat("hi")},  # no key
+             {"json": chat("hi"), "headers": {"authorization": "Basic abc"}},
+             {"content": b"[1, 2]", "headers": OPENAI_AUTH},
+             {"content": b"{not json", "headers": OPENAI_AUTH},
+             {"json": chat("My name is Ann. What is my name?"), "headers": OPENAI_AUTH, "params": {"q": "1"}},
+             {"json": chat("bye"), "headers": {**OPENAI_AUTH, "connection": "close"}},
+             {"json": big, "headers": OPENAI_AUTH}]
     outcomes, app_calls = [], []
     for fast in (False, True):
         app = create_app(chunk_delay=0, chunks=2)
@@ -342,17 +342,17 @@ def test_real_server_notices_client_leaving_endless_stream():
             assert routed.status_code == 200
             assert control.get("/_emulator/requests").json()[0]["path"] == ROUTER_CHAT
             control.post("/_emulator/faults", json={"mode": "endless_stream", "delay": 0.02})
-            with httpx.Client(base_url=base, timeout=5) as streamer:
-                with streamer.stream("POST", "/v1/chat/completions", json=chat("x", stream=True),
-                                     headers=OPENAI_AUTH) as r:
-                    lines = r.iter_lines()  # keep a reference: a dropped iterator closes the connection
-                    received = 0
-                    for line in lines:
-                        received += line.startswith("data: ")
-                        if received == 5:
-                            break
-                    assert control.get("/_emulator/stats").json() == {
-                        "active_streams": 1, "client_disconnects": 0, "requests": 2}
+            with httpx.Client(base_url=base, timeout=5) as streamer, \
+                    streamer.stream("POST", "/v1/chat/completions", json=chat("x", stream=True),
+                                    headers=OPENAI_AUTH) as r:
+                lines = r.iter_lines()  # keep a reference: a dropped iterator closes the connection
+                received = 0
+                for line in lines:
+                    received += line.startswith("data: ")
+                    if received == 5:
+                        break
+                assert control.get("/_emulator/stats").json() == {
+                    "active_streams": 1, "client_disconnects": 0, "requests": 2}
             left = time.monotonic()
             while True:
                 stats = control.get("/_emulator/stats").json()

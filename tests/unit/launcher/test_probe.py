@@ -36,7 +36,8 @@ def test_health_probe_reads_every_framing_and_gives_up_cleanly():
     length = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
         len(body), body)
     assert http_get(_serve_once(length, 0.05)) == (200, body)
-    chunked = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"sta\r\nb;x=y\r\ntus\": \"ok\"}\r\n0\r\n\r\n"
+    chunked = (b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\n{\"sta\r\nb;x=y\r\ntus\": \"ok\"}\r\n0\r\n\r\n")
     assert http_get(_serve_once(chunked, 0.05)) == (503, body)
     assert http_get(_serve_once(b"HTTP/1.0 200 OK\r\n\r\n" + body)) == (200, body)  # ended by the close
     assert http_get(_serve_once(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")) == (None, b"")  # no HTTP answer

@@ -30,7 +30,7 @@ def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_
         held.bind(("127.0.0.1", litellm_port))
         held.listen()
         Supervisor(config, state, environ=env, backend="sdk").preflight()
-        with pytest.raises(LaunchError, match="memory_proxy.litellm_port"):
+        with pytest.raises(LaunchError, match=r"memory_proxy\.litellm_port"):
             Supervisor(config, state, environ=env, backend="binary").preflight()
     sdk_port = free_port()
     with socket.socket() as held:  # the SDK-backed proxy's port taken: mode both refuses

@@ -190,7 +190,7 @@ memory_proxy:
 async def echo(scope, receive, send):
     """Answers with the method, path and body and whether an upgrade header arrived."""
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return

@@ -82,7 +82,8 @@ def answers(raw: bytes) -> list[dict]:
     while raw:
         head, _, rest = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
         found.append(json.loads(rest[:length]))
         raw = rest[length:]
     return found
@@ -128,7 +129,7 @@ def test_an_unparsable_request_gets_a_json_400_and_a_half_close():
 
 def test_a_head_over_the_limit_is_431_as_soon_as_it_is_over():
     head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-big: " + b"a" * 30_000
-    raw, transport, _ = asyncio.run(exchange(head[:10_000], head[10_000:]))
+    raw, _, _ = asyncio.run(exchange(head[:10_000], head[10_000:]))
     status, _, body = raw.partition(b"\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 431") and json.loads(body)["error"]["code"] == "headers_too_large"
 

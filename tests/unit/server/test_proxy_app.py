@@ -105,7 +105,7 @@ def test_openai_stream_arrives_chunk_by_chunk(emu, proxy):
 def test_anthropic_stream_arrives_chunk_by_chunk(emu, proxy):
     body = {"model": "claude", "max_tokens": 10, "stream": True,
             "messages": [{"role": "user", "content": "a longer message"}]}
-    times, data, r = _timed_chunks(proxy.url + "/v1/messages?beta=true", body, {"user-agent": CLAUDE})
+    times, data, _ = _timed_chunks(proxy.url + "/v1/messages?beta=true", body, {"user-agent": CLAUDE})
     events = [line[7:] for line in data.decode().splitlines() if line.startswith("event: ")]
     assert events[0] == "message_start" and events[-1] == "message_stop"
     assert len(times) >= 5 and times[-1] - times[0] >= 0.45, times
@@ -203,8 +203,8 @@ def test_a_client_that_leaves_while_waiting_leaves_no_task_behind(emu, tmp_path)
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 body = json.dumps(CHAT).encode()
-                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
                 _until(lambda: _health(server)["waiting_for_litellm"] == 1, "the request waits")
             _until(lambda: _health(server)["waiting_for_litellm"] == 0, "the request stops waiting")
             _until(lambda: _health(server)["tasks"] <= before, "its tasks end")
@@ -364,7 +364,7 @@ def test_cloudflare_refusal_is_retried_once(emu, proxy):
 def test_egress_streams_back_unbuffered(emu, proxy):
     body = {"model": "x", "stream": True, "messages": [{"role": "user", "content": "a longer message"}]}
     headers = {"authorization": "Bearer p", "x-supermemory-user-id": "u", "x-memory-proxy-egress-secret": SECRET}
-    times, data, r = _timed_chunks(proxy.url + f"/_egress/v3/{emu.url}/v1/chat/completions", body, headers)
+    times, data, _ = _timed_chunks(proxy.url + f"/_egress/v3/{emu.url}/v1/chat/completions", body, headers)
     assert data.rstrip().endswith(b"data: [DONE]")
     assert len(times) >= 5 and times[-1] - times[0] >= 0.45, times
 
