@@ -26,6 +26,7 @@ import pytest
 from memory_proxy.state import StateDir
 from memory_proxy.supermemory import cookie_jar
 from tests.support import ROOT
+from tests.support.configs import SUPERMEMORY_KEY, build_config, model
 from tests.support.ports import free_port
 from tests.support.stacks import ProxyProcess, start_emulator
 
@@ -43,17 +44,10 @@ def jar_emu(tmp_path_factory):
 
 def jar_config(tmp_path, emu) -> os.PathLike:
     config = tmp_path / "config.yaml"
-    config.write_text(f"""
-model_list:
-  - model_name: mem
-    litellm_params: {{model: openai/x, api_base: "http://127.0.0.1:{emu.supermemory_port}/v3/{emu.url}/v1",
-                      api_key: os.environ/OPENAI_API_KEY}}
-memory_proxy:
-  supermemory:
-    base_url: http://127.0.0.1:{emu.supermemory_port}
-    api_key: os.environ/SUPERMEMORY_API_KEY
-    cloudflare_retry_delay: 0
-""")
+    supermemory = f"http://127.0.0.1:{emu.supermemory_port}"
+    config.write_text(build_config([model("mem", "openai/x", f"{supermemory}/v3/{emu.url}/v1")],
+                                   supermemory={"base_url": supermemory, "api_key": SUPERMEMORY_KEY,
+                                                "cloudflare_retry_delay": 0}))
     return config
 
 
