@@ -59,7 +59,8 @@ def test_help_and_status_answer_quickly_without_litellm(tmp_path, config):
 # standard library, psutil, typer/rich and the shared config, names and state modules, so
 # `status` and `--help` never load LiteLLM, Starlette, httpx or uvicorn. What a command needs
 # beyond that it imports inside the command.
-LAUNCHER_MAY_IMPORT = {"psutil", "typer", "click", "rich", "yaml", "shellingham"}
+# annotated_doc: typer's own.
+LAUNCHER_MAY_IMPORT = {"psutil", "typer", "click", "rich", "yaml", "shellingham", "annotated_doc"}
 LAUNCHER_MAY_USE = ("memory_proxy.launcher", "memory_proxy.config", "memory_proxy.names", "memory_proxy.state")
 
 

@@ -41,7 +41,7 @@ def family(params: dict) -> str:
 def families(config: Config) -> dict[str, str]:
     """Family -> the model string of its first deployment LiteLLM gets (keys set)."""
     found: dict[str, str] = {}
-    for item, info in zip(config.raw.get("model_list") or [], config.models):
+    for item, info in zip(config.raw.get("model_list") or [], config.models, strict=False):
         if info.missing_env or not isinstance(item, dict) or not isinstance(item.get("litellm_params"), dict):
             continue
         params = item["litellm_params"]

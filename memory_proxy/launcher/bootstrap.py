@@ -7,7 +7,6 @@ dependency is installed. The venv is rebuilt when ``pyproject.toml`` or
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -21,6 +20,8 @@ EDITABLE = ("--config-settings", "editable_mode=compat", "-e")
 
 
 def _wanted_stamp() -> str:
+    import hashlib  # here: only the interpreter the user typed checks the venv; the venv's own never does
+
     digest = hashlib.sha256(" ".join(EDITABLE).encode())
     for name in ("pyproject.toml", "constraints.txt"):
         digest.update((ROOT / name).read_bytes())
@@ -36,7 +37,7 @@ def ensure_venv() -> Path:
     wanted = _wanted_stamp()
     if STAMP.is_file() and STAMP.read_text() == wanted and venv_python().exists():
         return venv_python()
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (this runs under whatever python3 the user typed)
         sys.exit(f"LiteLLM Memory Proxy needs Python 3.11 or newer, this is {sys.version.split()[0]}")
     if not venv_python().exists():
         import venv  # only on first run: importing it costs every command ~40 ms

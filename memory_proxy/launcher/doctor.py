@@ -14,15 +14,14 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memory_proxy.config.hosts import url_host
-from memory_proxy.launcher.commands import Context, _duration, _print_json
+from memory_proxy.launcher.context import Context
 from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
 from memory_proxy.launcher.status import collect_status
 from memory_proxy.launcher.supervisor import missing_keys
-from memory_proxy.launcher.term import out
+from memory_proxy.launcher.term import duration, out, print_json
 from memory_proxy.names import LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir
 
@@ -33,8 +32,9 @@ LEVELS = ("ok", "warn", "fail")
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 CLOCK_WARN_S, CLOCK_FAIL_S = 60, 3600
 JAR_OLD_S = 24 * 3600
-LOG_SCAN_BYTES = 4 * 2**20  # the end of the memory proxy's log that is searched for refusals
+LOG_SCAN_BYTES = 4 * 2**20  # the end of the memory proxy's log that is searched for refusals (fallback)
 RECENT_S = 3600
+WINDOW_DAYS = 7  # how far back the usage store is asked
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 CLOUDFLARE_LINE = "Cloudflare refusal (1200)"
 MEMORY_ERROR_LINE = "Supermemory could not add memory"
@@ -53,7 +53,7 @@ def run(ctx: Context, as_json: bool) -> int:
     failed = any(f.level == "fail" for f in findings)
     counts = {level: sum(f.level == level for f in findings) for level in LEVELS}
     if as_json:
-        _print_json({"ok": not failed, "counts": counts, "config": str(ctx.config), "state_dir": str(ctx.state.root),
+        print_json({"ok": not failed, "counts": counts, "config": str(ctx.config), "state_dir": str(ctx.state.root),
                      "checks": [asdict(f) for f in findings]})
         return 1 if failed else 0
     out.line(("LiteLLM Memory Proxy doctor", "bold"), f"  (config {ctx.config}, state {ctx.state.root})")
@@ -83,8 +83,7 @@ def collect(ctx: Context) -> list[Finding]:
     if config is not None:
         findings += supermemory_findings(config, ctx.state)
         findings += front_door_findings(config)
-    findings += memory_log_findings(ctx.state)
-    findings += usage_log_findings(ctx.state)
+    findings += usage_log_findings(config, ctx.state)
     return findings
 
 
@@ -136,7 +135,8 @@ def _key_variables(config: Config) -> set[str]:
 
 
 LABEL = {MEMORY_PROXY: "memory proxy", LITELLM: "LiteLLM", SUPERVISOR: "supervisor", MEMORY_PROXY_SDK: "SDK proxy"}
-LOG = {MEMORY_PROXY: "memory", LITELLM: "litellm", SUPERVISOR: "supervisor", MEMORY_PROXY_SDK: "memory_sdk"}  # `logs` names
+# the names `logs` takes
+LOG = {MEMORY_PROXY: "memory", LITELLM: "litellm", SUPERVISOR: "supervisor", MEMORY_PROXY_SDK: "memory_sdk"}
 
 
 def process_findings(ctx: Context) -> list[Finding]:
@@ -180,16 +180,16 @@ def process_findings(ctx: Context) -> list[Finding]:
             findings.append(Finding(LABEL[name], "fail", f"{why} ({where})", f"{command} logs {LOG[name]}"))
             continue
         restarts = info.get("restarts") or 0
-        line = f"up {_duration(info.get('uptime_s'))} ({where})"
+        line = f"up {duration(info.get('uptime_s'))} ({where})"
         if restarts:
             findings.append(Finding(LABEL[name], "warn", f"{line}; restarted {restarts} time(s)",
                                     f"why it died: {command} logs supervisor"))
         else:
             findings.append(Finding(LABEL[name], "ok", line))
-        if name in (MEMORY_PROXY, MEMORY_PROXY_SDK) and info.get("litellm_ready") is False:
-            if not litellm_down:  # otherwise LiteLLM's own line says so
-                findings.append(Finding("LiteLLM", "fail", f"the {LABEL[name]} answers but LiteLLM is not ready "
-                                                           "(/health/readiness)", f"{command} logs litellm"))
+        # (a LiteLLM that is down has its own line)
+        if name in (MEMORY_PROXY, MEMORY_PROXY_SDK) and info.get("litellm_ready") is False and not litellm_down:
+            findings.append(Finding("LiteLLM", "fail", f"the {LABEL[name]} answers but LiteLLM is not ready "
+                                                       "(/health/readiness)", f"{command} logs litellm"))
     return findings
 
 
@@ -224,7 +224,7 @@ def supermemory_findings(config: Config, state: StateDir) -> list[Finding]:
 
 def clock_finding(server_date: str | None, now: float | None = None) -> Finding:
     now = time.time() if now is None else now
-    if dt.datetime.fromtimestamp(now, dt.timezone.utc).year < 2024:
+    if dt.datetime.fromtimestamp(now, dt.UTC).year < 2024:
         return Finding("clock", "fail", f"the system clock says {time.ctime(now)}", "set the system clock (NTP)")
     try:
         server = email.utils.parsedate_to_datetime(server_date).timestamp() if server_date else None
@@ -269,7 +269,7 @@ def cookie_jar_findings(state: StateDir, now: float | None = None) -> list[Findi
         findings.append(Finding("cookie jar", "warn", f"{path} is readable by others (mode "
                                                       f"{info.st_mode & 0o777:o})", f"chmod 600 {path}"))
     level = "warn" if saved > JAR_OLD_S else "ok"
-    findings.append(Finding("cookie jar", level, f"{len(cookies)} cookie(s), saved {_duration(saved)} ago",
+    findings.append(Finding("cookie jar", level, f"{len(cookies)} cookie(s), saved {duration(saved)} ago",
                             "nothing to do if the proxy is idle; the next Supermemory answer refreshes it"
                             if level == "warn" else None))
     for name in ("cf_clearance", "__cf_bm"):
@@ -280,22 +280,103 @@ def cookie_jar_findings(state: StateDir, now: float | None = None) -> list[Findi
         expires = max((c.get("expires") or 0) for c in found) or None
         if expires is None:
             findings.append(Finding("cookie jar", "ok", f"{name} present (session cookie), saved "
-                                                        f"{_duration(saved)} ago"))
+                                                        f"{duration(saved)} ago"))
         elif expires < now:
-            findings.append(Finding("cookie jar", "warn", f"{name} expired {_duration(now - expires)} ago",
+            findings.append(Finding("cookie jar", "warn", f"{name} expired {duration(now - expires)} ago",
                                     "nothing to do: the next request gets a fresh one (a first 1200 refusal may "
                                     "come with it, retried once)"))
         else:
-            findings.append(Finding("cookie jar", "ok", f"{name} valid for {_duration(expires - now)} more"))
+            findings.append(Finding("cookie jar", "ok", f"{name} valid for {duration(expires - now)} more"))
     return findings
 
 
 # --- what the memory proxy saw ------------------------------------------------------------
 
+CLOUDFLARE = ("Cloudflare refusals (503, error code: 1200)",
+              "Supermemory's edge is rate-limiting: fewer requests, keep the cookie jar, and check the clock")
+MEMORY_ERRORS = ("answers with x-supermemory-error (memory not added)",
+                 "check the key's plan and limits with Supermemory")
+LOG_MEMORY_FIX = "see the memory proxy's log for Supermemory's message; check the key's plan and limits"
+
+
+def usage_log_findings(config: Config | None, state: StateDir, now: float | None = None) -> list[Finding]:
+    """Recent Cloudflare 1200 refusals and ``x-supermemory-error`` answers, with their counts,
+    last time and clients, from the usage store (SQLite in the state folder or PostgreSQL).
+    The memory proxy's log is read instead only when the usage record is off, or when the
+    config does not load and there is no SQLite store to read."""
+    from memory_proxy.usage.store import database_file
+
+    now = time.time() if now is None else now
+    settings = config.proxy.usage if config is not None else None
+    path = database_file(state.root)
+    if settings is not None and not settings.enabled:
+        return [Finding("usage log", "ok", "usage recording is off (memory_proxy.usage.enabled: false): the "
+                                           "counts come from the memory proxy's log")] + memory_log_findings(state, now)
+    url = settings.database_url if settings is not None else None
+    if url is None and not path.exists():
+        if settings is None:
+            return [Finding("usage log", "ok", "usage log not available (the config does not load): the counts "
+                                               "come from the memory proxy's log")] + memory_log_findings(state, now)
+        return [Finding("usage log", "ok", f"usage log not available (no usage store in {state.root} yet: "
+                                           "nothing recorded)")]
+    where = "PostgreSQL (memory_proxy.usage.database_url)" if url else str(path)
+    try:
+        incidents = _read_incidents(url, state, now)
+    except Exception as exc:  # the store's own errors (sqlite3, psycopg): one line, never a traceback
+        detail = _redact(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", config)
+        return [Finding("usage log", "warn", f"the usage store {where} cannot be read ({detail})",
+                        "check memory_proxy.usage.database_url and that the server runs" if url else
+                        f"check {path} (owner, permissions, disk)")]
+    findings = [Finding("usage log", "ok", f"read {where} (the last {WINDOW_DAYS} days)")]
+    for (what, fix), found in ((CLOUDFLARE, incidents["cloudflare"]), (MEMORY_ERRORS, incidents["memory_errors"])):
+        if not found["count"]:
+            findings.append(Finding("egress", "ok", f"no {what} in the last {WINDOW_DAYS} days"))
+            continue
+        last = found["last_ms"] / 1000 if found["last_ms"] is not None else None
+        recent = last is not None and now - last < RECENT_S
+        text = f"{found['count']} {what} in the last {WINDOW_DAYS} days"
+        if found.get("twice"):
+            text += f" ({found['twice']} of them refused twice: the egress answered 503)"
+        if last is not None:
+            text += f", last {duration(max(0.0, now - last))} ago"
+        text += "; by client: " + ", ".join(f"{cid or '-'} {n}" for cid, n in list(found["clients"].items())[:5])
+        if found.get("last_message"):
+            text += f"; Supermemory said: {_redact(found['last_message'][:160], config)}"
+        findings.append(Finding("egress", "warn" if recent else "ok", text, fix if recent else None))
+    return findings
+
+
+def _read_incidents(url: str | None, state: StateDir, now: float) -> dict[str, dict]:
+    from memory_proxy.usage import report
+    from memory_proxy.usage.record import CLOUDFLARE_REFUSED
+    from memory_proxy.usage.store import open_store
+
+    store = open_store(url, state.root, readonly=True)
+    try:
+        since_ms = int((now - WINDOW_DAYS * 86400) * 1000)
+        return report.memory_incidents(store, since_ms, CLOUDFLARE_REFUSED)
+    finally:
+        store.close()
+
+
+def _redact(text: str, config: Config | None) -> str:
+    """``text`` without the secrets the config holds (a database URL with its password, the key)."""
+    if config is None:
+        return text
+    from urllib.parse import urlsplit
+
+    secrets = [config.proxy.supermemory.api_key, config.proxy.usage.database_url]
+    if config.proxy.usage.database_url:
+        secrets.append(urlsplit(config.proxy.usage.database_url).password)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
 
 def memory_log_findings(state: StateDir, now: float | None = None) -> list[Finding]:
-    """Cloudflare refusals and x-supermemory-error answers the egress logged (the memory
-    proxy's log, until the usage log below can be read instead)."""
+    """Cloudflare refusals and x-supermemory-error answers the egress logged: the memory
+    proxy's log, for when there is no usage record to read (``usage_log_findings``)."""
     now = time.time() if now is None else now
     path = state.process_log(MEMORY_PROXY)
     try:
@@ -307,18 +388,14 @@ def memory_log_findings(state: StateDir, now: float | None = None) -> list[Findi
     except OSError as exc:
         return [Finding("egress log", "warn", f"{path} cannot be read: {exc.strerror}")]
     findings = []
-    for marker, what, fix in (
-            (CLOUDFLARE_LINE, "Cloudflare refusals (503, error code: 1200)",
-             "Supermemory's edge is rate-limiting: fewer requests, keep the cookie jar, and check the clock"),
-            (MEMORY_ERROR_LINE, "answers with x-supermemory-error (memory not added)",
-             "see the memory proxy's log for Supermemory's message; check the key's plan and limits")):
+    for marker, (what, fix) in ((CLOUDFLARE_LINE, CLOUDFLARE), (MEMORY_ERROR_LINE, (MEMORY_ERRORS[0], LOG_MEMORY_FIX))):
         hits = [line for line in lines if marker in line]
         if not hits:
             findings.append(Finding("egress", "ok", f"no {what} in the memory proxy's log"))
             continue
         last = _log_time(hits[-1])
         recent = last is not None and now - last < RECENT_S
-        when = f", last {_duration(now - last)} ago" if last is not None else ""
+        when = f", last {duration(now - last)} ago" if last is not None else ""
         findings.append(Finding("egress", "warn" if recent else "ok", f"{len(hits)} {what}{when}",
                                 fix if recent else None))
     return findings
@@ -329,24 +406,6 @@ def _log_time(line: str) -> float | None:
     if not match:
         return None
     return time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S"))  # the log's local time
-
-
-# >>> usage log (issue 17) ------------------------------------------------------------------
-USAGE_STORE = "usage.sqlite3"  # the usage store's file in the state folder (issue 17)
-
-
-def usage_log_findings(state: StateDir) -> list[Finding]:
-    """Recent Cloudflare 1200 refusals and x-supermemory-error answers from the usage log,
-    with their counts and last time.
-
-    Placeholder until the usage store (issue 17) lands: then this reads it (read-only) and
-    replaces ``memory_log_findings``. Until then it only says whether a store exists."""
-    path: Path = state.root / USAGE_STORE
-    if not path.exists():
-        return [Finding("usage log", "ok", "usage log not available (no usage store in the state folder)")]
-    return [Finding("usage log", "ok", f"usage log at {path}; doctor does not read it yet "
-                                       "(the counts above come from the memory proxy's log)")]
-# <<< usage log ---------------------------------------------------------------------------
 
 
 # --- the front door -----------------------------------------------------------------------

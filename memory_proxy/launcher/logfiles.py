@@ -32,7 +32,7 @@ def follow(paths: Mapping[str, Path], stop: threading.Event, *, from_end: bool =
     Copes with files that appear later, are truncated or are rotated."""
     handles: dict[str, Any] = {}
     inodes: dict[str, int] = {}
-    partial: dict[str, str] = {name: "" for name in paths}
+    partial: dict[str, str] = dict.fromkeys(paths, "")
     first = True
     try:
         while not stop.is_set():
@@ -49,7 +49,7 @@ def follow(paths: Mapping[str, Path], stop: threading.Event, *, from_end: bool =
                     if partial[name]:  # the old file's unfinished last line
                         yield name, partial[name]
                         partial[name] = ""
-                    f = handles[name] = open(path, "rb")
+                    f = handles[name] = open(path, "rb")  # noqa: SIM115 (kept open across reads; closed below)
                     inodes[name] = st.st_ino
                     if first and from_end:
                         f.seek(0, os.SEEK_END)

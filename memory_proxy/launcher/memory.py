@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memory_proxy.launcher.commands import Context, _fail, _print_json, _warn, client_headers
-from memory_proxy.launcher.term import err, out
+from memory_proxy.launcher.config_commands import client_headers
+from memory_proxy.launcher.context import Context
+from memory_proxy.launcher.term import err, fail, out, print_json, warn
 
 EXPORT_FORMAT = "litellm-memory-proxy/memory-export"
 SUMMARY = 72  # characters of a memory shown in lists
@@ -69,9 +70,9 @@ def _run(ctx: Context, who: Who, as_json: bool, action) -> int:
     except MemoryApiError as exc:
         code, message, kind = (2 if exc.kind == "no_key" else 1), str(exc), exc.kind
     if as_json:
-        _print_json({"ok": False, "error": message, "kind": kind})
+        print_json({"ok": False, "error": message, "kind": kind})
     else:
-        _fail(message)
+        fail(message)
     return code
 
 
@@ -107,7 +108,7 @@ def list_memories(ctx: Context, who: Who, limit: int, as_json: bool) -> int:
     def action(api, user_id, why):
         found = all_memories(api, user_id, limit)
         if as_json:
-            _print_json({"ok": True, "user_id": user_id, "memories": [memory_record(m) for m in found]})
+            print_json({"ok": True, "user_id": user_id, "memories": [memory_record(m) for m in found]})
             return 0
         _heading(user_id, why, f"{len(found)} memor{'y' if len(found) == 1 else 'ies'}, newest first")
         if found:
@@ -126,7 +127,7 @@ def search(ctx: Context, who: Who, query: str, limit: int, as_json: bool) -> int
         results = [{"id": r.id, "memory": r.memory if r.memory is not None else r.chunk,
                     "similarity": r.similarity, "updated_at": r.system.updated_at} for r in answer.results]
         if as_json:
-            _print_json({"ok": True, "user_id": user_id, "query": query, "results": results})
+            print_json({"ok": True, "user_id": user_id, "query": query, "results": results})
             return 0
         _heading(user_id, why, f"{len(results)} result(s) for {query!r}")
         if results:
@@ -149,7 +150,7 @@ def show(ctx: Context, who: Who, memory_id: str, as_json: bool) -> int:
             raise
         record = memory_record(memory)
         if as_json:
-            _print_json({"ok": True, "user_id": user_id, "memory": record})
+            print_json({"ok": True, "user_id": user_id, "memory": record})
             return 0
         _heading(user_id, why, "")
         for label, key in (("id", "id"), ("created", "created_at"), ("updated", "updated_at")):
@@ -174,7 +175,7 @@ def profile(ctx: Context, who: Who, as_json: bool) -> int:
                 "buckets": {name: [{"id": f.id, "memory": f.memory} for f in facts]
                             for name, facts in (answer.buckets or {}).items()}}
         if as_json:
-            _print_json({"ok": True, "user_id": user_id, "profile": data})
+            print_json({"ok": True, "user_id": user_id, "profile": data})
             return 0
         _heading(user_id, why, "Supermemory's profile")
         sections = [("Stable facts", data["static"]), ("Recent context", data["dynamic"])]
@@ -216,11 +217,11 @@ def forget(ctx: Context, who: Who, ids: list[str], everything: bool, yes: bool, 
 
 def _done(as_json: bool, user_id: str, forgotten: list[str], errors: list[dict], message: str) -> int:
     if as_json:
-        _print_json({"ok": not errors, "user_id": user_id, "forgotten": forgotten, "errors": errors})
+        print_json({"ok": not errors, "user_id": user_id, "forgotten": forgotten, "errors": errors})
     else:
         out.line(("✔ ", "bold green"), message)
         for e in errors:
-            _warn(f"{e['id']}: {e['error']}")
+            warn(f"{e['id']}: {e['error']}")
     return 1 if errors else 0
 
 
@@ -235,7 +236,7 @@ def _confirm(question: str) -> bool:
 
 
 def _usage(message: str, as_json: bool) -> int:
-    _print_json({"ok": False, "error": message, "kind": "usage"}) if as_json else _fail(message)
+    print_json({"ok": False, "error": message, "kind": "usage"}) if as_json else fail(message)
     return 2
 
 
@@ -248,8 +249,8 @@ def export(ctx: Context, who: Who) -> int:
 
     def action(api, user_id, why):
         found = [memory_record(m) for m in reversed(all_memories(api, user_id))]
-        _print_json({"format": EXPORT_FORMAT, "version": 1, "user_id": user_id,
-                     "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        print_json({"format": EXPORT_FORMAT, "version": 1, "user_id": user_id,
+                     "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                      "memories": found})
         err.line(f"exported {len(found)} memories of {user_id!r}")
         return 0
@@ -292,10 +293,10 @@ def import_(ctx: Context, who: Who, path: Path, as_json: bool) -> int:
                 added += 1
         except Exception:
             if added:
-                _warn(f"imported {added} of {len(memories)} memories into {user_id!r} before the failure")
+                warn(f"imported {added} of {len(memories)} memories into {user_id!r} before the failure")
             raise
         if as_json:
-            _print_json({"ok": True, "user_id": user_id, "imported": added, "from": source})
+            print_json({"ok": True, "user_id": user_id, "imported": added, "from": source})
         else:
             out.line(("✔ ", "bold green"), f"imported {added} memories into {user_id!r}"
                      + (f" (exported from {source!r})" if source else ""))

@@ -51,7 +51,7 @@ def port_holder(port: int) -> str | None:
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
             if conn.pid:
                 return describe_process(conn.pid)
-            return "a process of another user (try: sudo ss -ltnp 'sport = :%d')" % port
+            return f"a process of another user (try: sudo ss -ltnp 'sport = :{port}')"
     return None
 
 

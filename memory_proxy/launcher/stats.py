@@ -41,7 +41,7 @@ def render_table(columns: list[str], rows: list[list[str]], text_columns: int) -
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join([line(columns)] + [line(row) for row in rows]) + "\n"
 

@@ -124,7 +124,8 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         rows[MEMORY_PROXY] = (entry, f"{record.get('memory_proxy_url')}/health" if port else None, port)
         if MEMORY_PROXY_SDK in procs:
             entry = procs.get(MEMORY_PROXY_SDK) or {}
-            rows[MEMORY_PROXY_SDK] = (entry, (entry.get("url") + "/health") if entry.get("url") else None, entry.get("port"))
+            health = entry.get("url") + "/health" if entry.get("url") else None
+            rows[MEMORY_PROXY_SDK] = (entry, health, entry.get("port"))
         result["processes"] = _probe_all(rows)
         if external and LITELLM in result["processes"]:
             result["processes"][LITELLM]["external_url"] = external

@@ -510,7 +510,7 @@ class Supervisor:
         self.save_record()
 
     def install_signal_handlers(self, *, hangup_stops: bool) -> None:
-        def handler(signum, frame):  # noqa: ARG001
+        def handler(signum, frame):
             self.stop_event.set()
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)

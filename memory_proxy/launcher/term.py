@@ -11,12 +11,13 @@ wide characters in a table, a table wider than the terminal) is handed to rich i
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TextIO, Union
+from typing import Any, TextIO
 
-Part = Union[str, tuple[str, str]]  # text, or (text, style) with a style like "bold green"
+Part = str | tuple[str, str]  # text, or (text, style) with a style like "bold green"
 
 _ATTRIBUTES = {"bold": "1", "dim": "2"}
 _COLORS = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "magenta": "35", "cyan": "36"}
@@ -103,10 +104,10 @@ class Stream:
             self._rich_table(columns, rows, header_style)
             return
         lines = ["".join(self.styled("  ", header_style) + self.styled(col.ljust(w), header_style)
-                         + self.styled("  ", header_style) for col, w in zip(columns, widths))]
+                         + self.styled("  ", header_style) for col, w in zip(columns, widths, strict=True))]
         for row in rows:
             lines.append("".join("  " + (self.styled(text, style) if style else text) + " " * (w - len(text)) + "  "
-                                 for (text, style), w in zip(row, widths)))
+                                 for (text, style), w in zip(row, widths, strict=True)))
         self.write("\n".join(lines) + "\n")
 
     def _rich_table(self, columns: Sequence[str], rows: list[list[tuple[str, str]]], header_style: str) -> None:
@@ -141,3 +142,29 @@ class Stream:
 
 out = Stream("stdout")
 err = Stream("stderr")
+
+
+def print_json(data: Any) -> None:
+    out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def fail(message: str, log_tail: str | None = None) -> None:
+    err.line(("✘ ", "bold red"), message)
+    if log_tail:
+        for line in log_tail.splitlines():
+            err.line(("    " + line, "dim"))
+
+
+def warn(message: str) -> None:
+    err.line(("! ", "bold yellow"), message)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -1,4 +1,5 @@
-"""The SDK-mode app: binary mode's app (lifespan, sessions, egress, dashboard) with the Router in place of the relay to LiteLLM."""
+"""The SDK-mode app: binary mode's app (lifespan, sessions, egress, dashboard) with the Router in
+place of the relay to LiteLLM."""
 
 from __future__ import annotations
 

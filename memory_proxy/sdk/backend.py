@@ -40,11 +40,11 @@ def load_litellm() -> None:
     """Import LiteLLM and the parts of its proxy package SDK mode calls (about 8 s and 200 MB
     on a small machine). ``create_sdk_app`` does it, so the app's startup only builds the Router."""
     _litellm()
-    import litellm.anthropic_interface.exceptions  # noqa: F401
-    import litellm.proxy.anthropic_endpoints.streaming_model_restamp  # noqa: F401
-    import litellm.proxy.auth.auth_utils  # noqa: F401
-    import litellm.proxy.common_request_processing  # noqa: F401
-    import litellm.proxy.route_llm_request  # noqa: F401
+    import litellm.anthropic_interface.exceptions
+    import litellm.proxy.anthropic_endpoints.streaming_model_restamp
+    import litellm.proxy.auth.auth_utils
+    import litellm.proxy.common_request_processing
+    import litellm.proxy.route_llm_request
     import litellm.proxy.utils  # noqa: F401
 
 
@@ -73,8 +73,8 @@ def sdk_settings(config: Config, egress_url: str, egress_secret: str,
     environ = os.environ if environ is None else environ
     generated = build_litellm_config(config, egress_url, environ, usage_callback=False)
     model_list = []
-    for model in generated.get("model_list") or []:
-        model = dict(model)
+    for listed in generated.get("model_list") or []:
+        model = dict(listed)
         params = dict(model["litellm_params"])
         extra = params.get("extra_headers")
         if isinstance(extra, dict) and h.EGRESS_SECRET_HEADER in extra:
@@ -135,7 +135,7 @@ class SdkBackend:
         try:
             from importlib.metadata import version
             litellm_version = version("litellm")
-        except Exception:  # noqa: BLE001
+        except Exception:
             litellm_version = "unknown"
         return cls(router, settings, litellm_version, time.perf_counter() - started, restore, restore_callbacks)
 
@@ -144,7 +144,7 @@ class SdkBackend:
         try:
             from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
             await close_litellm_async_clients()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.debug("closing LiteLLM's cached clients: %s", exc)
         _flush_client_cache(litellm)
         litellm_callbacks.restore(litellm, self.restore_callbacks)
@@ -216,10 +216,10 @@ def _report_logger(runtime: Runtime) -> Any:
             # LiteLLM keeps one logger per class name and public attributes: this one is this app's
             self.app_id = os.urandom(8).hex()
 
-        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # noqa: D102
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
             runtime.litellm_report(kwargs.get("standard_logging_object"))
 
-        async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # noqa: D102
+        async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
             runtime.litellm_report(kwargs.get("standard_logging_object"))
 
     return ReportLogger()
@@ -240,7 +240,7 @@ async def warm_up(sdk: SdkBackend) -> list[warmup.Warmed]:
             if hasattr(result, "__aiter__"):
                 async for _ in result:
                     pass
-        except Exception as exc:  # noqa: BLE001 -- reported, never fatal
+        except Exception as exc:
             status, error = None, type(exc).__name__
         return warmup.Warmed(group, path, stream, status, (time.monotonic() - began) * 1000, error)
 

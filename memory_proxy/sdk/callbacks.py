@@ -62,12 +62,13 @@ def install(litellm: Any, settings: dict, callback_settings: dict, config_path: 
                                 "SDK mode runs none of those (binary mode does)")
         try:
             return get_instance_fn(value=entry, config_file_path=str(config_path))
-        except Exception as exc:  # noqa: BLE001 -- LiteLLM raises a bare ImportError/AttributeError chain
+        except Exception as exc:
             raise CallbackError(f"callback {entry!r} could not be loaded: {exc}") from None
 
     try:
         if "callbacks" in settings:
-            for entry in _as_list(settings["callbacks"], "callbacks"):
+            for listed in _as_list(settings["callbacks"], "callbacks"):
+                entry = listed
                 if isinstance(entry, str):
                     entry = LoggingCallbackManager.add_custom_callback_generic_api_str(entry)
                 if isinstance(entry, str) and entry not in known:

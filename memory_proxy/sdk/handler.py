@@ -1,4 +1,5 @@
-"""SDK mode's request handler: the front door's checks, then the call to LiteLLM's Router with the body and headers binary mode's LiteLLM proxy would build."""
+"""SDK mode's request handler: the front door's checks, then the call to LiteLLM's Router with the
+body and headers binary mode's LiteLLM proxy would build."""
 
 from __future__ import annotations
 
@@ -204,7 +205,7 @@ async def handle(request: Request) -> Response:
                 stream_answer = SseAnswer(result, route_type, requested, strip_usage=strip_usage)
                 first = await stream_answer.first()
                 first_event_s = time.perf_counter() - started
-        except Exception as exc:  # noqa: BLE001 -- every LiteLLM failure becomes the proxy's answer
+        except Exception as exc:
             response = _error_answer(route_type, exc, admitted)
             done(response.status_code, error=type(exc).__name__)
             return response

@@ -104,7 +104,7 @@ class SseAnswer:
                             chunk = await self.iterator.__anext__()
                         except StopAsyncIteration:
                             break
-                        except Exception as exc:  # noqa: BLE001
+                        except Exception as exc:
                             log.warning("LiteLLM stream broke after the answer started: %s", type(exc).__name__)
                             yield self.error_event(exc)
                             return

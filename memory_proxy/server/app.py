@@ -13,7 +13,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route, request_response
 
-from memory_proxy.supermemory import cookie_jar
 from memory_proxy.config.litellm import USAGE_CALLBACK_PATH
 from memory_proxy.config.model import Config
 from memory_proxy.server import dashboard, egress, ingress, metrics, tracing, usage_intake
@@ -22,6 +21,7 @@ from memory_proxy.server.front_door import FrontDoor, Guard
 from memory_proxy.server.routing import SCOPE_PREFIX, split_scope
 from memory_proxy.server.runtime import Runtime
 from memory_proxy.state import StateDir
+from memory_proxy.supermemory import cookie_jar
 from memory_proxy.upstream.transport import AsyncClient, Transport
 from memory_proxy.usage.record import UsageLog
 
@@ -29,10 +29,10 @@ from memory_proxy.usage.record import UsageLog
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     """LiteLLM answers many clients through one session: never carry a cookie between them."""
 
-    def set_ok(self, cookie, request):  # noqa: D102
+    def set_ok(self, cookie, request):
         return False
 
-    def return_ok(self, cookie, request):  # noqa: D102
+    def return_ok(self, cookie, request):
         return False
 
 
@@ -144,6 +144,8 @@ def create_app(
             try:
                 yield {"runtime": runtime}
             finally:
+                if runtime.memory_api is not None:
+                    await runtime.memory_api.aclose()
                 egress.save_cookies(runtime)
                 if runtime.usage is not None:
                     runtime.usage.stop()

@@ -27,8 +27,10 @@ from memory_proxy.usage import report as ur
 
 UI_PREFIX = "/ui"
 COOKIE = "memory_proxy_ui"
-ASSETS = {"": ("index.html", "text/html; charset=utf-8"), "index.html": ("index.html", "text/html; charset=utf-8"),
-          "app.js": ("app.js", "text/javascript; charset=utf-8"), "app.css": ("app.css", "text/css; charset=utf-8")}
+HTML, JS = "text/html; charset=utf-8", "text/javascript; charset=utf-8"
+ASSETS = {"": ("index.html", HTML), "index.html": ("index.html", HTML), "memory": ("memory.html", HTML),
+          "common.js": ("common.js", JS), "app.js": ("app.js", JS), "memory.js": ("memory.js", JS),
+          "app.css": ("app.css", "text/css; charset=utf-8")}
 ASSET_DIR = Path(__file__).with_name("ui")
 SECURITY_HEADERS = {"cache-control": "no-store", "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
                     "x-frame-options": "DENY",
@@ -46,7 +48,8 @@ def _token(runtime: Runtime, key: str) -> str:
     return hmac.new(runtime.egress_secret.encode(), b"ui:" + key.encode(), hashlib.sha256).hexdigest()
 
 
-def _allowed(runtime: Runtime, request: Request) -> bool:
+def allowed(runtime: Runtime, request: Request) -> bool:
+    """The page's cookie or a front-door key, when keys are configured."""
     keys = runtime.config.proxy.api_keys
     if not keys:
         return True
@@ -58,7 +61,7 @@ def _allowed(runtime: Runtime, request: Request) -> bool:
 
 
 async def page(request: Request) -> Response:
-    """The page and its two assets (no key needed: they hold no data)."""
+    """The pages and their assets (no key needed: they hold no data)."""
     if request.url.path == UI_PREFIX:
         return Response(status_code=308, headers={"location": UI_PREFIX + "/"})
     name = request.path_params.get("asset", "")
@@ -83,7 +86,7 @@ async def login(request: Request) -> Response:
     return response
 
 
-def _range(request: Request) -> tuple[str, int, int | None]:
+def report_range(request: Request) -> tuple[str, int, int | None]:
     """(bucket period, since ms, until ms) of ``?range=today|7d|30d|90d`` or ``?since=&until=`` (days)."""
     params = request.query_params
     if params.get("since"):
@@ -103,7 +106,7 @@ def _by(request: Request) -> str:
 
 async def api(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
-    if not _allowed(runtime, request):
+    if not allowed(runtime, request):
         return error_response(401, "the dashboard needs a memory proxy key", code="login_required")
     what = request.path_params["what"]
     if what == "status":
@@ -120,20 +123,29 @@ async def api(request: Request) -> Response:
     except ValueError as exc:
         return error_response(400, str(exc))
 
+    try:
+        data = await read_store(runtime, query[0], *args)
+    except Exception as exc:  # e.g. no record written yet: the file does not exist
+        return store_unavailable(runtime, exc)
+    return JSONResponse(data, headers=SECURITY_HEADERS)
+
+
+async def read_store(runtime: Runtime, query, *args):
+    """``query(store, *args)`` on a read-only store, in a worker thread (never on the event loop)."""
     def run():
         store = runtime.usage_reader()
         try:
-            return query[0](store, *args)
+            return query(store, *args)
         finally:
             store.close()
 
-    try:
-        data = await anyio.to_thread.run_sync(run)
-    except Exception as exc:  # noqa: BLE001 - e.g. no record written yet: the file does not exist
-        return JSONResponse({"error": {"message": f"the usage store cannot be read: {type(exc).__name__}",
-                                       "type": "store_unavailable"}, "usage": _status(runtime)["usage"]},
-                            status_code=503, headers=SECURITY_HEADERS)
-    return JSONResponse(data, headers=SECURITY_HEADERS)
+    return await anyio.to_thread.run_sync(run)
+
+
+def store_unavailable(runtime: Runtime, exc: Exception) -> Response:
+    return JSONResponse({"error": {"message": f"the usage store cannot be read: {type(exc).__name__}",
+                                   "type": "store_unavailable"}, "usage": _status(runtime)["usage"]},
+                        status_code=503, headers=SECURITY_HEADERS)
 
 
 def _status(runtime: Runtime) -> dict:
@@ -168,7 +180,7 @@ def _requests(store, limit: int, since: int | None) -> dict:
 
 
 def _report_args(request: Request) -> tuple:
-    period, since, until = _range(request)
+    period, since, until = report_range(request)
     return (_by(request), period, since, until)
 
 
@@ -185,8 +197,11 @@ _QUERIES = {"summary": (_summary, _report_args), "timeseries": (_timeseries, _re
 
 
 def routes() -> list[Route]:
-    """The dashboard's routes, for the binary-mode app and SDK mode's alike."""
+    """The dashboard's routes (the memory page's too), for the binary-mode app and SDK mode's alike."""
+    from memory_proxy.server import memory_page  # it builds on this module
+
     return [Route(UI_PREFIX, page, methods=["GET"]),
             Route(UI_PREFIX + "/api/login", login, methods=["POST"]),
+            *memory_page.routes(),
             Route(UI_PREFIX + "/api/{what}", api, methods=["GET"]),
             Route(UI_PREFIX + "/{asset:path}", page, methods=["GET"])]

@@ -17,13 +17,13 @@ import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from memory_proxy.supermemory import cookie_jar
 from memory_proxy.config.litellm import EGRESS_PREFIX
-from memory_proxy.config.model import CLIENT_ID_RE
 from memory_proxy.server import headers as h
 from memory_proxy.server.errors import error_response
 from memory_proxy.server.relay import BodyTooLarge, RelayResponse, read_body, send_upstream, upstream_failure
+from memory_proxy.server.routing import valid_id
 from memory_proxy.server.runtime import Runtime
+from memory_proxy.supermemory import cookie_jar
 from memory_proxy.usage import record as usage
 
 log = logging.getLogger("memory_proxy")
@@ -61,7 +61,7 @@ async def handle(request: Request) -> Response:
     if not hmac.compare_digest(offered.encode(), runtime.egress_secret.encode()):
         return error_response(403, "the egress only serves the memory proxy's own LiteLLM", code="forbidden")
     user_id = request.headers.get(h.USER_ID_HEADER, "")
-    if not CLIENT_ID_RE.match(user_id):
+    if not valid_id(user_id):
         # Fail closed: without the header Supermemory would take the scope from the body.
         return error_response(400, "no valid client id reached the egress (is header forwarding on for "
                                    "this model group?)", code="missing_client_id")
@@ -99,7 +99,7 @@ async def handle(request: Request) -> Response:
             if await _is_cloudflare_refusal(upstream):
                 await upstream.aclose()
                 save_cookies(runtime)
-                _record(runtime, request, {"x-supermemory-error": "Cloudflare refused twice (error code: 1200)"}, 1)
+                _record(runtime, request, {"x-supermemory-error": usage.CLOUDFLARE_REFUSED}, 1)
                 if span is not None:
                     tracing.end_egress(span, 503, client_id=user_id, cloudflare_retried=True, error="cloudflare_1200")
                 return error_response(503, "Supermemory's Cloudflare edge refused the request twice "

@@ -3,8 +3,9 @@
 Only a request that never reached LiteLLM is held: its connection was refused, so not a
 byte of it was sent, and sending it once LiteLLM listens again sends it once. A request
 LiteLLM may have seen (a connection that closed under it, a stream cut when it died) is
-never sent again: it keeps today's 503 or error event. Streamed request bodies (not JSON)
-are not held either: watching for the client leaving would read them.
+never sent again: it keeps today's 503 or error event. A streamed request body (not JSON)
+that found the port closed was not read yet either: the ingress reads it into memory first
+(bounded by ``max_body_bytes``), and from then on it waits like any other.
 
 One probe task per wait (not one per request) tries to connect every ``PROBE_EVERY``
 seconds and wakes every waiter at the first success; it ends when nobody waits any more.
@@ -52,10 +53,13 @@ class Holding:
         self._opened: asyncio.Future | None = None  # set when a probe connected
         self._prober: asyncio.Task | None = None
 
+    def refused(self, exc: Exception) -> bool:
+        """A refused connection (nothing was sent, not a byte of the body read) while requests may wait."""
+        return isinstance(exc, httpx.ConnectError) and self.wait > 0 and self.limit > 0
+
     def takes(self, exc: Exception, request: httpx.Request) -> bool:
-        """A refused connection (nothing was sent) of a request whose body is in memory."""
-        return (isinstance(exc, httpx.ConnectError) and self.wait > 0 and self.limit > 0
-                and isinstance(request.stream, httpx.ByteStream))
+        """A refused connection of a request whose body is in memory."""
+        return self.refused(exc) and isinstance(request.stream, httpx.ByteStream)
 
     async def send(self, client: httpx.AsyncClient, request: httpx.Request, receive: Receive) -> httpx.Response:
         """Send ``request`` as soon as LiteLLM accepts connections again.

@@ -55,9 +55,9 @@ class Coalesce:
     what is held at once. Everything else is the transport's own.
     """
 
-    __slots__ = ("_transport", "_loop", "_held")
+    __slots__ = ("_held", "_loop", "_transport")
 
-    def __init__(self, transport, loop) -> None:  # noqa: ANN001
+    def __init__(self, transport, loop) -> None:
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] = []
@@ -95,7 +95,7 @@ class JsonErrorProtocol(_Base):  # type: ignore[misc, valid-type]
 
     limit = 128 * 1024
 
-    def connection_made(self, transport) -> None:  # noqa: ANN001
+    def connection_made(self, transport) -> None:
         self._head_bytes = 0
         self._in_head = True
         self._refused = False

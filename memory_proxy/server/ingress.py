@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from starlette.requests import ClientDisconnect, Request
@@ -225,6 +225,13 @@ async def _when_litellm_is_back(runtime: Runtime, request: Request, outgoing: ht
     (``holding.py``), else the error answer (503 with Retry-After past either bound) and the
     failure's name."""
     holding = runtime.holding
+    if holding.refused(exc) and not isinstance(outgoing.stream, httpx.ByteStream):
+        try:  # a streamed body LiteLLM never saw: read it now, then it waits like a JSON one
+            outgoing = await _in_memory(runtime, request, outgoing)
+        except ClientDisconnect:
+            return client_gone(resolution, request), None
+        except BodyTooLarge as too_large:
+            exc = too_large  # 413, as when it streams past the limit
     if holding.takes(exc, outgoing):
         started = time.monotonic()
         try:
@@ -246,6 +253,14 @@ async def _when_litellm_is_back(runtime: Runtime, request: Request, outgoing: ht
     response = upstream_failure(exc, "LiteLLM", runtime.config.proxy.timeouts.read)
     response.headers.update(dict(extra))
     return response, type(exc).__name__
+
+
+async def _in_memory(runtime: Runtime, request: Request, outgoing: httpx.Request) -> httpx.Request:
+    """``outgoing`` with its body read (bounded by ``max_body_bytes``) instead of streamed: its
+    stream was never started, because LiteLLM's port refused the connection."""
+    body = await read_body(request, runtime.config.proxy.max_body_bytes)
+    headers = [(name, value) for name, value in outgoing.headers.raw if name.lower() != b"transfer-encoding"]
+    return runtime.litellm.build_request(outgoing.method, outgoing.url, headers=headers, content=body)
 
 
 def traced(runtime: Runtime, request: Request, resolution: Resolution, model: str | None,
@@ -395,7 +410,7 @@ def anthropic_model_listing(listing: dict) -> dict:
     """An OpenAI-shaped ``/v1/models`` listing in Anthropic's shape."""
     data = []
     for model in listing.get("data", []):
-        created = datetime.fromtimestamp(model.get("created") or 0, tz=timezone.utc)
+        created = datetime.fromtimestamp(model.get("created") or 0, tz=UTC)
         data.append({"type": "model", "id": model["id"], "display_name": model["id"],
                      "created_at": created.isoformat().replace("+00:00", "Z")})
     return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,

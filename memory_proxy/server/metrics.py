@@ -66,7 +66,8 @@ class Metrics:
         self.first_event = Histogram("memory_proxy_time_to_first_event_seconds",
                                      "Event streams: from the request's arrival to the first answer byte",
                                      ("model", "route"), buckets=FIRST_EVENT_BUCKETS, registry=registry)
-        self.tokens = Counter("memory_proxy_tokens", "Tokens by kind (input, output, cache_read, cache_write), when LiteLLM reports them",
+        self.tokens = Counter("memory_proxy_tokens",
+                              "Tokens by kind (input, output, cache_read, cache_write), when LiteLLM reports them",
                               ("client", "model", "kind"), registry=registry)
         self.cost = Counter("memory_proxy_cost_usd", "Cost in USD as LiteLLM prices it, when known",
                             ("client", "model"), registry=registry)

@@ -32,11 +32,15 @@ def split_scope(path: str) -> tuple[str | None, str]:
     return scope, slash + tail if slash else "/"
 
 
+def valid_id(value: str) -> bool:
+    """1-128 letters, digits or ``. _ : -``, not dots alone (``..`` would name no memory in a URL path)."""
+    return CLIENT_ID_RE.fullmatch(value) is not None and value.strip(".") != ""
+
+
 def validate_id(value: str, where: str) -> str:
-    if not CLIENT_ID_RE.match(value):
-        raise InvalidClientId(
-            f"invalid client id in {where}: use 1-128 letters, digits or . _ : - (got {len(value)} characters)"
-        )
+    if not valid_id(value):
+        raise InvalidClientId(f"invalid client id in {where}: use 1-128 letters, digits or . _ : -, not dots alone "
+                              f"(got {len(value)} characters)")
     return value
 
 

@@ -48,6 +48,7 @@ class Runtime:
     usage: UsageLog | None = None  # the usage record's queue; None when memory_proxy.usage.enabled is false
     usage_reader: Callable[[], Any] | None = None  # opens a read-only store (dashboard)
     tracing: Tracing | None = None  # None: tracing off (memory_proxy/server/tracing.py)
+    memory_api: Any = None  # the memory page's Supermemory client, made on first use (server/memory_page.py)
     metrics: Metrics = field(init=False, repr=False)
     # request id -> client id of requests LiteLLM may still report (its callback may come
     # before or after the answer ends); bounded, oldest first out.

@@ -101,7 +101,7 @@ class _CountingExporter:
 
         try:
             result = self.exporter.export(spans)
-        except Exception as exc:  # noqa: BLE001 -- never let the exporter thread die
+        except Exception as exc:
             result, reason = SpanExportResult.FAILURE, type(exc).__name__
         else:
             reason = "the collector refused or did not answer"
@@ -140,7 +140,7 @@ class Tracing:
         self.tracer = self.provider.get_tracer("memory_proxy", schema_url=SCHEMA_URL)
         self.propagator = TraceContextTextMapPropagator()
         self._kinds = SpanKind
-        self._status = Status, StatusCode
+        self._error = Status(StatusCode.ERROR)  # opentelemetry is imported only when tracing is on
 
     def shutdown(self) -> None:
         self.provider.shutdown()
@@ -168,7 +168,6 @@ class Tracing:
         return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
     def end_request(self, span, outcome: Outcome) -> None:
-        Status, StatusCode = self._status
         span.set_attributes({
             "http.response.status_code": outcome.status, "memory_proxy.request_id": outcome.request_id,
             "memory_proxy.client_id": outcome.client_id, "memory_proxy.client_id_source": outcome.resolved_by,
@@ -179,7 +178,7 @@ class Tracing:
         if outcome.failed:
             if outcome.error is not None or outcome.status >= 500:
                 span.set_attribute("error.type", outcome.error or str(outcome.status))
-            span.set_status(Status(StatusCode.ERROR))
+            span.set_status(self._error)
         span.end()
 
     # --- the egress ----------------------------------------------------------------------
@@ -194,7 +193,6 @@ class Tracing:
 
     def end_egress(self, span, status: int, *, client_id: str, supermemory_error: str | None = None,
                    cloudflare_retried: bool = False, error: str | None = None) -> None:
-        Status, StatusCode = self._status
         span.set_attributes({"http.response.status_code": status, "memory_proxy.client_id": client_id,
                              "supermemory.cloudflare_retried": cloudflare_retried,
                              "supermemory.memory_added": supermemory_error is None})
@@ -202,5 +200,5 @@ class Tracing:
             span.set_attribute("supermemory.error", supermemory_error[:200])
         if error is not None or status >= 500:
             span.set_attribute("error.type", error or str(status))
-            span.set_status(Status(StatusCode.ERROR))
+            span.set_status(self._error)
         span.end()

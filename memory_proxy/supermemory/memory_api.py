@@ -1,27 +1,32 @@
-"""Supermemory's Memory API for the ``memory`` and ``doctor`` commands.
+"""Supermemory's Memory API for the ``memory`` and ``doctor`` commands and the dashboard's
+memory page.
 
 The official SDK (``supermemory`` 5.x, see docs/memory.md for why that major version), with
-the base URL and key of ``memory_proxy.supermemory``, over an ``httpx.Client`` that carries the
-egress's Cloudflare cookies: it reads the state folder's jar, retries a Cloudflare refusal
-once as the egress does, and merges new cookies back safely while a proxy may be running.
-Imported only by those commands: the SDK and pydantic cost import time nobody else should pay.
+the base URL and key of ``memory_proxy.supermemory``, retrying a Cloudflare refusal once as the
+egress does. The commands (``session``) use its sync client over an ``httpx.Client`` that reads
+the state folder's cookie jar and merges new cookies back safely while a proxy may be running;
+a running proxy (``async_session``) uses its async client over the egress's own jar. The SDK
+(and pydantic with it) is imported only when a call is about to be made: the launcher's other
+commands and the proxy's start never pay for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from http.cookiejar import CookieJar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from memory_proxy.supermemory import cookie_jar
 from memory_proxy.config.model import ENV_PREFIX, env_reference
+from memory_proxy.supermemory import cookie_jar
 
 if TYPE_CHECKING:
-    from supermemory import Supermemory
+    from supermemory import AsyncSupermemory, Supermemory
 
     from memory_proxy.config.model import Config
     from memory_proxy.state import StateDir
@@ -52,43 +57,30 @@ def key_variable(config: Config) -> str:
 
 
 @dataclass
-class Session:
-    """One SDK client for one command run, and what its last answer said about the server."""
+class _Caller:
+    """What both sessions know to turn an SDK failure into a MemoryApiError."""
 
-    client: Supermemory
     base_url: str
     secret: str
     retry_delay: float
     secret_hint: str = "the Supermemory key"  # where the key comes from, for messages
-    server_date: str | None = None  # the Date header of the last answer (doctor's clock check)
-    elapsed_ms: float | None = None
 
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one SDK call; a Cloudflare refusal is retried once, failures become MemoryApiError."""
-        for attempt in (1, 2):
-            started = time.monotonic()
-            try:
-                result = fn(*args, **kwargs)
-                self.elapsed_ms = (time.monotonic() - started) * 1000
-                return result
-            except Exception as exc:  # the SDK's error family (it wraps httpx's as their cause)
-                transport = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
-                where = "check the network and memory_proxy.supermemory.base_url"
-                if isinstance(transport, httpx.TimeoutException):
-                    raise MemoryApiError("unreachable", f"Supermemory at {self.base_url} did not answer in time "
-                                                        f"({type(transport).__name__})", fix=where) from None
-                if isinstance(transport, httpx.HTTPError):
-                    raise MemoryApiError("unreachable", f"cannot reach Supermemory at {self.base_url} "
-                                                        f"({type(transport).__name__})", fix=where) from None
-                status = getattr(exc, "status_code", None)
-                if status is None:
-                    raise MemoryApiError("refused", f"Supermemory's answer could not be read "
-                                                    f"({type(exc).__name__})") from None
-                if _is_cloudflare_refusal(exc) and attempt == 1:
-                    time.sleep(self.retry_delay)
-                    continue
-                raise self._translate(exc, status) from None
-        raise AssertionError("unreachable")  # the loop returns or raises
+    def _failure(self, exc: Exception, attempt: int) -> MemoryApiError | None:
+        """The error to raise for a failed call, or None for a first Cloudflare refusal (retry it)."""
+        transport = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+        where = "check the network and memory_proxy.supermemory.base_url"
+        if isinstance(transport, httpx.TimeoutException):
+            return MemoryApiError("unreachable", f"Supermemory at {self.base_url} did not answer in time "
+                                                 f"({type(transport).__name__})", fix=where)
+        if isinstance(transport, httpx.HTTPError):
+            return MemoryApiError("unreachable", f"cannot reach Supermemory at {self.base_url} "
+                                                 f"({type(transport).__name__})", fix=where)
+        status = getattr(exc, "status_code", None)
+        if status is None:
+            return MemoryApiError("refused", f"Supermemory's answer could not be read ({type(exc).__name__})")
+        if _is_cloudflare_refusal(exc) and attempt == 1:
+            return None
+        return self._translate(exc, status)
 
     def _translate(self, exc: Exception, status: int) -> MemoryApiError:
         headers = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}
@@ -115,6 +107,81 @@ class Session:
             return ""
         text = " ".join(body.split())[:200].replace(self.secret, "***") if self.secret else body[:200]
         return f": {text}"
+
+
+@dataclass
+class Session(_Caller):
+    """One SDK client for one command run, and what its last answer said about the server."""
+
+    client: Supermemory | None = None
+    server_date: str | None = None  # the Date header of the last answer (doctor's clock check)
+    elapsed_ms: float | None = None
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one SDK call; a Cloudflare refusal is retried once, failures become MemoryApiError."""
+        for attempt in (1, 2):
+            started = time.monotonic()
+            try:
+                result = fn(*args, **kwargs)
+                self.elapsed_ms = (time.monotonic() - started) * 1000
+                return result
+            except Exception as exc:  # the SDK's error family (it wraps httpx's as their cause)
+                error = self._failure(exc, attempt)
+                if error is not None:
+                    raise error from None
+                time.sleep(self.retry_delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+
+@dataclass
+class AsyncSession(_Caller):
+    """The SDK's async client for a running memory proxy (the dashboard's memory page): its
+    httpx client shares the egress's cookie jar object, so both send and keep the same
+    Cloudflare cookies; the egress, the jar's owner, saves it (``on_cookies``)."""
+
+    client: AsyncSupermemory | None = None
+    http: httpx.AsyncClient | None = None
+    on_cookies: Callable[[], None] | None = None  # new cookies arrived: save the jar
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``Session.call`` for the async client: the retry waits without blocking the event loop."""
+        for attempt in (1, 2):
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:  # the SDK's error family, as in Session.call
+                error = self._failure(exc, attempt)
+                if error is not None:
+                    raise error from None
+                await asyncio.sleep(self.retry_delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+
+
+def async_session(config: Config, jar: CookieJar, on_cookies: Callable[[], None] | None = None) -> AsyncSession:
+    """An async SDK client over ``jar`` (the egress's own): no file is read or written here."""
+    settings = config.proxy.supermemory
+    if not settings.api_key:
+        raise MemoryApiError("no_key", f"no Supermemory key: {key_variable(config)} is not set "
+                                       "(memory_proxy.supermemory.api_key)")
+    from supermemory import AsyncSupermemory  # the caller imports it first, off the event loop
+
+    timeouts = config.proxy.timeouts
+    limit = httpx.Timeout(min(timeouts.read, 30.0), connect=timeouts.connect)
+    current = AsyncSession(settings.base_url, settings.api_key, settings.cloudflare_retry_delay,
+                           f"{key_variable(config)} (memory_proxy.supermemory.api_key)", on_cookies=on_cookies)
+
+    async def seen(response: httpx.Response) -> None:
+        if "set-cookie" in response.headers and current.on_cookies is not None:
+            current.on_cookies()
+
+    current.http = httpx.AsyncClient(cookies=jar, timeout=limit, trust_env=False, follow_redirects=False,
+                                     event_hooks={"response": [seen]})
+    current.client = AsyncSupermemory(base_url=settings.base_url, api_key=settings.api_key,
+                                      httpx_client=current.http, max_retries=0, timeout=limit.read)
+    return current
 
 
 def _is_cloudflare_refusal(exc: Exception) -> bool:
@@ -148,8 +215,8 @@ def session(config: Config, state: StateDir, timeout: float | None = None) -> It
     try:
         client = Supermemory(base_url=settings.base_url, api_key=settings.api_key, httpx_client=http,
                              max_retries=0, timeout=limit.read)
-        current = Session(client, settings.base_url, settings.api_key, settings.cloudflare_retry_delay,
-                          f"{key_variable(config)} (memory_proxy.supermemory.api_key)")
+        current = Session(settings.base_url, settings.api_key, settings.cloudflare_retry_delay,
+                          f"{key_variable(config)} (memory_proxy.supermemory.api_key)", client=client)
         holder["session"] = current
         yield current
     finally:

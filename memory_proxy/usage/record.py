@@ -149,6 +149,8 @@ def from_litellm(payload: dict) -> dict | None:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+# The egress's own sm_error for a request Cloudflare refused twice (not an answer of Supermemory's).
+CLOUDFLARE_REFUSED = "Cloudflare refused twice (error code: 1200)"
 SM_HEADERS = {  # Supermemory's documented diagnostic headers -> (column, parse)
     "x-supermemory-error": ("sm_error", lambda v: v[:500]),
     "x-supermemory-context-modified": ("sm_context_modified", lambda v: 1 if v.strip().lower() == "true" else 0),
@@ -279,7 +281,7 @@ class UsageLog:
                 if store is not None:
                     try:
                         store.close()
-                    except Exception:  # noqa: BLE001 - already failing
+                    except Exception:
                         pass
                     store = None
                 overflow = len(pending) + len(self._queue) - self.capacity

@@ -171,7 +171,7 @@ def latest(store, limit: int = 50, since_ms: int | None = None) -> list[dict]:
              "cf_retries", "session_id")
     found = store.query(f"SELECT {', '.join(names)} FROM {TABLE} WHERE ts_ms >= ? ORDER BY ts_ms DESC LIMIT ?",
                         (since_ms or 0, int(limit)))
-    return [dict(zip(names, values)) for values in found]
+    return [dict(zip(names, values, strict=True)) for values in found]
 
 
 def parse_day(text: str, *, end: bool = False) -> int:
@@ -189,3 +189,71 @@ def parse_day(text: str, *, end: bool = False) -> int:
 
 def today_start_ms() -> int:
     return parse_day(dt.date.today().isoformat())
+
+
+# --- memory signals: the dashboard's memory page and `doctor` ------------------------------
+
+
+def client_ids(store) -> list[dict]:
+    """Every client id the record has seen, most recent first, with the start of the quarter
+    hour of its latest request (from the quarter-hour rollup: cheap over any number of records)."""
+    found = store.query(f"SELECT client_id, SUM(requests), MAX(slot) FROM {ROLLUP} WHERE client_id <> '' "
+                        f"GROUP BY client_id")
+    rows = [{"id": cid, "requests": int(n or 0), "last_ms": int(slot) * SLOT_MS} for cid, n, slot in found]
+    rows.sort(key=lambda r: (-r["last_ms"], r["id"]))
+    return rows
+
+
+_SIGNALS = ("COUNT(*)", "SUM(CASE WHEN supermemory = 1 THEN 1 ELSE 0 END)", "SUM(COALESCE(sm_context_modified, 0))",
+            "SUM(COALESCE(sm_chunks_retrieved, 0))", "SUM(CASE WHEN sm_error IS NULL THEN 0 ELSE 1 END)",
+            "SUM(COALESCE(cf_retries, 0))")
+_SIGNAL_NAMES = ("requests", "supermemory_requests", "context_modified", "chunks_retrieved", "memory_errors",
+                 "cloudflare_retries")
+_SIGNAL_ROW = ("request_id", "ts_ms", "model_group", "status", "sm_context_modified", "sm_chunks_retrieved",
+               "sm_error", "cf_retries")
+
+
+def memory_signals(store, client_id: str, since_ms: int, until_ms: int | None = None, recent: int = 20) -> dict:
+    """One client id's Supermemory signals over a range: sums, and its latest requests that
+    carry a signal (the client/time index keeps this a range scan of one client's records)."""
+    until = until_ms or 2**62
+    where = "client_id = ? AND ts_ms >= ? AND ts_ms < ?"
+    params = (client_id, since_ms, until)
+    sums = store.query(f"SELECT {', '.join(_SIGNALS)} FROM {TABLE} WHERE {where}", params)[0]
+    totals = {name: int(value or 0) for name, value in zip(_SIGNAL_NAMES, sums, strict=True)}
+    rows = store.query(f"SELECT {', '.join(_SIGNAL_ROW)} FROM {TABLE} WHERE {where} AND (supermemory = 1 OR "
+                       f"sm_error IS NOT NULL OR sm_context_modified IS NOT NULL OR cf_retries > 0) "
+                       f"ORDER BY ts_ms DESC LIMIT ?", (*params, int(recent)))
+    latest = [dict(zip(_SIGNAL_ROW, values, strict=True)) for values in rows]
+    last_error = store.query(f"SELECT ts_ms, sm_error FROM {TABLE} WHERE {where} AND sm_error IS NOT NULL "
+                             f"ORDER BY ts_ms DESC LIMIT 1", params)
+    return {"client_id": client_id, "since_ms": since_ms, "until_ms": until_ms, **totals,
+            "last_error": {"ts_ms": last_error[0][0], "message": last_error[0][1]} if last_error else None,
+            "recent": latest}
+
+
+def memory_incidents(store, since_ms: int, cloudflare_marker: str) -> dict[str, dict]:
+    """Cloudflare refusals (records the egress retried, or refused twice: a retry by LiteLLM
+    under the same request id may have written ``cf_retries`` 0 over it) and
+    ``x-supermemory-error`` answers (not counting the egress's own ``cloudflare_marker``) since a time:
+    ``{"cloudflare"|"memory_errors": {"count", "last_ms", "clients": {id: n}, and "twice" (Cloudflare)
+    or "last_message" (Supermemory's latest error)}}``."""
+    found: dict[str, dict] = {}
+    for name, condition, params in (
+            ("cloudflare", "(cf_retries > 0 OR sm_error = ?)", (cloudflare_marker,)),
+            ("memory_errors", "sm_error IS NOT NULL AND sm_error <> ?", (cloudflare_marker,))):
+        rows = store.query(f"SELECT COALESCE(client_id, ''), COUNT(*), MAX(ts_ms), "
+                           f"SUM(CASE WHEN sm_error = ? THEN 1 ELSE 0 END) FROM {TABLE} "
+                           f"WHERE ts_ms >= ? AND {condition} GROUP BY COALESCE(client_id, '')",
+                           (cloudflare_marker, since_ms, *params))
+        clients = {cid: int(n) for cid, n, _, _ in rows}
+        entry = {"count": sum(clients.values()), "last_ms": max((int(t) for _, _, t, _ in rows if t), default=None),
+                 "clients": dict(sorted(clients.items(), key=lambda item: (-item[1], item[0])))}
+        if name == "cloudflare":
+            entry["twice"] = sum(int(twice or 0) for *_, twice in rows)
+        elif entry["count"]:
+            last = store.query(f"SELECT sm_error FROM {TABLE} WHERE ts_ms >= ? AND {condition} "
+                               f"ORDER BY ts_ms DESC LIMIT 1", (since_ms, *params))
+            entry["last_message"] = last[0][0] if last else None
+        found[name] = entry
+    return found

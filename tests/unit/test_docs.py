@@ -1,57 +1,31 @@
-"""The docs cannot drift: every config key is in docs/configuration.md with its default and
-bounds, and every relative link in the README, the changelog and docs/ points at a file and heading that exist."""
+"""The docs cannot drift: the key tables of docs/configuration.md are the field table's (every key
+with its type, default and bounds), and every relative link in the README, the changelog and docs/
+points at a file and heading that exist."""
 
-import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
-from memory_proxy.config.model import (
-    MAPPING_KEYS,
-    OTEL_KEYS,
-    PROXY_KEYS,
-    SUPERMEMORY_KEYS,
-    USAGE_KEYS,
-    ConfigError,
-    OtelConfig,
-    ProxySettings,
-    SupermemorySettings,
-    Timeouts,
-    UsageSettings,
-    UserIdMappings,
-    parse_config,
-)
+from memory_proxy.config import reference
+from memory_proxy.config.fields import FIELDS, TABLE, Type
+from memory_proxy.config.model import ConfigError, parse_config
 from memory_proxy.config.schema import json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
-TIMEOUT_KEYS = tuple(f.name for f in dataclasses.fields(Timeouts))
 
 
 def accepted_keys() -> dict[str, object]:
-    """Every dotted key of our sections the config accepts, with its default."""
-    keys: dict[str, object] = {}
-    for key in MAPPING_KEYS:
-        keys[f"user_id_mappings.{key}"] = getattr(UserIdMappings, key)
-    for key in PROXY_KEYS:
-        keys[f"memory_proxy.{key}"] = getattr(ProxySettings, key)
-    for key in TIMEOUT_KEYS:
-        keys[f"memory_proxy.timeouts.{key}"] = getattr(Timeouts, key)
-    for key in SUPERMEMORY_KEYS:
-        keys[f"memory_proxy.supermemory.{key}"] = getattr(SupermemorySettings, key)
-    for key in USAGE_KEYS:
-        keys[f"memory_proxy.usage.{key}"] = getattr(UsageSettings, key)
-    for key in OTEL_KEYS:
-        keys[f"memory_proxy.otel.{key}"] = getattr(OtelConfig, key)
-    return keys
+    """Every dotted key of our sections the config accepts, with its default (from the field table)."""
+    return {f.key: f.default for f in TABLE if f.parent}
 
 
 def documented_rows() -> dict[str, list[str]]:
     """Table rows of docs/configuration.md keyed by their first cell, a dotted key in backticks."""
     rows: dict[str, list[str]] = {}
     for line in CONFIG_DOC.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"^\| `((?:user_id_mappings|memory_proxy)\.[a-z_.]+)` \|(.*)\|$", line)
+        match = re.match(r"^\| `((?:user_id_mappings|memory_proxy)\.[a-z_.\[\]]+)` \|(.*)\|$", line)
         if match:
             rows[match.group(1)] = [cell.strip() for cell in match.group(2).split("|")]
     return rows
@@ -64,6 +38,13 @@ def schema_property(dotted: str) -> dict:
     return node
 
 
+def test_key_tables_are_generated_from_the_field_table():
+    text = CONFIG_DOC.read_text(encoding="utf-8")
+    assert reference.documented_sections(text) == reference.sections(), "one generated table per section"
+    assert reference.render(text) == text, \
+        "docs/configuration.md differs from memory_proxy/config/fields.py: run python -m memory_proxy.config.reference"
+
+
 def test_every_config_key_is_documented_and_nothing_else():
     assert sorted(documented_rows()) == sorted(accepted_keys())
 
@@ -71,15 +52,17 @@ def test_every_config_key_is_documented_and_nothing_else():
 @pytest.mark.parametrize("key", sorted(accepted_keys()))
 def test_documented_default_matches_the_code(key):
     default = accepted_keys()[key]
-    cell = documented_rows()[key][1]  # columns: type, default, bounds, what it does
-    if key == "memory_proxy.supermemory.api_key":  # unset in the dataclass, read from this reference
-        default = schema_property(key)["default"]
-    if dataclasses.is_dataclass(default):
+    cell = documented_rows()[key][1]  # columns: type, default, bounds, os.environ/, what it does
+    if FIELDS[key].type == Type.SECTION:
         assert cell == "see below"
+    elif key.startswith("user_id_mappings.header_patterns[]."):
+        assert cell == "(required)"
     elif default == ():
         assert cell.startswith("`[]`")
     elif default is None:
         assert cell.startswith("`null`")
+    elif isinstance(default, bool):
+        assert cell.startswith(f"`{str(default).lower()}`")
     else:
         assert cell.startswith(f"`{default}`"), f"{key}: documented {cell!r}, the code says {default!r}"
 
@@ -116,7 +99,7 @@ def test_documented_bounds_are_the_checkers(key):
     """The bounds as written (``low``, an en dash, ``high``) are exactly what the config accepts."""
     cell = documented_rows()[key][2]
     low, high = (float(x) for x in re.match(r"^([0-9.]+) \u2013 ([0-9.]+)", cell).groups())
-    integer = isinstance(accepted_keys()[key], int) or key == "memory_proxy.requests_per_minute"
+    integer = FIELDS[key].type == Type.INTEGER
     step = 1 if integer else 0.001
     fmt = (lambda x: str(int(x))) if integer else repr
     assert key not in _problem_keys(key, fmt(low)) and key not in _problem_keys(key, fmt(high))

@@ -1,9 +1,8 @@
-// The memory proxy's dashboard: plain DOM and SVG, data from /ui/api/ (docs/usage.md).
+// The memory proxy's dashboard: plain DOM and SVG, data from /ui/api/ (docs/usage.md); helpers in common.js.
 "use strict";
 
 const COLORS = ["#3b6fd8", "#d8813b", "#2f9e6b", "#b54bb0", "#c9a227", "#d64541", "#4aa3b5", "#7a6fd8",
                 "#8c6d46", "#5d6b7a"];
-const SVG = "http://www.w3.org/2000/svg";
 const LIVE_EVERY_MS = 2000;
 const REPORT_EVERY_MS = 10000;
 const state = { range: "today", by: "client", colors: new Map(), newest: 0, timer: null };
@@ -13,42 +12,9 @@ function color(key) {
   return state.colors.get(key);
 }
 
-function el(tag, attrs = {}, text) {
-  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-const int = (n) => (n === null || n === undefined ? "-" : Math.round(n).toLocaleString("en-US"));
 function cost(row) {
   if (row.unpriced_requests && row.unpriced_requests === row.requests) return "n/a";
   return "$" + row.cost_usd.toFixed(4) + (row.unpriced_requests ? "*" : "");
-}
-
-async function api(what, params = {}) {
-  const query = new URLSearchParams(params).toString();
-  const answer = await fetch(`api/${what}${query ? "?" + query : ""}`, { credentials: "same-origin" });
-  if (answer.status === 401) { showLogin(); throw new Error("login required"); }
-  if (!answer.ok) throw new Error(`${what}: ${answer.status}`);
-  return answer.json();
-}
-
-function showLogin() {
-  document.getElementById("login").hidden = false;
-  document.getElementById("main").hidden = true;
-}
-
-async function login(event) {
-  event.preventDefault();
-  const key = document.getElementById("login-key").value;
-  const answer = await fetch("api/login", { method: "POST", credentials: "same-origin",
-    headers: { "content-type": "application/json" }, body: JSON.stringify({ key }) });
-  if (!answer.ok) { document.getElementById("login-error").textContent = "wrong key"; return; }
-  document.getElementById("login-key").value = "";
-  document.getElementById("login").hidden = true;
-  document.getElementById("main").hidden = false;
-  refreshAll();
 }
 
 function renderCards(summary) {
@@ -233,7 +199,7 @@ function refreshAll() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  document.getElementById("login").addEventListener("submit", login);
+  setupLogin(refreshAll);
   for (const id of ["range", "by"]) {
     document.getElementById(id).addEventListener("change", (event) => {
       state[id] = event.target.value;

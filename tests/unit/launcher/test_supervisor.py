@@ -13,7 +13,7 @@ from tests.support.ports import free_port
 
 
 def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_path):
-    from memory_proxy.launcher import commands as console
+    from memory_proxy.launcher import lifecycle as console
 
     state = StateDir(tmp_path / "state").ensure()
     assert console.remembered_backend(state) is None

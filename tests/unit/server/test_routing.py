@@ -46,10 +46,16 @@ def test_scope_path_sets_id_and_is_stripped():
     assert split_scope("/v1/scope/x") == (None, "/v1/scope/x")
 
 
-@pytest.mark.parametrize("bad", ["has space", "a" * 129, "tab\there", "", "ünï"])
+@pytest.mark.parametrize("bad", ["has space", "a" * 129, "tab\there", "", "ünï", ".", ".."])
 def test_invalid_explicit_ids_are_refused(bad):
     with pytest.raises(InvalidClientId):
         resolve(MAPPINGS, {"x-memory-user-id": bad}, "/v1/models")
+
+
+@pytest.mark.parametrize("bad", ["has space", "a" * 129, "abc\n", ".", "..", "..."])
+def test_invalid_scope_ids_are_refused(bad):
+    with pytest.raises(InvalidClientId):
+        resolve(MAPPINGS, {}, f"/scope/{bad}/v1/models")
 
 
 def test_default_when_nothing_matches():

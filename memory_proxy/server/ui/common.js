@@ -1,0 +1,59 @@
+// What the dashboard's pages share (index.html and memory.html): DOM helpers, the JSON API
+// under /ui/api/ (docs/usage.md, docs/memory.md) and the front-door key login.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function el(tag, attrs = {}, text) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const int = (n) => (n === null || n === undefined ? "-" : Math.round(n).toLocaleString("en-US"));
+
+class ApiError extends Error {
+  constructor(message, status, code) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+// GET api/<what>?<params> (or `init` for another method); a failure throws an ApiError with the
+// proxy's own message. 401 means "log in to the dashboard", nothing else.
+async function api(what, params = {}, init = {}) {
+  const query = new URLSearchParams(params).toString();
+  const answer = await fetch(`api/${what}${query ? "?" + query : ""}`, { credentials: "same-origin", ...init });
+  if (answer.status === 401) { showLogin(); throw new ApiError("login required", 401, "login_required"); }
+  if (!answer.ok) {
+    let message = `${what}: ${answer.status}`, code = null;
+    try {
+      const error = (await answer.json()).error || {};
+      message = error.message || message;
+      code = error.code || error.type || null;
+    } catch (ignored) { /* not JSON: keep the status */ }
+    throw new ApiError(message, answer.status, code);
+  }
+  return answer.json();
+}
+
+function showLogin() {
+  document.getElementById("login").hidden = false;
+  document.getElementById("main").hidden = true;
+}
+
+function setupLogin(loggedIn) {
+  document.getElementById("login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = document.getElementById("login-key").value;
+    const answer = await fetch("api/login", { method: "POST", credentials: "same-origin",
+      headers: { "content-type": "application/json" }, body: JSON.stringify({ key }) });
+    if (!answer.ok) { document.getElementById("login-error").textContent = "wrong key"; return; }
+    document.getElementById("login-key").value = "";
+    document.getElementById("login").hidden = true;
+    document.getElementById("main").hidden = false;
+    loggedIn();
+  });
+}
