@@ -70,6 +70,7 @@ COLUMNS: dict[str, str] = {
 }
 KEEP_FIRST = frozenset({"model_group"})  # the model asked for, not a fallback LiteLLM served
 EARLIEST = frozenset({"ts_ms"})  # the ingress's arrival, not LiteLLM's later start
+ADDED = frozenset({"cf_retries"})  # LiteLLM may retry the egress under the same request id: each part counts
 FOLLOWS_TS = frozenset({"day"})  # set with ts_ms, kept or replaced with it
 DAY_MS = 86_400_000
 

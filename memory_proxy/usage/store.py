@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memory_proxy.usage.record import COLUMNS, DAY_MS, EARLIEST, FOLLOWS_TS, KEEP_FIRST, local_day
+from memory_proxy.usage.record import ADDED, COLUMNS, DAY_MS, EARLIEST, FOLLOWS_TS, KEEP_FIRST, local_day
 
 TABLE = "usage_requests"
 SCHEMA_VERSION = 1
@@ -88,13 +88,16 @@ def rollup_statements(sign: int) -> list[str]:
 
 def upsert_sql(names: tuple[str, ...]) -> str:
     """One row's insert, merged into an existing row of the same request id: a source only
-    sets its own columns (the first model asked for and the earliest time are kept)."""
+    sets its own columns (the first model asked for and the earliest time are kept; Cloudflare
+    retries of LiteLLM's retries add up)."""
     updates = []
     for name in names:
         if name == "request_id":
             continue
         if name in KEEP_FIRST:
             updates.append(f"{name} = COALESCE({TABLE}.{name}, excluded.{name})")
+        elif name in ADDED:
+            updates.append(f"{name} = COALESCE({TABLE}.{name}, 0) + COALESCE(excluded.{name}, 0)")
         elif name in EARLIEST or name in FOLLOWS_TS:
             updates.append(f"{name} = CASE WHEN {TABLE}.ts_ms IS NULL OR excluded.ts_ms < {TABLE}.ts_ms "
                            f"THEN excluded.{name} ELSE {TABLE}.{name} END")
@@ -119,6 +122,9 @@ def group_rows(rows: list[dict]) -> dict[tuple[str, ...], list[tuple]]:
         later = known.get("ts_ms") is not None and row.get("ts_ms") is not None and known["ts_ms"] <= row["ts_ms"]
         for name, value in row.items():
             if name in KEEP_FIRST and known.get(name) is not None:
+                continue
+            if name in ADDED and known.get(name) is not None:
+                known[name] += value or 0
                 continue
             if later and (name in EARLIEST or name in FOLLOWS_TS):
                 continue

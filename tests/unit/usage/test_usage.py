@@ -55,6 +55,24 @@ def test_sources_join_by_request_id_in_any_order(tmp_path):
     assert_rollup_matches(path)
 
 
+def test_cloudflare_retries_add_up_when_litellm_retries_the_egress(tmp_path):
+    """LiteLLM retries a 503 of the egress under the same request id: each egress part counts."""
+    path = tmp_path / "usage.sqlite3"
+    log = UsageLog(lambda: SqliteStore(path), capacity=100, interval=0.01).start()
+    log.put(ingress_row("r1"))
+    log.put(from_supermemory("r1", {}, 1))  # refused, retried, refused again: the egress answered 503
+    wait_for(lambda: log.written == 2)
+    log.put(from_supermemory("r1", {}, 1))  # LiteLLM's retry: once more, in a later batch
+    log.put(from_supermemory("r1", {}, 0))  # and a third try that got through at once
+    log.put(ingress_row("r2"))
+    log.put(from_supermemory("r2", {}, 1))  # two parts in one batch
+    log.put(from_supermemory("r2", {}, 1))
+    log.stop()
+    r1, r2 = read(path)
+    assert (r1["cf_retries"], r2["cf_retries"]) == (2, 2)
+    assert_rollup_matches(path)
+
+
 def assert_rollup_matches(path: Path) -> None:
     """The writer's rollup equals the same sums computed from the records themselves."""
     db = sqlite3.connect(path)
