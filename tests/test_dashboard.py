@@ -1,7 +1,7 @@
 """The dashboard at /ui/: its JSON API, its key cookie, and the page in a real headless Chromium.
 
 The emulator stands in for LiteLLM (as with ``up --litellm-url``), so the tokens come from
-the ingress's record alone here; LiteLLM's half is tested in tests/e2e/test_e2e_4_usage.py.
+the ingress's record alone here; LiteLLM's half is tested in tests/e2e/test_usage.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_proxy_app import emu, emu_server, running_proxy  # noqa: F401  (fixtures)
+from tests.support.servers import running_proxy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FRONT_KEY = "front-door-key-0123456789"
@@ -128,7 +128,7 @@ def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
 def test_chromium_shows_cards_chart_latency_and_live_table(dashboard, tmp_path):
     dom = _Dom()
     dom.feed(chromium(dashboard.url + "/ui/", tmp_path))
-    cards = {c["attrs"]["data-key"]: c for c in dom.elements if "card" == c["attrs"].get("class")}
+    cards = {c["attrs"]["data-key"]: c for c in dom.elements if c["attrs"].get("class") == "card"}
     assert set(cards) == {"dash-a", "dash-b"}
     fields = {e["attrs"]["data-field"]: e["text"] for e in dom.elements if "data-field" in e["attrs"]}
     assert fields["requests"] in ("3", "2") and "requests" in cards["dash-a"]["text"]

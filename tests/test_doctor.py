@@ -15,9 +15,12 @@ import pytest
 
 from memory_proxy.launcher import doctor
 from memory_proxy.state import StateDir
-from tests.e2e.conftest import ENV_KEYS, LAUNCHER, ROOT, cli_env, config_text, free_port
 from tests.emulator import create_app
-from tests.servers import ServerThread
+from tests.support import LAUNCHER, ROOT
+from tests.support.configs import config_text
+from tests.support.ports import free_port
+from tests.support.servers import ServerThread
+from tests.support.stacks import ENV_KEYS, cli_env
 
 
 @pytest.fixture()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,12 @@ from memory_proxy.launcher import doctor
 from memory_proxy.state import StateDir
 from memory_proxy.usage.record import CLOUDFLARE_REFUSED, from_supermemory
 from memory_proxy.usage.store import SqliteStore, database_file
+from tests.support import LAUNCHER, ROOT
+from tests.support.ports import free_port
 from tests.test_memory_page import FRONT_KEY, MASTER, SECRET, SM_KEY, chain, config_text
 from tests.test_usage_pg import cluster, url  # noqa: F401  (fixtures: a throw-away PostgreSQL)
 
-ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER = ROOT / "start_proxies.py"
 SECRETS = (SM_KEY, FRONT_KEY, MASTER, SECRET)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ports() -> str:

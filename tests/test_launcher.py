@@ -8,44 +8,25 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from memory_proxy.launcher.litellm_binary import find_litellm
-from memory_proxy.launcher.logfiles import follow
 from memory_proxy.launcher.record import RECORD_VERSION, live_process, read_record, write_record
 from memory_proxy.launcher.status import stop_recorded
-from memory_proxy.launcher.supervisor import BACKOFF_FIRST, Child, LaunchError, Supervisor
+from memory_proxy.launcher.supervisor import BACKOFF_FIRST, Child, Supervisor
 from memory_proxy.state import StateDir
-
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = """
-model_list:
-  - model_name: plain
-    litellm_params: {model: openai/x, api_base: "http://127.0.0.1:9/v1", api_key: os.environ/LAUNCHER_TEST_KEY}
-user_id_mappings:
-  header_patterns:
-    - {header: user-agent, pattern: '^claude-cli/', user_id: claude-cli}
-memory_proxy:
-  port: %(port)d
-  litellm_port: %(litellm_port)d
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support import ROOT
+from tests.support.configs import launcher_config
+from tests.support.ports import free_port
 
 
 @pytest.fixture
 def config(tmp_path) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(CONFIG % {"port": free_port(), "litellm_port": free_port()})
+    path.write_text(launcher_config(free_port(), free_port()))
     return path
 
 
@@ -78,14 +59,16 @@ def test_help_and_status_answer_quickly_without_litellm(tmp_path, config):
 # standard library, psutil, typer/rich and the shared config, names and state modules, so
 # `status` and `--help` never load LiteLLM, Starlette, httpx or uvicorn. What a command needs
 # beyond that it imports inside the command.
-LAUNCHER_MAY_IMPORT = {"psutil", "typer", "click", "rich", "yaml", "shellingham", "annotated_doc"}  # the last: typer's own
+# annotated_doc: typer's own.
+LAUNCHER_MAY_IMPORT = {"psutil", "typer", "click", "rich", "yaml", "shellingham", "annotated_doc"}
 LAUNCHER_MAY_USE = ("memory_proxy.launcher", "memory_proxy.config", "memory_proxy.names", "memory_proxy.state")
 
 
 def test_launcher_imports_only_what_its_rule_allows():
     script = ("import importlib, json, pkgutil, sys; import memory_proxy.launcher as launcher\n"
               "before = set(sys.modules)\n"
-              "for m in pkgutil.iter_modules(launcher.__path__): importlib.import_module(launcher.__name__ + '.' + m.name)\n"
+              "for m in pkgutil.iter_modules(launcher.__path__):\n"
+              "    importlib.import_module(launcher.__name__ + '.' + m.name)\n"
               "print(json.dumps(sorted(set(sys.modules) - before)))")
     loaded = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
                                        check=True).stdout)
@@ -132,22 +115,6 @@ def test_logs_shows_the_tail(tmp_path, config):
     assert result.stdout.splitlines() == ["line 97", "line 98", "line 99"]
     result = cli(tmp_path, config, "logs")
     assert "[litellm]" in result.stdout and "line 99" in result.stdout
-
-
-def test_find_litellm_prefers_the_one_beside_the_interpreter(tmp_path, monkeypatch):
-    beside, on_path = tmp_path / "venv" / "bin", tmp_path / "elsewhere"
-    for folder in (beside, on_path):
-        folder.mkdir(parents=True)
-        (folder / "litellm").write_text("#!/bin/sh\n")
-        (folder / "litellm").chmod(0o755)
-    monkeypatch.delenv("MEMORY_PROXY_LITELLM", raising=False)
-    monkeypatch.setattr(sys, "executable", str(beside / "python"))
-    monkeypatch.setenv("PATH", str(on_path))
-    assert find_litellm() == beside / "litellm"
-    (beside / "litellm").unlink()
-    assert find_litellm() == on_path / "litellm"
-    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
-    assert find_litellm() is None
 
 
 def fake_litellm(tmp_path: Path, body: str) -> Path:
@@ -235,58 +202,3 @@ def test_a_dead_child_is_restarted_with_back_off(tmp_path):
     finally:
         sup.shutdown()
     assert child.proc.poll() is not None
-
-
-def test_follow_sees_appended_created_and_truncated_files(tmp_path):
-    a, b = tmp_path / "a.log", tmp_path / "b.log"
-    a.write_text("old line\n")
-    stop = threading.Event()
-    seen: list[tuple[str, str]] = []
-
-    def reader():
-        for item in follow({"a": a, "b": b}, stop, poll=0.02):
-            seen.append(item)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    time.sleep(0.1)
-    with open(a, "a") as f:
-        f.write("new line\npart")
-    b.write_text("b appeared\n")
-    time.sleep(0.2)
-    a.write_text("after truncation\n")
-    deadline = time.monotonic() + 5
-    while ("a", "after truncation") not in seen and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    thread.join(timeout=2)
-    assert ("a", "old line") not in seen
-    assert ("a", "new line") in seen and ("b", "b appeared") in seen and ("a", "after truncation") in seen
-
-
-def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_path):
-    from memory_proxy.launcher import lifecycle as console
-
-    state = StateDir(tmp_path / "state").ensure()
-    assert console.remembered_backend(state) is None
-    console.remember_backend(state, "sdk")
-    assert console.remembered_backend(state) == "sdk"
-    (state.root / console.BACKEND_FILE).write_text("nonsense\n")
-    assert console.remembered_backend(state) is None  # ignored: `up` falls back to binary
-
-    port, litellm_port = free_port(), free_port()
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG % {"port": port, "litellm_port": litellm_port})
-    env = dict(os.environ, LAUNCHER_TEST_KEY="x")
-    with socket.socket() as held:  # LiteLLM's port taken: only binary mode minds
-        held.bind(("127.0.0.1", litellm_port))
-        held.listen()
-        Supervisor(config, state, environ=env, backend="sdk").preflight()
-        with pytest.raises(LaunchError, match="memory_proxy.litellm_port"):
-            Supervisor(config, state, environ=env, backend="binary").preflight()
-    sdk_port = free_port()
-    with socket.socket() as held:  # the SDK-backed proxy's port taken: mode both refuses
-        held.bind(("127.0.0.1", sdk_port))
-        held.listen()
-        with pytest.raises(LaunchError, match="--sdk-port"):
-            Supervisor(config, state, environ=env, backend="both", sdk_port=sdk_port).preflight()

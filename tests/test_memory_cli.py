@@ -10,9 +10,12 @@ import sys
 import httpx
 import pytest
 
-from tests.e2e.conftest import ENV_KEYS, LAUNCHER, ROOT, SM_KEY, cli_env, config_text, free_port
 from tests.emulator import create_app
-from tests.servers import ServerThread
+from tests.support import LAUNCHER, ROOT
+from tests.support.configs import config_text
+from tests.support.ports import free_port
+from tests.support.servers import ServerThread
+from tests.support.stacks import ENV_KEYS, SM_KEY, cli_env
 
 CLAUDE_UA = "claude-cli/2.0.14 (external, cli)"
 
@@ -171,7 +174,7 @@ def test_bad_input_is_refused_with_exit_2(setup, tmp_path):
 
 
 def test_failing_calls_get_a_clear_message(setup, emu, tmp_path):
-    cli, say, _ = setup
+    cli, _say, _ = setup
     httpx.post(emu.url + "/_emulator/supermemory_keys", json={"accept": ["some-other-key"]})
     refused = cli("memory", "list", "--id", "alice")
     assert refused.returncode == 1 and "refused the key" in refused.stderr
@@ -210,7 +213,7 @@ def test_the_cookie_jar_is_shared_and_never_torn(setup, emu):
     # The next run sends the saved clearance at once.
     before = len(httpx.get(emu.url + "/_emulator/requests").json())
     ok_json(cli("memory", "list", "--id", "alice", "--json"))
-    (call,) = [r for r in httpx.get(emu.url + "/_emulator/requests", params={"since": before}).json()]
+    (call,) = httpx.get(emu.url + "/_emulator/requests", params={"since": before}).json()
     assert call["cookies"].get("cf_clearance") in {c["value"] for c in saved["cookies"]}
     # A torn jar (a crash of something else) is read as empty and replaced by a whole one.
     jar.write_text('{"version": 1, "cookies": [{"name": "cf_cl')

@@ -15,7 +15,6 @@ import base64
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -30,12 +29,10 @@ from starlette.routing import Route
 from memory_proxy.config.model import parse_config
 from memory_proxy.server.app import create_app
 from tests import emulator
-
-try:
-    from tests.support.readiness import until
-    from tests.support.servers import ServerThread
-except ImportError:  # tests/ before its helpers moved into tests/support/
-    from tests.servers import ServerThread, until
+from tests.support.configs import build_config, model
+from tests.support.ports import free_port
+from tests.support.readiness import until
+from tests.support.servers import ServerThread
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MASTER = "sk-test-master-memory-page"
@@ -45,19 +42,14 @@ FRONT_KEY = "front-door-key-memory-page"
 SECRETS = (MASTER, SECRET, SM_KEY, FRONT_KEY)
 
 
-def config_text(emu_url: str, extra: str = "") -> str:
-    return f"""
-model_list:
-  - model_name: mem
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{emu_url}/v3/{emu_url}/v1", api_key: provider-key}}
-user_id_mappings:
-  header_patterns:
-    - {{header: user-agent, pattern: '^claude-cli/', user_id: claude-cli}}
-  default_user_id: default-dev
-memory_proxy:
-  timeouts: {{connect: 1, read: 5}}
-  supermemory: {{base_url: "{emu_url}", api_key: os.environ/SM_KEY, cloudflare_retry_delay: 0.05}}
-{extra}"""
+def config_text(emu_url: str, extra: str = "", supermemory_url: str | None = None) -> str:
+    """One Supermemory-backed model on the emulator at ``emu_url`` (Supermemory at
+    ``supermemory_url``, default the emulator too); ``extra`` lines go under ``memory_proxy``."""
+    return build_config([model("mem", "openai/gpt-4o-mini", f"{emu_url}/v3/{emu_url}/v1", "provider-key")],
+                        patterns=[("user-agent", "^claude-cli/", "claude-cli")], default_user_id="default-dev",
+                        proxy={"timeouts": "{connect: 1, read: 5}"}, extra=extra,
+                        supermemory={"base_url": supermemory_url or emu_url, "api_key": "os.environ/SM_KEY",
+                                     "cloudflare_retry_delay": 0.05})
 
 
 def litellm_stand_in(target: dict) -> Starlette:
@@ -108,9 +100,7 @@ def chain(tmp_path: Path, extra: str = "", *, supermemory_url: str | None = None
     with ServerThread(emulator.create_app()) as emu:
         target: dict = {}
         with ServerThread(litellm_stand_in(target)) as stand_in:
-            text = config_text(emu.url, extra)
-            if supermemory_url:
-                text = text.replace(f'base_url: "{emu.url}"', f'base_url: "{supermemory_url}"')
+            text = config_text(emu.url, extra, supermemory_url)
             config = parse_config(text, Path("test.yaml"),
                                   {"SM_KEY": SM_KEY, "FRONT_KEY": FRONT_KEY} if environ is None else environ)
             app = create_app(config, litellm_url=stand_in.url, master_key=MASTER, egress_secret=SECRET,
@@ -255,9 +245,7 @@ def test_supermemory_failures_are_a_clear_message(two_ids):
 
 
 def test_unreachable_supermemory_and_no_key(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        gone = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    gone = f"http://127.0.0.1:{free_port()}"
     with chain(tmp_path, supermemory_url=gone) as c:
         answer = get(c, "list", id="alice")
         assert answer.status_code == 502 and answer.json()["error"]["code"] == "unreachable"
@@ -305,12 +293,6 @@ def test_cookies_are_shared_with_the_egress_and_saved_by_it(tmp_path):
 
 
 # --- the page in a real Chromium ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Browser:
@@ -528,9 +510,7 @@ def test_chromium_shows_supermemory_refusing_the_key_as_a_message(two_ids, brows
 
 
 def test_chromium_shows_an_unreachable_supermemory_as_a_message(tmp_path, browser):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        gone = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    gone = f"http://127.0.0.1:{free_port()}"
     with chain(tmp_path, supermemory_url=gone) as c:
         browser.go(c.url + "/ui/memory?id=alice")
         browser.wait("!document.getElementById('memory-error').hidden", "the error message")

@@ -3,14 +3,14 @@ front-door refusals by reason (both backends), requests held while LiteLLM is do
 store's queue and drops while it fails, LiteLLM's restarts from the launcher's record.
 
 Binary mode runs ``create_app`` with the emulator answering as LiteLLM would (no LiteLLM
-needed); SDK mode runs ``create_sdk_app`` with the emulator as the provider. The model of these
-tests is ``test_observability.py::test_metrics_after_known_traffic``.
+needed); SDK mode runs ``create_sdk_app`` with the emulator as the provider (``emu``, the
+emulator in a thread, from tests/conftest.py). The model of these tests is
+``test_observability.py::test_metrics_after_known_traffic``.
 """
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,10 +20,12 @@ from memory_proxy.server.app import create_app
 from memory_proxy.server.front_door import REFUSAL_REASONS
 from memory_proxy.state import StateDir
 from tests import emulator
-from tests.servers import ServerThread, until
-from tests.test_parity import free_port
+from tests.support import ROOT
+from tests.support.configs import build_config, model
+from tests.support.ports import free_port
+from tests.support.readiness import until
+from tests.support.servers import ServerThread
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = "front-door-key-for-metrics-0123"
 MASTER, SECRET = "sk-metrics-master-" + "1" * 24, "metrics-egress-secret-0123456789"
 ENV = {"OPENAI_API_KEY": "sk-metrics-openai", "FRONT_KEY": KEY}
@@ -31,12 +33,9 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def config_text(provider: str, port: int, extra: str = "") -> str:
-    return f"""model_list:
-  - model_name: gpt-4o-mini
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{provider}/v1", api_key: os.environ/OPENAI_API_KEY}}
-memory_proxy:
-  port: {port}
-{extra}"""
+    """One model on ``provider``; ``extra`` lines go under ``memory_proxy``."""
+    return build_config([model("gpt-4o-mini", "openai/gpt-4o-mini", f"{provider}/v1")], proxy={"port": port},
+                        extra=extra)
 
 
 def scrape(url: str, **headers) -> dict[tuple, float]:
@@ -53,25 +52,19 @@ def refusals(samples: dict) -> dict[str, float]:
             if name == "memory_proxy_refused_total"}
 
 
-@pytest.fixture(scope="module")
-def provider():
-    with ServerThread(emulator.create_app()) as server:
-        yield server
-
-
 @pytest.fixture(params=["binary", pytest.param("sdk", marks=pytest.mark.litellm)])
-def guarded(request, provider, tmp_path):
+def guarded(request, emu, tmp_path):
     """A proxy with front-door keys, small limits and a rate limit, in either backend."""
     port = free_port()
     extra = ("  api_keys: [os.environ/FRONT_KEY]\n  max_header_bytes: 2048\n  max_body_bytes: 1024\n"
              "  requests_per_minute: 2\n")
-    config = parse_config(config_text(provider.url, port, extra), tmp_path / "config.yaml", ENV)
+    config = parse_config(config_text(emu.url, port, extra), tmp_path / "config.yaml", ENV)
     if request.param == "sdk":
         from memory_proxy.sdk.app import create_sdk_app
 
         app = create_sdk_app(config, master_key=MASTER, egress_secret=SECRET, port=port, environ=ENV)
     else:  # the emulator answers as LiteLLM would
-        app = create_app(config, litellm_url=provider.url, master_key=MASTER, egress_secret=SECRET, environ=ENV)
+        app = create_app(config, litellm_url=emu.url, master_key=MASTER, egress_secret=SECRET, environ=ENV)
     with ServerThread(app, port=port) as server:
         yield server.url
 
@@ -125,14 +118,14 @@ def test_held_requests_while_litellm_is_down(tmp_path):
             assert after[("memory_proxy_litellm_up", ())] == 1
 
 
-def test_usage_queue_and_drops_while_the_store_fails(provider, tmp_path):
+def test_usage_queue_and_drops_while_the_store_fails(emu, tmp_path):
     """The usage store cannot be opened (its file is a folder): 15 records, room for 10 —
     10 wait, 5 are dropped, and every request is answered."""
     state = tmp_path / "state"
     (state / "usage.sqlite3").mkdir(parents=True)
     port = free_port()
-    config = parse_config(config_text(provider.url, port, "  usage: {queue_size: 10}\n"), tmp_path / "c.yaml", ENV)
-    app = create_app(config, litellm_url=provider.url, master_key=MASTER, egress_secret=SECRET, state_dir=state,
+    config = parse_config(config_text(emu.url, port, "  usage: {queue_size: 10}\n"), tmp_path / "c.yaml", ENV)
+    app = create_app(config, litellm_url=emu.url, master_key=MASTER, egress_secret=SECRET, state_dir=state,
                      environ={})
     with ServerThread(app, port=port) as proxy:
         assert [httpx.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=30).status_code
@@ -142,14 +135,14 @@ def test_usage_queue_and_drops_while_the_store_fails(provider, tmp_path):
         assert samples[("memory_proxy_usage_queue_depth", ())] == 10
 
 
-def test_litellm_restarts_come_from_the_launchers_record(provider, tmp_path):
+def test_litellm_restarts_come_from_the_launchers_record(emu, tmp_path):
     from memory_proxy.launcher.record import RECORD_VERSION, write_record
 
     state = StateDir(tmp_path / "state")
     state.root.mkdir(parents=True)
     port = free_port()
-    config = parse_config(config_text(provider.url, port, "  usage: {enabled: false}\n"), tmp_path / "c.yaml", ENV)
-    app = create_app(config, litellm_url=provider.url, master_key=MASTER, egress_secret=SECRET, state_dir=state.root,
+    config = parse_config(config_text(emu.url, port, "  usage: {enabled: false}\n"), tmp_path / "c.yaml", ENV)
+    app = create_app(config, litellm_url=emu.url, master_key=MASTER, egress_secret=SECRET, state_dir=state.root,
                      environ={})
     with ServerThread(app, port=port) as proxy:
         assert scrape(proxy.url)[("memory_proxy_litellm_restarts_total", ())] == 0  # no record yet
@@ -159,12 +152,12 @@ def test_litellm_restarts_come_from_the_launchers_record(provider, tmp_path):
         assert ("memory_proxy_usage_queue_depth", ()) not in samples  # the usage record is off: no made-up 0
 
 
-def test_every_exported_metric_is_documented(provider, tmp_path):
+def test_every_exported_metric_is_documented(emu, tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
     port = free_port()
-    config = parse_config(config_text(provider.url, port), tmp_path / "c.yaml", ENV)
-    app = create_app(config, litellm_url=provider.url, master_key=MASTER, egress_secret=SECRET,
+    config = parse_config(config_text(emu.url, port), tmp_path / "c.yaml", ENV)
+    app = create_app(config, litellm_url=emu.url, master_key=MASTER, egress_secret=SECRET,
                      state_dir=tmp_path / "state", environ={})
     with ServerThread(app, port=port) as proxy:
         httpx.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=30)

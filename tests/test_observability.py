@@ -9,10 +9,9 @@ HTTP receiver in this process) and its own custom-callback log file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +20,13 @@ import httpx
 import pytest
 
 from memory_proxy.config.model import parse_config
-from memory_proxy.names import EGRESS_SECRET_ENV
-from tests import chains
-from tests.e2e.conftest import config_text
-from tests.servers import ServerThread
-from tests.sinks import Sink
-from tests.test_parity import ENV, MASTER, MODES, SECRET, free_port
+from tests.support.configs import config_text
+from tests.support.ports import free_port
+from tests.support.readiness import until
+from tests.support.servers import ServerThread
+from tests.support.sinks import Sink
+from tests.support.stacks import MODES, ProxyProcess, both_backends, chain_env, start_memory_proxy
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = """litellm_settings:
   callbacks: ["generic_api", "custom_callbacks.handler"]
 """
@@ -71,8 +69,7 @@ def stacks(tmp_path_factory):
     (tmp / "custom_callbacks.py").write_text(CUSTOM_CALLBACKS)
     sinks = {mode: Sink() for mode in MODES}
     logs = {mode: tmp / f"callbacks-{mode}.log" for mode in MODES}
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update(ENV, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=MASTER, **{EGRESS_SECRET_ENV: SECRET})
+    env = chain_env()
 
     def config_for(ports):
         return parse_config(config_text(ports.provider, ports.supermemory, ports.binary, ports.litellm) + SETTINGS,
@@ -93,7 +90,7 @@ def stacks(tmp_path_factory):
         patch.setattr(_litellm(), "DEFAULT_FLUSH_INTERVAL_SECONDS", 1)
 
     try:
-        with chains.running(tmp, env, config_for, litellm_env=litellm_env, before_sdk=before_sdk) as backends:
+        with both_backends(tmp, env, config_for, litellm_env=litellm_env, before_sdk=before_sdk) as backends:
             yield Stacks(backends.emulator, backends.urls, sinks, logs, backends.apps)
     finally:
         patch.undo()
@@ -108,12 +105,7 @@ def chat(url: str, model: str, *, stream: bool = False, client: str = "obs-test"
     return response
 
 
-def wait_for(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+wait_for = functools.partial(until, timeout=30, every=0.1)
 
 
 TRAFFIC = [("gpt-4o-mini", False), ("gpt-4o-mini", True), ("memory/gpt-4o-mini", False)]
@@ -218,38 +210,22 @@ def test_metrics_path_is_the_proxys_own(stacks, mode):
 # --- structured logs -----------------------------------------------------------------------
 
 
-def run_proxy_process(tmp_path: Path, litellm_url: str, log_format: str | None):
-    """``python -m memory_proxy`` as the launcher starts it; returns (process, url)."""
+def run_proxy_process(tmp_path: Path, litellm_url: str, log_format: str | None) -> ProxyProcess:
+    """``python -m memory_proxy`` as the launcher starts it."""
     port = free_port()
     line = f"  log_format: {log_format}\n" if log_format else ""
     (tmp_path / "config.yaml").write_text(
         f"model_list:\n  - model_name: gpt-4o-mini\n    litellm_params: {{model: openai/gpt-4o-mini}}\n"
         f"memory_proxy:\n  port: {port}\n{line}")
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    proc = subprocess.Popen([sys.executable, "-m", "memory_proxy", "--config", str(tmp_path / "config.yaml"),
-                             "--state-dir", str(tmp_path / "state"), "--litellm-url", litellm_url],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url + "/health", timeout=2)
-            return proc, url
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"the memory proxy did not start: {proc.stderr.read()}") from None
-            time.sleep(0.1)
+    return start_memory_proxy(tmp_path / "config.yaml", tmp_path / "state", port, "--litellm-url", litellm_url,
+                              env=env, log=tmp_path / "memory_proxy.log")
 
 
-def stop(proc) -> list[str]:
-    proc.terminate()
-    try:
-        _, err = proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    return err.splitlines()
+def stop(proxy: ProxyProcess) -> list[str]:
+    """Stops it; returns the lines of its log."""
+    proxy.stop()
+    return proxy.log.read_text().splitlines()
 
 
 @pytest.mark.parametrize("log_format", ["json", None])
@@ -257,11 +233,11 @@ def test_request_log_line(tmp_path, log_format):
     from tests import emulator
 
     with ServerThread(emulator.create_app()) as litellm:  # the emulator answers as LiteLLM would
-        proc, url = run_proxy_process(tmp_path, litellm.url, log_format)
+        proxy = run_proxy_process(tmp_path, litellm.url, log_format)
         try:
-            answer = chat(url, "gpt-4o-mini", client="log-test")
+            answer = chat(proxy.url, "gpt-4o-mini", client="log-test")
         finally:
-            lines = stop(proc)
+            lines = stop(proxy)
     assert answer.status_code == 200
     request_id = answer.headers["x-request-id"]
     if log_format is None:  # the text line, as it always was

@@ -16,63 +16,36 @@ modes cannot agree on something wrong. What cannot be the same is listed in docs
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from memory_proxy.config.litellm import build_litellm_config, egress_base, render
 from memory_proxy.config.model import parse_config
-from memory_proxy.names import EGRESS_SECRET_ENV
-from memory_proxy.server.app import create_app
-from tests.e2e.conftest import config_text
-from tests.servers import ServerThread
+from tests.support.configs import config_text, model
+from tests.support.readiness import poll
+from tests.support.stacks import (
+    ANTHROPIC_KEY,
+    FRONT_KEY,
+    MASTER,
+    MODES,
+    OPENAI_KEY,
+    SECRET,
+    both_backends,
+    chain_env,
+)
+from tests.support.stacks import CHAIN_SM_KEY as SM_KEY
 
-ROOT = Path(__file__).resolve().parents[1]
-FRONT_KEY = "front-door-key-0123456789abcdef"
-MASTER = "sk-parity-master-" + "7" * 24
-SECRET = "parity-egress-secret-0123456789"
-SM_KEY = "sm-parity-supermemory-key"
-OPENAI_KEY, ANTHROPIC_KEY = "sk-parity-openai", "sk-ant-parity"
 PYCHARM = "OpenAIClientImpl/Java unknown"
 CLAUDE = "claude-cli/2.0.14 (external, cli)"
-MODES = ("binary", "sdk")
 READ_TIMEOUT = 8
-ENV = {"OPENAI_API_KEY": OPENAI_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY, "SUPERMEMORY_API_KEY": SM_KEY,
-       "FRONT_KEY": FRONT_KEY}
 VOLATILE = {"id", "created", "request_id", "x-request-id", "system_fingerprint"}
 TRANSPORT_HEADERS = {"host", "content-length", "connection", "accept", "accept-encoding", "cookie", "x-request-id"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, deadline: float, proc: subprocess.Popen | None = None) -> None:
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer 200 in time")
-
-
-EMBED_MODEL = """  - model_name: embed
-    litellm_params: {{model: openai/text-embedding-3-small, api_base: "{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
-"""
+def embed_model(a: str, b: str) -> list[str]:
+    return [model("embed", "openai/text-embedding-3-small", f"{a}/v1")]
 
 
 @dataclass
@@ -94,45 +67,15 @@ class Stacks:
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
-    provider, supermemory, binary_port, litellm_port, sdk_port = (free_port() for _ in range(5))
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update(ENV, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=MASTER, **{EGRESS_SECRET_ENV: SECRET})
-    config = parse_config(config_text(provider, supermemory, binary_port, litellm_port, "  api_keys: [os.environ/FRONT_KEY]\n",
-                                      models=EMBED_MODEL, read_timeout=READ_TIMEOUT), tmp / "config.yaml", env)
-    generated = tmp / "litellm_config.yaml"
-    generated.write_text(render(build_litellm_config(config, egress_base(binary_port), env)))
-    procs = []
-    try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.emulator", "--port", str(provider), "--port", str(supermemory)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "emulator.log", "w")))
-        litellm = Path(sys.executable).parent / "litellm"
-        procs.append(subprocess.Popen(
-            [str(litellm), "--config", str(generated), "--host", "127.0.0.1", "--port", str(litellm_port)],
-            cwd=tmp, env=env, stdout=open(tmp / "litellm.log", "w"), stderr=subprocess.STDOUT))
-        # LiteLLM boots in its process while this one imports LiteLLM for the SDK app.
-        from memory_proxy.sdk.app import create_sdk_app
+    env = chain_env()
 
-        deadline = time.monotonic() + 120
-        wait_http(f"http://127.0.0.1:{provider}/health/liveliness", deadline, procs[0])
-        sdk_app = create_sdk_app(config, master_key=MASTER, egress_secret=SECRET, port=sdk_port,
-                                 state_dir=tmp / "sdk-state", environ=env)
-        binary_app = create_app(config, litellm_url=f"http://127.0.0.1:{litellm_port}", master_key=MASTER,
-                                egress_secret=SECRET, state_dir=tmp / "binary-state")
-        with ServerThread(sdk_app, port=sdk_port) as sdk_server:
-            wait_http(f"http://127.0.0.1:{litellm_port}/health/liveliness", deadline, procs[1])
-            wait_http(f"http://127.0.0.1:{litellm_port}/health/readiness", deadline, procs[1])
-            with ServerThread(binary_app, port=binary_port) as binary_server:
-                yield Stacks(f"http://127.0.0.1:{provider}", {"binary": binary_server.url, "sdk": sdk_server.url},
-                             sdk_app)
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    def config_for(ports):
+        return parse_config(config_text(ports.provider, ports.supermemory, ports.binary, ports.litellm,
+                                        "  api_keys: [os.environ/FRONT_KEY]\n", models=embed_model,
+                                        read_timeout=READ_TIMEOUT), tmp / "config.yaml", env)
+
+    with both_backends(tmp, env, config_for) as backends:
+        yield Stacks(backends.emulator, backends.urls, backends.apps["sdk"])
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -233,7 +176,8 @@ def message(model: str, text: str = "hello there", **extra) -> dict:
 
 
 CLIENTS = [({"user-agent": PYCHARM}, "pycharm-ai"), ({"user-agent": CLAUDE}, "claude-cli"),
-           ({"user-agent": "some-script/1.0"}, "default-dev"), ({"user-agent": CLAUDE, "x-memory-user-id": "proj-1"}, "proj-1")]
+           ({"user-agent": "some-script/1.0"}, "default-dev"),
+           ({"user-agent": CLAUDE, "x-memory-user-id": "proj-1"}, "proj-1")]
 
 
 @pytest.mark.parametrize("path, body", [
@@ -359,12 +303,8 @@ def test_client_disconnect_cancels_the_upstream(stacks):
             it = r.iter_raw()
             next(it)
             next(it)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            stats = httpx.get(stacks.emulator + "/_emulator/stats").json()
-            if stats["client_disconnects"] == 1 and stats["active_streams"] == 0:
-                break
-            time.sleep(0.05)
+        stats = poll(lambda: httpx.get(stacks.emulator + "/_emulator/stats").json(),
+                     lambda stats: stats["client_disconnects"] == 1 and stats["active_streams"] == 0, 5)
         assert (mode, stats["client_disconnects"], stats["active_streams"]) == (mode, 1, 0)
 
 
@@ -496,8 +436,8 @@ def test_memory_is_kept_per_id(stacks, path, make):
                 call(url, path, make(model, "What is my name?"), headers={"x-memory-user-id": "bob-id"}),
                 call(url, "/scope/alice-id" + path, make(model, "What is my name?"))]
     same = assert_same(in_both(stacks, scenario))
-    replies = [a["body"]["choices"][0]["message"]["content"] if "choices" in a["body"] else a["body"]["content"][0]["text"]
-               for a in same["answers"]]
+    replies = [a["body"]["choices"][0]["message"]["content"] if "choices" in a["body"]
+               else a["body"]["content"][0]["text"] for a in same["answers"]]
     assert replies == ["echo: My name is Alice", "Your name is Alice.", "I don't know your name.",
                        "Your name is Alice."]
     assert [u["headers"]["x-sm-user-id"] for u in same["upstream"]] == ["alice-id", "alice-id", "bob-id", "alice-id"]
@@ -511,7 +451,7 @@ def test_cookies_held_by_the_egress_in_both_modes(stacks):
         stacks.reset()
         for _ in range(2):
             call(stacks.urls[mode], "/v1/chat/completions", chat("memory/gpt-4o-mini"))
-        first, second = stacks.records()
+        _first, second = stacks.records()
         assert "cf_clearance" in second["cookies"] and "__cf_bm" in second["cookies"], mode
 
 

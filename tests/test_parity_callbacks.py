@@ -1,7 +1,7 @@
 """Parity of the two backends for what leaves the proxy besides the answer: the user's LiteLLM
 callbacks, Langfuse, the traces and the proxy's own usage callback, all at once.
 
-One config for both backends (``chains.running``: the real ``litellm`` binary behind
+One config for both backends (``support.stacks.both_backends``: the real ``litellm`` binary behind
 ``create_app``, and ``create_sdk_app`` in this process) lists a ``generic_api`` sink and
 Langfuse as LiteLLM documents them (``callbacks: ["generic_api", "langfuse_otel"]``, the keys
 and endpoints through ``os.environ/`` in ``environment_variables``), with tracing on (an
@@ -17,7 +17,7 @@ everything costs the others and the client nothing.
 from __future__ import annotations
 
 import base64
-import os
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +26,11 @@ import httpx
 import pytest
 
 from memory_proxy.config.model import parse_config
-from memory_proxy.names import EGRESS_SECRET_ENV
 from memory_proxy.server import tracing
-from tests import chains
-from tests.e2e.conftest import config_text
-from tests.sinks import Collector, Sink
-from tests.test_parity import ENV, MASTER, MODES, SECRET
-
-pytestmark = pytest.mark.litellm
+from tests.support.configs import config_text
+from tests.support.readiness import until
+from tests.support.sinks import Collector, Sink
+from tests.support.stacks import MODES, SECRET, both_backends, chain_env
 
 PUBLIC, PRIVATE = "pk-lf-parity-public", "sk-lf-parity-secret-0123456789"
 PROMPT = "quokka-prompt-text"
@@ -62,11 +59,9 @@ class Stacks:
 def stacks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity-callbacks")
     collector, sinks, langfuse = Collector(), {m: Sink() for m in MODES}, {m: Collector() for m in MODES}
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update(ENV, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=MASTER, **{EGRESS_SECRET_ENV: SECRET},
-               OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="200",
-               PARITY_LANGFUSE_PUBLIC=PUBLIC, PARITY_LANGFUSE_SECRET=PRIVATE,
-               PARITY_SINK=sinks["sdk"].url, PARITY_LANGFUSE_HOST=langfuse["sdk"].url)
+    env = chain_env(OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="200",
+                    PARITY_LANGFUSE_PUBLIC=PUBLIC, PARITY_LANGFUSE_SECRET=PRIVATE,
+                    PARITY_SINK=sinks["sdk"].url, PARITY_LANGFUSE_HOST=langfuse["sdk"].url)
     configs = []
 
     def config_for(ports):
@@ -86,7 +81,7 @@ def stacks(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")  # the batch processors of this process (SDK mode)
     try:
-        with chains.running(tmp, env, config_for, litellm_env=litellm_env, before_sdk=before_sdk) as backends:
+        with both_backends(tmp, env, config_for, litellm_env=litellm_env, before_sdk=before_sdk) as backends:
             yield Stacks(backends.urls, collector, sinks, langfuse, tmp / "litellm.log")
     finally:
         patch.undo()
@@ -102,11 +97,7 @@ def chat(url: str, model: str, client: str, *, stream: bool = False) -> str:
     return response.headers["x-request-id"]
 
 
-def wait_for(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+wait_for = functools.partial(until, timeout=60, every=0.1)
 
 
 def tokens(url: str, client: str) -> dict[str, float]:

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from memory_proxy.config.model import parse_config
-from tests.servers import ServerThread
-from tests.test_parity import free_port
-
-pytestmark = pytest.mark.litellm
+from tests.support.configs import build_config, model
+from tests.support.ports import free_port
+from tests.support.servers import ServerThread
 
 ENV = {"OPENAI_API_KEY": "sk-sdk-callbacks-test", "SDK_TEST_SOURCE": "from-the-environment"}
 
@@ -25,12 +24,8 @@ def sdk_app(tmp_path: Path, extra: str):
     from memory_proxy.sdk.app import create_sdk_app
 
     port = free_port()
-    text = f"""model_list:
-  - model_name: plain
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:9/v1", api_key: os.environ/OPENAI_API_KEY}}
-memory_proxy:
-  port: {port}
-{extra}"""
+    text = build_config([model("plain", "openai/gpt-4o-mini", "http://127.0.0.1:9/v1")], proxy={"port": port},
+                        extra=extra)
     config = parse_config(text, tmp_path / "config.yaml", ENV)
     return create_sdk_app(config, master_key="unused-master-key", egress_secret="s" * 32, port=port, environ=ENV), port
 

@@ -9,27 +9,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from memory_proxy.config.model import parse_config
 from tests import emulator
-from tests.servers import ServerThread, raw_http
+from tests.support import ROOT
+from tests.support.configs import SUPERMEMORY_KEY, build_config, model
+from tests.support.ports import free_port
+from tests.support.readiness import wait_http
+from tests.support.servers import ServerThread, raw_http
+from tests.support.stacks import start_memory_proxy
 
-ROOT = Path(__file__).resolve().parents[1]
 SM_KEY = "sm-sdk-test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +34,12 @@ def emu():
 
 
 def config_text(providers: str, supermemory: str, port: int, extra: str = "") -> str:
-    return f"""
-model_list:
-  - model_name: plain
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{providers}/v1", api_key: os.environ/OPENAI_API_KEY}}
-  - model_name: memory
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{supermemory}/v3/{providers}/v1",
-                      api_key: os.environ/OPENAI_API_KEY}}
-litellm_settings: {{drop_params: true}}
-memory_proxy:
-  port: {port}
-  supermemory: {{base_url: "{supermemory}", api_key: os.environ/SUPERMEMORY_API_KEY, cloudflare_retry_delay: 0.05}}
-{extra}"""
+    """Two models on the emulator, one Supermemory-backed; ``extra`` lines go under ``memory_proxy``."""
+    return build_config([model("plain", "openai/gpt-4o-mini", f"{providers}/v1"),
+                         model("memory", "openai/gpt-4o-mini", f"{supermemory}/v3/{providers}/v1")],
+                        litellm_settings="{drop_params: true}", proxy={"port": port}, extra=extra,
+                        supermemory={"base_url": supermemory, "api_key": SUPERMEMORY_KEY,
+                                     "cloudflare_retry_delay": 0.05})
 
 
 ENV = {"OPENAI_API_KEY": "sk-openai-sdk-test", "SUPERMEMORY_API_KEY": SM_KEY}
@@ -66,21 +54,11 @@ def test_command_line_entry_serves_and_keeps_cookies(emu, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.update(ENV, PYTHONPATH=str(ROOT))
     env.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)  # the entry point must set it itself
-    log = open(tmp_path / "sdk.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "memory_proxy.sdk", "--config", str(config),
-                             "--state-dir", str(tmp_path / "state")], cwd=tmp_path, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    proxy = start_memory_proxy(config, tmp_path / "state", port, env=env, module="memory_proxy.sdk",
+                               log=tmp_path / "sdk.log", cwd=tmp_path, wait=False)
+    proc, base = proxy.proc, proxy.url
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "sdk.log").read_text()[-2000:]
-            try:
-                health = httpx.get(base + "/health", timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "SDK mode did not start"
-                time.sleep(0.2)
+        health = wait_http(base + "/health", timeout=120, ok=None, proc=proc, log=proxy.log, every=0.2)
         assert health.status_code == 200 and health.json()["litellm"]["backend"] == "sdk"
         # The same server settings as binary mode: the HTTP parser's refusals are JSON errors.
         status, answer = raw_http(port, "POST /v1/chat/completions HTTP/1.1", {"bad header": "x"})
@@ -132,9 +110,7 @@ def test_startup_warms_every_api_shape_in_process_without_calling_a_provider(emu
     providers, supermemory = emu
     httpx.post(providers.url + "/_emulator/reset")
     port = free_port()
-    extra = """  - model_name: claude
-    litellm_params: {model: anthropic/claude-3-5-haiku-latest, api_base: "%s", api_key: os.environ/OPENAI_API_KEY}
-""" % providers.url
+    extra = model("claude", "anthropic/claude-3-5-haiku-latest", providers.url)
     text = config_text(providers.url, supermemory.url, port).replace("litellm_settings:", extra + "litellm_settings:")
     config = parse_config(text, tmp_path / "c.yaml", ENV)
     app = create_sdk_app(config, master_key="unused-master-key", egress_secret="s" * 32, port=port, environ=ENV)

@@ -6,7 +6,6 @@ parents and no message text; a dead collector costs no request."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,15 +13,14 @@ import httpx
 import pytest
 
 from memory_proxy.config.model import parse_config
-from memory_proxy.names import EGRESS_SECRET_ENV
 from memory_proxy.server import tracing
 from memory_proxy.server.app import create_app
-from tests import chains
-from tests.e2e.conftest import config_text
-from tests.servers import ServerThread
-from tests.sinks import Collector
+from tests.support.configs import config_text
+from tests.support.ports import free_port
+from tests.support.servers import ServerThread
+from tests.support.sinks import Collector
+from tests.support.stacks import MASTER, MODES, SECRET, both_backends, chain_env
 from tests.test_observability import chat, scrape, wait_for
-from tests.test_parity import ENV, MASTER, MODES, SECRET, free_port
 
 PROMPT = "zebra-prompt-text"
 
@@ -37,9 +35,7 @@ class Stacks:
 def stacks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tracing")
     collector = Collector()
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update(ENV, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=MASTER, **{EGRESS_SECRET_ENV: SECRET},
-               OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="200")
+    env = chain_env(OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="200")
     configs = []
 
     def config_for(ports):
@@ -53,7 +49,7 @@ def stacks(tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")  # read by the BatchSpanProcessor in this process
-            with chains.running(tmp, env, config_for, litellm_env=litellm_env) as backends:
+            with both_backends(tmp, env, config_for, litellm_env=litellm_env) as backends:
                 yield Stacks(backends.urls, collector)
     finally:
         collector.server.shutdown()

@@ -6,24 +6,17 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from memory_proxy.usage import report as ur
 from memory_proxy.usage.record import UsageLog, from_supermemory
-from tests.test_usage import NOW_MS, ingress_row, wait_for
+from tests.support.ports import free_port
+from tests.unit.usage.test_usage import NOW_MS, ingress_row, wait_for
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Cluster:
@@ -148,7 +141,7 @@ def test_the_app_writes_to_postgresql(url):
     from memory_proxy.server.app import create_app
     from memory_proxy.usage.pg import PostgresStore
     from tests import emulator
-    from tests.servers import ServerThread
+    from tests.support.servers import ServerThread
 
     with ServerThread(emulator.create_app(chunk_delay=0.01)) as emu:
         text = (f"model_list:\n  - model_name: m\n    litellm_params: {{model: openai/m, api_base: \"{emu.url}/v1\", "

@@ -1,7 +1,7 @@
 """The key tables of docs/configuration.md, generated from the field table (``fields.py``).
 
 In the page, each table stands between ``<!-- fields: SECTION -->`` and ``<!-- end of fields -->``.
-``python -m memory_proxy.config.reference`` rewrites them; tests/test_docs.py fails when the page
+``python -m memory_proxy.config.reference`` rewrites them; tests/unit/test_docs.py fails when the page
 and the table differ.
 """
 

@@ -4,7 +4,7 @@ Each row names what a part measures (``key``), how it is printed (``target``, wh
 the measurement fills in, e.g. the load generator or the API shape), what is set against what
 (``compares``), the bound (``op``, ``limit``, ``unit``) and the issue that asked for it. A part
 hands ``judge`` its measurements as ``Measured`` values; docs/benchmark.md's targets table is
-``markdown()`` of this table (tests/test_benchmark_doc.py checks that it is). Standard library
+``markdown()`` of this table (tests/unit/test_benchmark_doc.py checks that it is). Standard library
 only, no relative imports: the test loads this file on its own.
 """
 

@@ -6,9 +6,9 @@ short read timeout (3 s) and a small body limit (1 MiB) so that every limit can 
 quickly. Modules that need another configuration start their own memory proxy (through the
 launcher with ``--litellm-url``, or ``python -m memory_proxy`` directly) next to it.
 
-Helpers come from ``tests/e2e/conftest.py`` (imported, not copied). Every secret this suite
-sets is registered in ``SECRETS`` and every state folder in ``STATE_DIRS``;
-``test_9_secrets.py`` greps every log, every output and every answer body collected in
+The processes are started by ``tests/support/stacks.py``. Every secret this suite sets is
+registered in ``SECRETS`` and every state folder in ``STATE_DIRS``;
+``test_secrets.py`` (last) greps every log, every output and every answer body collected in
 ``SEEN`` for them. ``TALLY`` counts the faults survived and the bad inputs tried; the
 counts are printed at the end of the run (no file quotes them: they would go stale).
 """
@@ -17,30 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from tests.e2e.conftest import (  # noqa: F401  (re-exported for the test modules)
-    ROOT,
-    Stack,
-    _wait_http,
-    cli_env,
-    config_text,
-    free_port,
-    port_taken,
-)
+from tests.support import ROOT
+from tests.support.configs import ANTHROPIC_KEY, config_text, model
+from tests.support.ports import port_taken
+from tests.support.stacks import Emulator, ProxyProcess, Stack, cli_env, new_stack, start_emulator, start_memory_proxy
 
 READ_TIMEOUT = 3.0  # memory_proxy.timeouts.read of the fault stack
 TOTAL_TIMEOUT = 8.0  # memory_proxy.timeouts.total of the fault stack
@@ -95,86 +84,14 @@ def assert_openai_error(response: httpx.Response, status: int | tuple[int, ...],
     return body["error"]
 
 
-# --- the emulator -----------------------------------------------------------------------
-
-
-@dataclass
-class Emulator:
-    proc: subprocess.Popen
-    provider_port: int
-    supermemory_port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.provider_port}"
-
-    def fault(self, mode: str | None, count: int = 1, delay: float | None = None) -> None:
-        body: dict = {"mode": mode, "count": count}
-        if delay is not None:
-            body["delay"] = delay
-        answer = httpx.post(self.url + "/_emulator/faults", json=body, trust_env=False)
-        assert answer.status_code == 200, answer.text
-
-    def clear_fault(self) -> None:
-        self.fault(None, 0)
-
-    def stats(self) -> dict:
-        return httpx.get(self.url + "/_emulator/stats", trust_env=False).json()
-
-    def request_count(self) -> int:
-        return self.stats()["requests"]
-
-    def requests_since(self, index: int) -> list[dict]:
-        return httpx.get(self.url + "/_emulator/requests", params={"since": index}, trust_env=False).json()
-
-    def forget_requests(self) -> None:
-        httpx.delete(self.url + "/_emulator/requests", trust_env=False)
-
-    def wait_streams(self, expected: int = 0, timeout: float = 5.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            stats = self.stats()
-            if stats["active_streams"] == expected or time.monotonic() > deadline:
-                return stats
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def start_emulator(root: Path, *, chunk_delay: float = 0.05, chunks: int = 5) -> Emulator:
-    """The emulator on two ports (providers; Supermemory) sharing one state, as a real process."""
-    root.mkdir(parents=True, exist_ok=True)
-    provider, supermemory = free_port(), free_port()
-    with open(root / "emulator.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.emulator", "--port", str(provider), "--port",
-                                 str(supermemory), "--chunk-delay", str(chunk_delay), "--chunks", str(chunks)],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    emu = Emulator(proc, provider, supermemory)
-    try:
-        _wait_http(f"{emu.url}/_emulator/stats")
-        _wait_http(f"http://127.0.0.1:{supermemory}/_emulator/stats")
-    except BaseException:
-        emu.stop()
-        raise
-    return emu
-
-
 # --- stacks ------------------------------------------------------------------------------
 
 
-FAULT_MODELS = """  - model_name: faulty
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
-  - model_name: faulty-claude
-    litellm_params: {{model: anthropic/claude-3-5-haiku-latest, api_base: "{a}", api_key: os.environ/ANTHROPIC_API_KEY}}
-  - model_name: memory/faulty
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{b}/v3/{a}/v1", api_key: os.environ/OPENAI_API_KEY}}
-"""
+def fault_models(a: str, b: str) -> list[str]:
+    """Model groups for fault injection, on the provider at ``a`` and Supermemory's router at ``b``."""
+    return [model("faulty", "openai/gpt-4o-mini", f"{a}/v1"),
+            model("faulty-claude", "anthropic/claude-3-5-haiku-latest", a, ANTHROPIC_KEY),
+            model("memory/faulty", "openai/gpt-4o-mini", f"{b}/v3/{a}/v1")]
 
 
 def fault_config(emu: Emulator, proxy_port: int, litellm_port: int, extra: str = "",
@@ -183,50 +100,19 @@ def fault_config(emu: Emulator, proxy_port: int, litellm_port: int, extra: str =
     an injected failure never touches the groups other tests use), small limits, and ``extra``
     lines under ``memory_proxy``."""
     text = config_text(emu.provider_port, emu.supermemory_port, proxy_port, litellm_port,
-                       f"  max_body_bytes: {MAX_BODY}\n  optional_routes: [audio]\n{extra}", models=FAULT_MODELS,
+                       f"  max_body_bytes: {MAX_BODY}\n  optional_routes: [audio]\n{extra}", models=fault_models,
                        read_timeout=read_timeout, total_timeout=total_timeout)
     # LiteLLM's own retries (2 by default, with back-off) and cool-downs would turn an injected
     # 500 into a 504 from the proxy's 3 s read timeout; without them the answer is LiteLLM's.
     return text.rstrip("\n") + "\nrouter_settings:\n  num_retries: 0\n  disable_cooldowns: true\n"
 
 
-class FaultStack(Stack):
-    emu: Emulator
-
-    def pid(self, name: str) -> int:
-        return int(self.record()["processes"][name]["pid"])
-
-    def process(self, name: str) -> psutil.Process:
-        return psutil.Process(self.pid(name))
-
-    def master_key(self) -> str:
-        return (self.state / "litellm_master_key").read_text().strip()
-
-    def signal_litellm(self, sig: int) -> int:
-        """Signal the recorded LiteLLM's process group (it leads its own session)."""
-        pid = self.pid("litellm")
-        os.killpg(pid, sig)
-        return pid
-
-    def proxy_connections(self) -> list:
-        """The memory proxy's TCP connections that are not its listening socket."""
-        return [c for c in self.process("memory_proxy").net_connections(kind="tcp")
-                if c.status != psutil.CONN_LISTEN]
-
-    def logs(self) -> dict[str, str]:
-        return {p.name: p.read_text(errors="replace") for p in (self.state / "logs").glob("*.log")}
-
-
 def make_stack(root: Path, emu: Emulator, *, extra: str = "", env: dict[str, str] | None = None,
                litellm_port: int | None = None, read_timeout: float = READ_TIMEOUT,
-               total_timeout: float = TOTAL_TIMEOUT) -> FaultStack:
-    root.mkdir(parents=True, exist_ok=True)
-    proxy_port, litellm_port = free_port(), litellm_port or free_port()
-    config = root / "config.yaml"
-    config.write_text(fault_config(emu, proxy_port, litellm_port, extra, read_timeout, total_timeout))
-    st = FaultStack(root, config, root / "state", emu.provider_port, emu.supermemory_port, proxy_port,
-                    litellm_port, env=env or cli_env(**KEYS))
-    st.emu = emu
+               total_timeout: float = TOTAL_TIMEOUT) -> Stack:
+    st = new_stack(root, emu, env=env or cli_env(**KEYS), litellm_port=litellm_port,
+                   config=lambda proxy_port, litellm_port: fault_config(emu, proxy_port, litellm_port, extra,
+                                                                        read_timeout, total_timeout))
     STATE_DIRS.append(st.state)
     return st
 
@@ -239,7 +125,7 @@ def stop_stack(st: Stack) -> None:
 
 
 @contextmanager
-def proxy_in_front(st: FaultStack, litellm_url: str, where: str) -> Iterator[FaultStack]:
+def proxy_in_front(st: Stack, litellm_url: str, where: str) -> Iterator[Stack]:
     """``st``'s memory proxy alone (``up --detach --litellm-url``) in front of ``litellm_url``
     until the block ends, then ``down``; ``up``'s output goes to ``SEEN`` as ``where``."""
     result = st.cli("up", "--detach", "--litellm-url", litellm_url, timeout=120)
@@ -254,9 +140,9 @@ def proxy_in_front(st: FaultStack, litellm_url: str, where: str) -> Iterator[Fau
 def post_bytes(path: str, body: dict, *, close: bool = True) -> bytes:
     """A JSON POST byte for byte (Anthropic's version header included, for ``/v1/messages``)."""
     payload = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
-            f"content-length: {len(payload)}\r\n" + ("connection: close\r\n" if close else "")
-            + "\r\n").encode() + payload
+    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"anthropic-version: 2023-06-01\r\ncontent-length: {len(payload)}\r\n"
+            + ("connection: close\r\n" if close else "") + "\r\n").encode() + payload
 
 
 def walk_away(port: int, count: int, at_once: int, request: Callable[[int], bytes],
@@ -290,13 +176,13 @@ def walk_away(port: int, count: int, at_once: int, request: Callable[[int], byte
 
 @pytest.fixture(scope="session")
 def emu(tmp_path_factory) -> Emulator:
-    emulator = start_emulator(tmp_path_factory.mktemp("faults-emulator"))
+    emulator = start_emulator(tmp_path_factory.mktemp("faults-emulator"), chunk_delay=0.05, chunks=5)
     yield emulator
     emulator.stop()
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, emu) -> FaultStack:
+def stack(tmp_path_factory, emu) -> Stack:
     """The real chain (launcher, LiteLLM, memory proxy) in front of the emulator, once per session."""
     if not (Path(sys.executable).parent / "litellm").exists():
         pytest.fail("the litellm executable is missing beside the test interpreter")
@@ -325,72 +211,27 @@ def _no_fault_left(request):
     if "emu" in request.fixturenames or "stack" in request.fixturenames:
         try:
             request.getfixturevalue("emu").clear_fault()
-        except Exception:  # noqa: BLE001 - the emulator fixture may be gone at session end
+        except Exception:  # the emulator fixture may be gone at session end
             pass
 
 
 # --- directly started memory proxies -----------------------------------------------------
 
 
-@dataclass
-class DirectProxy:
-    """``python -m memory_proxy`` started by a test (no supervisor), with a known egress secret."""
-
-    proc: subprocess.Popen
-    port: int
-    state: Path
-    secret: str
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 def start_direct(config: Path, state: Path, port: int, litellm_url: str, *, secret: str,
                  master_key: str | None = "sk-faults-direct-master-0123456789", wait: bool = True,
-                 extra_args: tuple[str, ...] = (), env_extra: dict[str, str] | None = None) -> DirectProxy:
+                 extra_args: tuple[str, ...] = (), env_extra: dict[str, str] | None = None) -> ProxyProcess:
+    """``python -m memory_proxy`` (no supervisor) with a known egress secret, its state folder
+    registered for ``test_secrets.py``."""
     env = cli_env(**KEYS, FAULTS_FRONT_KEY=FRONT_DOOR_KEY, MEMORY_PROXY_EGRESS_SECRET=secret, **(env_extra or {}))
     if master_key:
         env["LITELLM_MASTER_KEY"] = master_key
     env["PYTHONPATH"] = str(ROOT)
     state.mkdir(parents=True, exist_ok=True)
-    (state / "logs").mkdir(exist_ok=True)
     if state not in STATE_DIRS:
         STATE_DIRS.append(state)
-    with open(state / "logs" / "memory.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "memory_proxy", "--config", str(config), "--state-dir",
-                                 str(state), "--litellm-url", litellm_url, "--port", str(port), *extra_args],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    proxy = DirectProxy(proc, port, state, secret)
-    if wait:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the memory proxy exited ({proc.returncode}): "
-                                   + (state / "logs" / "memory.log").read_text()[-2000:])
-            try:
-                if httpx.get(proxy.url + "/health", timeout=1, trust_env=False).status_code in (200, 503):
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                proxy.kill()
-                raise RuntimeError("the memory proxy did not come up")
-            time.sleep(0.05)
-    return proxy
+    return start_memory_proxy(config, state, port, "--litellm-url", litellm_url, "--port", str(port), *extra_args,
+                              env=env, wait=wait)
 
 
 # --- the counts at the end ---------------------------------------------------------------

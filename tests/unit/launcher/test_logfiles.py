@@ -1,0 +1,33 @@
+"""Following log files as they grow, appear and are truncated (``logs -f``)."""
+
+import threading
+import time
+
+from memory_proxy.launcher.logfiles import follow
+
+
+def test_follow_sees_appended_created_and_truncated_files(tmp_path):
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("old line\n")
+    stop = threading.Event()
+    seen: list[tuple[str, str]] = []
+
+    def reader():
+        for item in follow({"a": a, "b": b}, stop, poll=0.02):
+            seen.append(item)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    time.sleep(0.1)
+    with open(a, "a") as f:
+        f.write("new line\npart")
+    b.write_text("b appeared\n")
+    time.sleep(0.2)
+    a.write_text("after truncation\n")
+    deadline = time.monotonic() + 5
+    while ("a", "after truncation") not in seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    thread.join(timeout=2)
+    assert ("a", "old line") not in seen
+    assert ("a", "new line") in seen and ("b", "b appeared") in seen and ("a", "after truncation") in seen

@@ -1,0 +1,283 @@
+"""The usage record's parts: the queue and writer, the SQLite store, LiteLLM's payload, the intake."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memory_proxy.config import litellm as litellm_config
+from memory_proxy.config.model import parse_config
+from memory_proxy.usage.record import UsageLog, bucket, bucket_value, from_litellm, from_supermemory
+from memory_proxy.usage.store import SCHEMA_VERSION, TABLE, SqliteStore
+from tests.support.readiness import until
+
+NOW_MS = int(time.time() * 1000)
+
+
+def ingress_row(request_id: str, **more) -> dict:
+    return {"request_id": request_id, "ts_ms": NOW_MS, "client_id": "c1", "client_source": "custom_header",
+            "method": "POST", "path": "/v1/chat/completions", "model_group": "gpt-4o-mini", "status": 200,
+            "completed": 1, "streamed": 0, "latency_ms": 12.0, **more}
+
+
+wait_for = functools.partial(until, what="the usage log to get there", timeout=10)
+
+
+def read(path: Path) -> list[dict]:
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    found = [dict(r) for r in db.execute(f"SELECT * FROM {TABLE} ORDER BY ts_ms, request_id")]
+    db.close()
+    return found
+
+
+def test_sources_join_by_request_id_in_any_order(tmp_path):
+    path = tmp_path / "usage.sqlite3"
+    log = UsageLog(lambda: SqliteStore(path), capacity=100, backed=frozenset({"memory/x"}), interval=0.01).start()
+    log.put({"request_id": "r1", "ts_ms": NOW_MS + 500, "model_group": "served-fallback", "input_tokens": 3,
+             "output_tokens": 4, "litellm_status": "success"})  # LiteLLM's half first
+    wait_for(lambda: log.written == 1)
+    log.put(ingress_row("r1"))
+    log.put(ingress_row("r2", model_group="memory/x"))
+    log.put(from_supermemory("r2", {"x-supermemory-error": "down", "x-supermemory-chunks-retrieved": "2"}, 1))
+    log.stop()
+    r1, r2 = read(path)
+    assert (r1["request_id"], r1["ts_ms"], r1["model_group"], r1["input_tokens"], r1["status"]) == (
+        "r1", NOW_MS, "served-fallback", 3, 200)  # earliest time kept; first model kept
+    assert (r2["supermemory"], r2["sm_error"], r2["sm_chunks_retrieved"], r2["cf_retries"]) == (1, "down", 2, 1)
+    assert r1["api_shape"] == "openai_chat" and r1["project"] == "c1" and r1["latency_bucket"] == bucket(12.0)
+    assert log.status()["written"] == 4 and log.status()["dropped"] == 0
+    assert_rollup_matches(path)
+
+
+def test_cloudflare_retries_add_up_when_litellm_retries_the_egress(tmp_path):
+    """LiteLLM retries a 503 of the egress under the same request id: each egress part counts."""
+    path = tmp_path / "usage.sqlite3"
+    log = UsageLog(lambda: SqliteStore(path), capacity=100, interval=0.01).start()
+    log.put(ingress_row("r1"))
+    log.put(from_supermemory("r1", {}, 1))  # refused, retried, refused again: the egress answered 503
+    wait_for(lambda: log.written == 2)
+    log.put(from_supermemory("r1", {}, 1))  # LiteLLM's retry: once more, in a later batch
+    log.put(from_supermemory("r1", {}, 0))  # and a third try that got through at once
+    log.put(ingress_row("r2"))
+    log.put(from_supermemory("r2", {}, 1))  # two parts in one batch
+    log.put(from_supermemory("r2", {}, 1))
+    log.stop()
+    r1, r2 = read(path)
+    assert (r1["cf_retries"], r2["cf_retries"]) == (2, 2)
+    assert_rollup_matches(path)
+
+
+def assert_rollup_matches(path: Path) -> None:
+    """The writer's rollup equals the same sums computed from the records themselves."""
+    db = sqlite3.connect(path)
+    direct = db.execute(f"SELECT ts_ms / 900000, client_id, COALESCE(model_group, ''), COUNT(*), "
+                        "SUM(COALESCE(input_tokens, 0)), SUM(COALESCE(output_tokens, 0)), "
+                        "SUM(CASE WHEN sm_error IS NULL THEN 0 ELSE 1 END) "
+                        f"FROM {TABLE} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3").fetchall()
+    rolled = db.execute("SELECT slot, client_id, model_group, SUM(requests), SUM(input_tokens), "
+                        "SUM(output_tokens), SUM(memory_errors) FROM usage_rollup GROUP BY 1, 2, 3 "
+                        "HAVING SUM(requests) > 0 ORDER BY 1, 2, 3").fetchall()
+    db.close()
+    assert rolled == direct
+
+
+def test_a_full_queue_drops_and_counts(tmp_path):
+    log = UsageLog(lambda: SqliteStore(tmp_path / "u.sqlite3"), capacity=10)  # not started: nothing drains
+    for i in range(15):
+        log.put(ingress_row(f"r{i}"))
+    assert log.status()["queued"] == 10 and log.dropped == 5
+
+
+class FlakyStore:
+    """A store that fails (disk full) for its first ``failures`` batches."""
+
+    def __init__(self, real: SqliteStore, state: dict) -> None:
+        self.real, self.state = real, state
+
+    def upsert(self, rows):
+        if self.state["failures"] > 0:
+            self.state["failures"] -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        self.real.upsert(rows)
+
+    def prune(self, *args):
+        return self.real.prune(*args)
+
+    def close(self):
+        self.real.close()
+
+
+def test_a_failing_store_loses_nothing_once_it_recovers(tmp_path):
+    path = tmp_path / "usage.sqlite3"
+    state = {"failures": 3}
+    log = UsageLog(lambda: FlakyStore(SqliteStore(path), state), capacity=100, interval=0.01).start()
+    for i in range(20):
+        log.put(ingress_row(f"r{i:02}"))
+    wait_for(lambda: log.status()["failed_batches"] >= 1)
+    assert log.status()["store_ok"] is False and "disk is full" in log.status()["last_error"]
+    wait_for(lambda: log.written == 20, timeout=20)
+    log.stop()
+    assert [r["request_id"] for r in read(path)] == [f"r{i:02}" for i in range(20)]
+    assert log.status()["store_ok"] is True and log.dropped == 0
+    assert_rollup_matches(path)
+
+
+def test_schema_version_and_indexes(tmp_path):
+    store = SqliteStore(tmp_path / "usage.sqlite3")
+    assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    names = {r[0] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"usage_ts", "usage_client_ts", "usage_model_ts"} <= names
+    assert store.query("PRAGMA journal_mode") == [("wal",)]
+    store.close()
+    SqliteStore(tmp_path / "usage.sqlite3").close()  # opening again migrates nothing, fails nothing
+
+
+def test_retention_and_size_cap(tmp_path):
+    store = SqliteStore(tmp_path / "usage.sqlite3")
+    old = NOW_MS - 40 * 86400 * 1000
+    slot = 900_000
+    store.upsert([ingress_row("old", ts_ms=old)] + [ingress_row(f"n{i}", ts_ms=NOW_MS - i * slot)
+                                                    for i in range(2000)])  # 2000 quarter hours back
+    assert store.prune(30, None) == 1
+    before = store.used_bytes()
+    store.prune(30, before // 2)
+    assert store.used_bytes() <= before // 2
+    kept = store.query(f"SELECT MIN(ts_ms), COUNT(*) FROM {TABLE}")[0]
+    assert 0 < kept[1] < 2000 and kept[0] > NOW_MS - 1999 * slot  # the oldest went first
+    assert store.query("SELECT SUM(requests) FROM usage_rollup") == [(kept[1],)]  # the rollup follows
+    store.close()
+
+
+def test_litellm_payload_figures_only():
+    payload = {"id": "x", "litellm_call_id": "req-1", "status": "success", "model_group": "claude",
+               "model": "claude-3-5-haiku", "custom_llm_provider": "anthropic", "prompt_tokens": 15,
+               "completion_tokens": 4, "response_cost": 0.5, "startTime": 1700000000.5,
+               "messages": [{"role": "user", "content": "secret prompt"}], "response": {"text": "answer"},
+               "metadata": {"usage_object": {"cache_read_input_tokens": 7, "cache_creation_input_tokens": 5}},
+               "model_map_information": {"model_map_value": {"input_cost_per_token": 1e-6}}}
+    fields = from_litellm(payload)
+    assert fields == {"request_id": "req-1", "litellm_status": "success", "model_group": "claude",
+                      "deployment": "anthropic/claude-3-5-haiku", "provider": "anthropic", "input_tokens": 3,
+                      "output_tokens": 4, "cache_read_tokens": 7, "cache_write_tokens": 5, "cost_usd": 0.5,
+                      "priced": 1, "ts_ms": 1700000000500}
+    openai = from_litellm({"id": "y", "prompt_tokens": 10, "completion_tokens": 1, "response_cost": 0.0,
+                           "metadata": {"usage_object": {"prompt_tokens_details": {"cached_tokens": 6}}},
+                           "model_map_information": {"model_map_value": None}})
+    assert (openai["input_tokens"], openai["cache_read_tokens"], openai["priced"]) == (4, 6, 0)
+    assert from_litellm({"no": "id"}) is None and from_litellm([1]) is None
+
+
+def test_latency_buckets_are_within_a_few_percent():
+    for ms in (1.5, 10, 123.4, 5000, 60000):
+        assert abs(bucket_value(bucket(ms)) - ms) / ms <= 0.05
+
+
+def test_generated_config_wires_the_callback_beside_the_users_own():
+    text = """
+model_list:
+  - model_name: m
+    litellm_params: {model: openai/m, api_base: "http://127.0.0.1:1/v1", api_key: k}
+litellm_settings:
+  success_callback: ["langfuse"]
+"""
+    config = parse_config(text, Path("t.yaml"), {})
+    settings = litellm_config.build_litellm_config(config, "http://127.0.0.1:9/_egress", {})["litellm_settings"]
+    assert settings["success_callback"] == ["langfuse"]  # the user's, as written
+    assert settings["callbacks"] == [litellm_config.USAGE_CALLBACK]
+    off = parse_config(text + "memory_proxy:\n  usage: {enabled: false}\n", Path("t.yaml"), {})
+    settings = litellm_config.build_litellm_config(off, "http://127.0.0.1:9/_egress", {})["litellm_settings"]
+    assert settings["success_callback"] == ["langfuse"] and "callbacks" not in settings
+    env = litellm_config.usage_callback_env(8764, "127.0.0.1")  # the secret: the egress's variable
+    assert env == {"MEMORY_PROXY_USAGE_URL": "http://127.0.0.1:8764/_usage/litellm",
+                   "DEFAULT_FLUSH_INTERVAL_SECONDS": "1"}
+
+
+def test_usage_config_errors_name_the_key():
+    from memory_proxy.config.model import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config("memory_proxy:\n  usage:\n    retention_days: 0\n    database_url: mysql://x\n    colour: 1\n",
+                     Path("t.yaml"), {})
+    text = err.value.render()
+    assert "t.yaml:3: memory_proxy.usage.retention_days" in text
+    assert "t.yaml:4: memory_proxy.usage.database_url" in text and "memory_proxy.usage.colour: unknown key" in text
+
+
+def test_the_intake_refuses_anyone_but_our_litellm(tmp_path):
+    from tests.support.servers import SECRET, running_proxy
+
+    with running_proxy("http://127.0.0.1:9", state_dir=tmp_path) as proxy:
+        url = proxy.url + litellm_config.USAGE_CALLBACK_PATH
+        payload = [{"id": "a", "litellm_call_id": "req-intake", "prompt_tokens": 2, "completion_tokens": 1}]
+        assert httpx.post(url, json=payload).status_code == 403
+        assert httpx.post(url, json=payload, headers={"x-memory-proxy-egress-secret": "wrong"}).status_code == 403
+        answer = httpx.post(url, json=payload, headers={"x-memory-proxy-egress-secret": SECRET})
+        assert answer.status_code == 204
+        runtime = proxy.server.config.app.state.runtime
+        wait_for(lambda: runtime.usage.written == 1)
+    (row,) = read(tmp_path / "usage.sqlite3")
+    assert (row["request_id"], row["input_tokens"], row["output_tokens"]) == ("req-intake", 2, 1)
+
+
+def test_reports_sum_group_and_mark_unpriced(tmp_path):
+    from memory_proxy.usage import report as ur
+    from memory_proxy.usage.record import derive
+
+    day = ur.parse_day("2026-03-02")
+    rows = [  # two days, two clients, one unpriced model
+        ingress_row("a1", ts_ms=day + 1000, latency_ms=100.0, input_tokens=10, output_tokens=1, cost_usd=0.5,
+                    priced=1, first_event_ms=20.0, session_id="s1"),
+        ingress_row("a2", ts_ms=day + 2000, latency_ms=300.0, status=500, input_tokens=5, priced=1, cost_usd=0.25,
+                    sm_error="down", sm_context_modified=1),
+        ingress_row("b1", ts_ms=day + ur.DAY_MS + 5, client_id="c2", client_source="pattern",
+                    model_group="claude", latency_ms=50.0, cache_read_tokens=7, cache_write_tokens=5, priced=0,
+                    cost_usd=0.0, cf_retries=1),
+    ]
+    store = SqliteStore(tmp_path / "u.sqlite3")
+    store.upsert([derive(r, frozenset()) for r in rows])
+    daily = [r.as_dict() for r in ur.report(store, period="daily", offset_ms=ur.utc_offset_ms())]
+    assert [(r["period"], r["key"], r["requests"], r["errors"]) for r in daily] == [
+        ("2026-03-03", "c2", 1, 0), ("2026-03-02", "c1", 2, 1)]
+    c1 = daily[1]
+    assert (c1["input_tokens"], c1["output_tokens"], c1["cost_usd"], c1["unpriced_requests"]) == (15, 1, 0.75, 0)
+    assert (c1["memory_errors"], c1["context_modified"]) == (1, 1)
+    assert abs(c1["p50_latency_ms"] - 100) <= 5 and abs(c1["p95_latency_ms"] - 300) <= 15
+    assert abs(c1["p50_first_event_ms"] - 20) < 1
+    c2 = daily[0]
+    assert (c2["cache_read_tokens"], c2["cache_write_tokens"], c2["unpriced_requests"], c2["cloudflare_retries"]) \
+        == (7, 5, 1, 1)
+    monthly = ur.report(store, period="monthly", by="model", breakdown=True)
+    assert [(r.period, r.key, r.model, r.requests) for r in monthly] == [
+        ("2026-03", "gpt-4o-mini", "gpt-4o-mini", 2), ("2026-03", "claude", "claude", 1)]
+    sessions = ur.report(store, period="session", key="c1")
+    assert sorted((r.period, r.requests) for r in sessions) == [("-", 1), ("s1", 1)]
+    assert [r.requests for r in ur.report(store, period="total", since_ms=day + ur.DAY_MS)] == [1]
+    assert [r["request_id"] for r in ur.latest(store, limit=2)] == ["b1", "a2"]
+    store.close()
+
+
+def test_requests_litellm_never_saw_are_recorded(tmp_path):
+    """Refused at the door, too large, LiteLLM down: each still gets its one record."""
+    from tests.support.ports import free_port
+    from tests.support.servers import running_proxy
+
+    dead = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on: LiteLLM is down
+    with running_proxy(dead, state_dir=tmp_path, extra="  startup_wait: 0\n") as proxy:  # 503 at once
+        headers = {"x-memory-user-id": "door"}
+        down = httpx.post(proxy.url + "/v1/chat/completions", headers=headers, json={"model": "gpt-4o-mini"})
+        large = httpx.post(proxy.url + "/v1/chat/completions", headers=headers, json={"x": "y" * 5000})
+        method = httpx.request("TRACE", proxy.url + "/v1/models")
+        assert (down.status_code, large.status_code, method.status_code) == (503, 413, 405)
+        runtime = proxy.server.config.app.state.runtime
+        wait_for(lambda: runtime.usage.written == 3)
+    found = {r["request_id"]: r for r in read(tmp_path / "usage.sqlite3")}
+    assert [(found[a.headers["x-request-id"]]["status"], found[a.headers["x-request-id"]]["client_source"])
+            for a in (down, large, method)] == [(503, "custom_header"), (413, "custom_header"), (405, "refused")]
+    assert found[down.headers["x-request-id"]]["model_group"] == "gpt-4o-mini"
+    assert found[down.headers["x-request-id"]]["litellm_status"] is None
