@@ -8,14 +8,14 @@ import json
 import re
 
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from memory_proxy.config.model import CLIENT_ID_RE, HeaderPattern, UserIdMappings
 from memory_proxy.server import headers as h
 from memory_proxy.server.egress import target_url
 from memory_proxy.server.ingress import clean_json_body
-from memory_proxy.server.routing import InvalidClientId, resolve, split_scope
+from memory_proxy.server.routing import InvalidClientId, resolve, split_scope, valid_id
 
 from .conftest import bad_input
 
@@ -51,6 +51,9 @@ paths = st.one_of(
 
 @RUNS
 @given(st.dictionaries(any_names, values, max_size=12), st.one_of(st.none(), ids_or_junk), paths)
+@example({}, None, "/scope/./v1/chat/completions")  # dots alone: refused, though CLIENT_ID_RE matches
+@example({}, None, "/scope/../v1/messages")
+@example({}, "..", "/v1/models")
 def test_resolution_is_total_explicit_first_and_never_moved_by_forged_headers(headers, custom, path):
     """Any headers and path: a valid id or a refusal (400), never an exception; an explicit
     id wins as given; forged memory headers and credentials change nothing."""
@@ -64,11 +67,11 @@ def test_resolution_is_total_explicit_first_and_never_moved_by_forged_headers(he
         r = resolve(MAPPINGS, headers, path)
     except InvalidClientId:
         if custom is not None:
-            assert not CLIENT_ID_RE.match(custom.strip())
+            assert not valid_id(custom.strip())
         else:
-            assert scope is not None and not CLIENT_ID_RE.match(scope)
+            assert scope is not None and not valid_id(scope)
         return
-    assert CLIENT_ID_RE.match(r.user_id)
+    assert valid_id(r.user_id)
     assert r.path == stripped
     if custom is not None:
         assert (r.user_id, r.source) == (custom.strip(), "custom_header")
