@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from memory_proxy.config import warmup
 from memory_proxy.server import headers as h
 from memory_proxy.server.errors import error_body, error_response
 from memory_proxy.server.holding import ClientLeft, NotHeld
-from memory_proxy.server.outcome import Outcome
+from memory_proxy.server.outcome import Outcome, new_request_id
 from memory_proxy.server.relay import (
     BodyTooLarge,
     RelayResponse,
@@ -76,7 +75,7 @@ def admit(runtime: Runtime, request: Request) -> Admission | Response:
     own), client id (400), ``/memory-routing/info`` and Claude Code's telemetry (answered
     here), per-client rate limit (429). A Response is the final answer. (Host and Origin
     were checked before this, for every path: ``front_door.Guard``.)"""
-    request_id = os.urandom(16).hex()  # 32 hex digits, like uuid4().hex without its object (a tenth the cost)
+    request_id = new_request_id()
     if request.method not in METHODS:
         return error_response(405, f"method {request.method} is not supported", headers={"x-request-id": request_id})
     header_bytes = sum(len(n) + len(v) + 4 for n, v in request.scope["headers"])
@@ -194,7 +193,7 @@ def outcome(request: Request, admitted: Admission | None, started: float, status
     None: refused before a client id was resolved."""
     duration = time.perf_counter() - started
     if admitted is None:
-        return Outcome(os.urandom(16).hex(), "", "refused", request.method, request.scope["path"], model, status,
+        return Outcome(new_request_id(), "", "refused", request.method, request.scope["path"], model, status,
                        duration, backend, **known)
     resolution = admitted.resolution
     session = request.headers.get(h.CLAUDE_SESSION_HEADER)

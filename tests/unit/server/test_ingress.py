@@ -31,3 +31,17 @@ def test_model_listings_leave_the_warm_up_groups_out_in_every_shape():
     assert without_warmup_groups(openai) == {"object": "list", "data": [{"id": "a"}, {"id": "b"}]}
     codex = {"models": [{"slug": "memory-proxy-warmup/anthropic"}, {"slug": "c"}]}
     assert without_warmup_groups(codex) == {"models": [{"slug": "c"}]}
+
+
+def test_request_ids_are_32_hex_digits_that_grow_with_time():
+    import time
+
+    from memory_proxy.server.outcome import new_request_id
+
+    ids = []
+    for _ in range(3):
+        ids.append(new_request_id())
+        time.sleep(0.002)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert abs(int(ids[0][:12], 16) - time.time() * 1000) < 5000  # the first 12 digits: ms since the epoch
