@@ -53,11 +53,13 @@ def _with_usage_callback(settings: dict) -> dict:
 
 
 def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, str] | None = None, *,
-                         usage_callback: bool = True) -> dict:
+                         usage_callback: bool = True, warmup_answers: bool = True) -> dict:
     """Our sections removed, Supermemory-backed models sent through the egress with the
     per-run secret, header forwarding on for exactly those groups, model-info polling off,
     the hidden warm-up groups (``warmup.py``) added, and LiteLLM's usage figures sent to our
-    intake (unless ``memory_proxy.usage.enabled`` is false)."""
+    intake (unless ``memory_proxy.usage.enabled`` is false). ``warmup_answers``: the warm-up
+    groups of the OpenAI and Anthropic families call the memory proxy's canned answers beside
+    the egress (SDK mode warms before it listens: mock answers only)."""
     environ = os.environ if environ is None else environ
     raw = copy.deepcopy(config.raw)
     for section in OUR_SECTIONS:
@@ -82,7 +84,8 @@ def build_litellm_config(config: Config, egress_url: str, environ: Mapping[str, 
         extra[EGRESS_SECRET_HEADER] = f"os.environ/{EGRESS_SECRET_ENV}"
         params["extra_headers"] = extra
 
-    raw["model_list"] += warmup.deployments(config)  # answered by LiteLLM itself (warmup.py)
+    answers = egress_url.removesuffix(EGRESS_PREFIX) + warmup.ANSWERS_PREFIX if warmup_answers else None
+    raw["model_list"] += warmup.deployments(config, answers)
 
     groups = sorted({m.model_name for m in config.models if m.supermemory_backed and not m.missing_env})
     if groups:

@@ -13,6 +13,12 @@ reached the emulator), so the generated config gets one hidden model group per f
 ``litellm_params``: LiteLLM answers it itself, through the same route and dialect code. The
 memory proxy leaves those groups out of every ``/v1/models`` answer; calling one answers "ok".
 
+A mock answer skips what a real provider call runs once per process (the provider's HTTP
+client, response parsing, cost): the first real chat request still cost about twice the next
+ones. So in binary mode the OpenAI and Anthropic families' groups call the memory proxy's canned
+answers instead (``server/warmup_answers.py``, under ``ANSWERS_PREFIX``) as LiteLLM calls a
+provider, with the per-run egress secret as their key; other families keep the mock answer.
+
 This module says what is warmed; ``launcher/warmup.py`` sends it to the binary, ``sdk/backend.py``
 through the Router in-process. Standard library only: the launcher imports it.
 """
@@ -23,10 +29,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from memory_proxy.names import EGRESS_SECRET_ENV
+
 if TYPE_CHECKING:
     from memory_proxy.config.model import Config
 
 PREFIX = "memory-proxy-warmup/"
+ANSWERS_PREFIX = "/_warmup"  # the memory proxy's canned provider answers (server/warmup_answers.py)
+ANSWERED = {"openai": "/openai/v1", "anthropic": "/anthropic"}  # families whose canned answers exist
 SHAPES = (("/v1/chat/completions", False), ("/v1/chat/completions", True), ("/v1/messages", False),
           ("/v1/messages", True))
 TIMEOUT = 60.0  # a warm-up answer that takes longer is reported, not waited for
@@ -49,10 +59,19 @@ def families(config: Config) -> dict[str, str]:
     return found
 
 
-def deployments(config: Config) -> list[dict]:
-    """The hidden warm-up groups for the generated config: LiteLLM answers them itself."""
-    return [{"model_name": PREFIX + name, "litellm_params": {"model": model, "mock_response": "ok"}}
-            for name, model in families(config).items()]
+def deployments(config: Config, answers_url: str | None = None) -> list[dict]:
+    """The hidden warm-up groups for the generated config: the families with canned answers
+    call them at ``answers_url`` (the memory proxy's ``ANSWERS_PREFIX``), the others (and all
+    without it) get LiteLLM's own mock answer."""
+    groups = []
+    for name, model in families(config).items():
+        if answers_url and name in ANSWERED:
+            params = {"model": model, "api_base": answers_url + ANSWERED[name],
+                      "api_key": f"os.environ/{EGRESS_SECRET_ENV}"}
+        else:
+            params = {"model": model, "mock_response": "ok"}
+        groups.append({"model_name": PREFIX + name, "litellm_params": params})
+    return groups
 
 
 def is_warmup(model: object) -> bool:

@@ -336,13 +336,14 @@ class Supervisor:
             self._wait_until(litellm, litellm.ready_url, deadline, watch=(memory,))
             self.event(f"LiteLLM is ready (pid {litellm.proc.pid}, "
                        f"{time.monotonic() - litellm.started_mono:.1f} s)")
-            self.set_phase("warming LiteLLM up (no provider is called)")
-            self.warm_up(litellm)
         self.set_phase(f"waiting for the memory proxy: GET {mp_base}/health")
         accept = (200, 503) if self.litellm_url else (200,)
         watch = (litellm,) if litellm is not None else ()
         self._wait_until(memory, mp_base + "/health", time.monotonic() + MEMORY_STARTUP_TIMEOUT,
                          accept, watch=watch)
+        if litellm is not None:  # after the memory proxy listens: it gives the canned provider answers
+            self.set_phase("warming LiteLLM up (no provider is called)")
+            self.warm_up(litellm)
         self.event(f"memory proxy is ready on {mp_base} (pid {memory.proc.pid})")
         if self.backend == "both":
             self._start_sdk(MEMORY_PROXY_SDK, self.sdk_port_for(config), base_env, master_key)

@@ -77,7 +77,7 @@ def sdk_settings(config: Config, egress_url: str, egress_secret: str,
                  environ: Mapping[str, str] | None = None) -> SdkSettings:
     """The generated config binary mode hands LiteLLM, with ``os.environ/`` resolved."""
     environ = os.environ if environ is None else environ
-    generated = build_litellm_config(config, egress_url, environ, usage_callback=False)
+    generated = build_litellm_config(config, egress_url, environ, usage_callback=False, warmup_answers=False)
     model_list = []
     for listed in generated.get("model_list") or []:
         model = dict(listed)

@@ -15,7 +15,8 @@ from starlette.routing import Route, request_response
 
 from memory_proxy.config.litellm import USAGE_CALLBACK_PATH
 from memory_proxy.config.model import Config
-from memory_proxy.server import dashboard, egress, ingress, metrics, tracing, usage_intake
+from memory_proxy.config.warmup import ANSWERS_PREFIX
+from memory_proxy.server import dashboard, egress, ingress, metrics, tracing, usage_intake, warmup_answers
 from memory_proxy.server.errors import error_response
 from memory_proxy.server.front_door import FrontDoor, Guard
 from memory_proxy.server.routing import SCOPE_PREFIX, split_scope
@@ -72,7 +73,7 @@ class HotPath:
 def _routed(scope) -> bool:
     """Paths that the router below serves with something other than the ingress relay."""
     path = scope["path"]
-    return path.startswith(egress.EGRESS_PREFIX + "/") or path == USAGE_CALLBACK_PATH or (
+    return path.startswith((egress.EGRESS_PREFIX + "/", ANSWERS_PREFIX + "/")) or path == USAGE_CALLBACK_PATH or (
         path.endswith("/health") and scope["method"] in ("GET", "HEAD") and is_health(path)) or (
         path == "/metrics" and scope["method"] in ("GET", "HEAD")) or dashboard.is_dashboard_path(path)
 
@@ -159,6 +160,7 @@ def create_app(
         *dashboard.routes(),
         Route("/metrics", metrics.endpoint(ingress.litellm_probe), methods=["GET"]),
         Route(egress.EGRESS_PREFIX + "/{rest:path}", AnyMethod(egress.handle)),
+        Route(ANSWERS_PREFIX + "/{family}/{rest:path}", warmup_answers.handle, methods=["POST"]),
         Route("/{path:path}", AnyMethod(ingress.handle)),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

@@ -206,6 +206,30 @@ def test_every_start_warms_litellm_up_without_calling_a_provider(stack, proxy_pi
     fault("LiteLLM warmed up after a restart, no provider called")
 
 
+def test_the_warm_up_groups_answer_in_every_shape_from_the_canned_answers(stack, client):
+    """The OpenAI and Anthropic warm-up groups call the memory proxy's canned provider answers
+    (server/warmup_answers.py): LiteLLM parses each of them, JSON and stream, and nothing reaches
+    a provider."""
+    before = stack.emu.request_count()
+    for family in ("openai", "anthropic"):
+        for path in (CHAT, MESSAGES):
+            for stream in (False, True):
+                body = {"model": f"memory-proxy-warmup/{family}", "max_tokens": 8, "stream": stream,
+                        "messages": [{"role": "user", "content": "warm-up"}]}
+                answer = client.post(path, json=body, headers=ANTHROPIC_HEADERS)
+                assert answer.status_code == 200, (family, path, stream, answer.text)
+                if not stream:
+                    data = answer.json()
+                    text = (data["choices"][0]["message"]["content"] if path == CHAT
+                            else data["content"][0]["text"])
+                    assert text == "ok", (family, path, data)
+                else:
+                    assert '"ok"' in answer.text and "error" not in answer.text, (family, path, answer.text)
+                    assert answer.text.rstrip().endswith("data: [DONE]" if path == CHAT else "}"), answer.text
+    assert stack.emu.requests_since(before) == []
+    fault("the warm-up's canned provider answers parsed by LiteLLM in every shape")
+
+
 def test_sigstop_mid_request_is_a_504_and_mid_stream_an_error_event_then_sigcont_recovers(stack, proxy_pid):
     litellm_pid = stack.pid("litellm")
     before = stack.emu.stats()

@@ -118,7 +118,11 @@ def test_missing_provider_key_only_disables_that_model():
     generated = litellm_config.build_litellm_config(config, "http://127.0.0.1:8764/_egress", ENV)
     # b, and the hidden warm-up group of its provider family (from b's model: a is left out)
     assert [m["model_name"] for m in generated["model_list"]] == ["b", "memory-proxy-warmup/openai"]
-    assert generated["model_list"][1]["litellm_params"] == {"model": "openai/y", "mock_response": "ok"}
+    assert generated["model_list"][1]["litellm_params"] == {  # answered by the memory proxy beside the egress
+        "model": "openai/y", "api_base": "http://127.0.0.1:8764/_warmup/openai/v1",
+        "api_key": "os.environ/MEMORY_PROXY_EGRESS_SECRET"}
+    sdk = litellm_config.build_litellm_config(config, "http://127.0.0.1:8764/_egress", ENV, warmup_answers=False)
+    assert sdk["model_list"][1]["litellm_params"] == {"model": "openai/y", "mock_response": "ok"}
 
 
 def test_environment_references_resolve_everywhere_in_our_sections():

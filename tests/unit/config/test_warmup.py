@@ -22,6 +22,13 @@ def test_warm_up_groups_one_per_provider_family_of_the_models_litellm_gets():
         {"model_name": "memory-proxy-warmup/hosted_vllm",
          "litellm_params": {"model": "my-model", "mock_response": "ok"}},
     ]
+    assert warmup.deployments(config, "http://127.0.0.1:8764/_warmup") == [  # binary mode: canned answers
+        {"model_name": "memory-proxy-warmup/openai",
+         "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": "http://127.0.0.1:8764/_warmup/openai/v1",
+                            "api_key": "os.environ/MEMORY_PROXY_EGRESS_SECRET"}},
+        {"model_name": "memory-proxy-warmup/hosted_vllm",  # no canned answers for this family: LiteLLM's mock
+         "litellm_params": {"model": "my-model", "mock_response": "ok"}},
+    ]
     shapes = [(path, stream) for _, path, stream, _ in warmup.requests(["memory-proxy-warmup/openai"])]
     assert shapes == [("/v1/chat/completions", False), ("/v1/chat/completions", True), ("/v1/messages", False),
                       ("/v1/messages", True)]

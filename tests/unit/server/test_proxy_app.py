@@ -499,3 +499,36 @@ def test_metrics_needs_the_front_door_key_when_keys_are_set(emu):
         assert ok.status_code == 200 and "memory_proxy_litellm_up" in ok.text
     with running_proxy(emu.url) as server:  # no keys, loopback: like every other path
         assert httpx.get(server.url + "/metrics").status_code == 200
+
+
+# --- the warm-up's canned provider answers ------------------------------------------------------
+
+
+def test_the_warm_up_answers_only_with_the_egress_secret_and_in_each_providers_shape(emu, proxy):
+    """``/_warmup/`` answers as OpenAI and Anthropic would (LiteLLM parsing them is in
+    tests/faults/test_litellm.py); without the per-run secret it answers nothing, and it never
+    reaches the upstream."""
+    base = proxy.url + "/_warmup"
+    body = {"model": "m", "messages": [{"role": "user", "content": "warm-up"}]}
+    openai_key, anthropic_key = {"authorization": f"Bearer {SECRET}"}, {"x-api-key": SECRET}
+    for url, headers in ((base + "/openai/v1/chat/completions", {"authorization": "Bearer wrong"}),
+                         (base + "/openai/v1/chat/completions", {}), (base + "/anthropic/v1/messages", openai_key),
+                         (base + "/anthropic/v1/messages", {"x-api-key": MASTER})):
+        assert httpx.post(url, json=body, headers=headers).status_code == 403, (url, headers)
+    assert httpx.post(base + "/openai/v1/embeddings", json=body, headers=openai_key).status_code == 404
+    assert httpx.post(base + "/openai/v1/chat/completions", content=b"[1]", headers=openai_key).status_code == 400
+
+    chat = httpx.post(base + "/openai/v1/chat/completions", json=body, headers=openai_key).json()
+    assert chat["object"] == "chat.completion" and chat["choices"][0]["message"]["content"] == "ok"
+    streamed = httpx.post(base + "/openai/v1/chat/completions", json={**body, "stream": True}, headers=openai_key)
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert streamed.text.endswith("data: [DONE]\n\n") and '"content": "ok"' in streamed.text
+    response = httpx.post(base + "/openai/v1/responses", json=body, headers=openai_key).json()
+    assert response["status"] == "completed" and response["output"][0]["content"][0]["text"] == "ok"
+    events = httpx.post(base + "/openai/v1/responses", json={**body, "stream": True}, headers=openai_key).text
+    assert events.startswith("event: response.created\n") and "event: response.completed\n" in events
+    message = httpx.post(base + "/anthropic/v1/messages", json=body, headers=anthropic_key).json()
+    assert message["type"] == "message" and message["content"][0]["text"] == "ok"
+    events = httpx.post(base + "/anthropic/v1/messages", json={**body, "stream": True}, headers=anthropic_key).text
+    assert events.startswith("event: message_start\n") and events.rstrip().endswith('{"type": "message_stop"}')
+    assert records(emu) == []
