@@ -2,7 +2,8 @@
 """Run the whole test suite: ``python3 scripts/run_tests.py [--fast] [pytest args]``.
 
 Creates the virtual environment on first run, exactly like ``start_proxies.py``. ``--fast``:
-only the tests that run no LiteLLM (``-m "not litellm"``, see tests/conftest.py), under a minute.
+only the tests that run no LiteLLM (``-m "not litellm"``, see tests/conftest.py). ``--lint``:
+``ruff check .`` with the rules in pyproject.toml instead of the tests (``.ci/run`` runs it first).
 """
 
 import os
@@ -17,6 +18,8 @@ from memory_proxy.launcher import bootstrap  # noqa: E402
 python = bootstrap.ensure_venv()
 os.chdir(ROOT)
 args = sys.argv[1:]
+if args == ["--lint"]:
+    os.execv(str(python), [str(python), "-m", "ruff", "check", "."])
 if "--fast" in args:
     args = ["-m", "not litellm", *(a for a in args if a != "--fast")]
 os.execv(str(python), [str(python), "-m", "pytest", *args])
