@@ -87,16 +87,19 @@ def up(
                                             sdk_port=sdk_port))
 
 
-@app.command()
-def status(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
-    """Pid, port, health, uptime and memory of each process; exit 0 only when all is healthy."""
-    raise typer.Exit(_group("lifecycle").status(ctx.obj, as_json))
+def _json_command(name: str, group: str, function: str, doc: str) -> None:
+    """A command whose one option is ``--json``: ``group.function(context, as_json)``."""
+    def command(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
+        raise typer.Exit(getattr(_group(group), function)(ctx.obj, as_json))
+
+    command.__doc__ = doc
+    app.command(name)(command)
 
 
-@app.command()
-def down(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
-    """Stop what `up` started, by its recorded pids; leaves no process or port behind."""
-    raise typer.Exit(_group("lifecycle").down(ctx.obj, as_json))
+_json_command("status", "lifecycle", "status",
+              "Pid, port, health, uptime and memory of each process; exit 0 only when all is healthy.")
+_json_command("down", "lifecycle", "down",
+              "Stop what `up` started, by its recorded pids; leaves no process or port behind.")
 
 
 @app.command()
@@ -112,10 +115,8 @@ def logs(
     raise typer.Exit(_group("lifecycle").logs(ctx.obj, which.value, follow, lines))
 
 
-@app.command()
-def check(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
-    """Validate the config and print the generated LiteLLM config (secrets masked)."""
-    raise typer.Exit(_group("config_commands").check(ctx.obj, as_json))
+_json_command("check", "config_commands", "check",
+              "Validate the config and print the generated LiteLLM config (secrets masked).")
 
 
 @app.command()
@@ -163,10 +164,8 @@ def stats(
                                      as_json=as_json, as_csv=as_csv))
 
 
-@app.command()
-def doctor(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
-    """Check config, keys, ports, processes, Supermemory, cookies, clock and front door; say what to fix."""
-    raise typer.Exit(_group("doctor").run(ctx.obj, as_json))
+_json_command("doctor", "doctor", "run",
+              "Check config, keys, ports, processes, Supermemory, cookies, clock and front door; say what to fix.")
 
 
 memory_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
