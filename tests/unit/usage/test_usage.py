@@ -143,7 +143,9 @@ def test_a_failing_store_loses_nothing_once_it_recovers(tmp_path):
         log.put(ingress_row(f"r{i:02}"))
     wait_for(lambda: log.status()["failed_batches"] >= 1)
     assert log.status()["store_ok"] is False and "disk is full" in log.status()["last_error"]
+    assert log.status()["queued"] == 20  # the batch the writer holds for the store counts as waiting
     wait_for(lambda: log.written == 20, timeout=20)
+    assert log.status()["queued"] == 0
     log.stop()
     assert [r["request_id"] for r in read(path)] == [f"r{i:02}" for i in range(20)]
     assert log.status()["store_ok"] is True and log.dropped == 0
