@@ -19,7 +19,7 @@ from tests import emulator
 from tests.support import ROOT
 from tests.support.configs import SUPERMEMORY_KEY, build_config, model
 from tests.support.ports import free_port
-from tests.support.readiness import wait_http
+from tests.support.readiness import until, wait_http
 from tests.support.servers import ServerThread, raw_http
 from tests.support.stacks import start_memory_proxy
 
@@ -204,6 +204,39 @@ def test_usage_record_in_sdk_mode(emu, tmp_path):
                        "litellm_status, sm_chunks_created FROM usage_requests ORDER BY ts_ms").fetchall()
     assert found == [("sdk-a", 200, 0, 0, 4, 5, "openai", "success", None),
                      ("sdk-b", 200, 1, 1, 2, 3, "openai", "success", 1)]
+
+
+def test_a_client_that_walks_away_gets_litellms_figures_as_in_binary_mode(emu, tmp_path):
+    """A client that leaves a stream: LiteLLM's callbacks hear of the call as the LiteLLM proxy
+    tells them (error code 499, what was streamed until then billed), so the record has the
+    deployment, the tokens and the cost as in binary mode (tests/e2e/test_usage.py, both)."""
+    import sqlite3
+
+    from memory_proxy.sdk.app import create_sdk_app
+
+    providers, supermemory = emu
+    port = free_port()
+    config = parse_config(config_text(providers.url, supermemory.url, port), tmp_path / "c.yaml", ENV)
+    app = create_sdk_app(config, master_key="unused-master-key", egress_secret="s" * 32, port=port,
+                         environ=ENV, state_dir=tmp_path / "state")
+    with ServerThread(app, port=port):
+        armed = httpx.post(providers.url + "/_emulator/faults", json={"mode": "endless_stream", "count": 1})
+        assert armed.status_code == 200, armed.text
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
+                          headers={"x-memory-user-id": "sdk-gone"},
+                          json={"model": "plain", "stream": True, "messages": [{"role": "user", "content": "go on"}]}
+                          ) as gone:
+            assert gone.status_code == 200
+            next(gone.iter_raw())
+        usage = app.state.runtime.usage
+        until(lambda: usage.written == 2, "the ingress's part and LiteLLM's")
+    db = sqlite3.connect(tmp_path / "state" / "usage.sqlite3")
+    found = db.execute("SELECT client_id, status, completed, streamed, error_code, litellm_status, deployment, "
+                       "provider, input_tokens, output_tokens, priced FROM usage_requests").fetchall()
+    db.close()
+    # "go on" is 9 prompt tokens in LiteLLM's count (the chat template's too); 2 output tokens
+    # had been streamed when the client left
+    assert found == [("sdk-gone", 200, 0, 1, "499", "success", "openai/gpt-4o-mini", "openai", 9, 2, 1)]
 
 
 def test_usage_logger_is_removed_from_litellm_at_shutdown(emu, tmp_path):

@@ -1,80 +1,31 @@
 """The usage store on a real PostgreSQL server: a throw-away cluster (Debian's initdb and
-pg_ctl) in a temporary folder on a free port, started for this module."""
+pg_ctl, ``tests/support/postgres.py``) in a temporary folder on a free port, started for this
+module. The same through the launcher and the real LiteLLM binary: ``tests/e2e/test_usage.py``."""
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from memory_proxy.usage import report as ur
 from memory_proxy.usage.record import UsageLog, from_supermemory
-from tests.support.ports import free_port
+from tests.support.postgres import TABLES, throwaway_cluster
 from tests.unit.usage.test_usage import NOW_MS, ingress_row, wait_for
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.root, self.data, self.port = root, root / "data", free_port()
-        self.url = f"postgresql://usage@127.0.0.1:{self.port}/postgres"
-        # initdb refuses to run as root: the cluster belongs to the postgres system user then
-        self.user = "postgres" if os.geteuid() == 0 else None
-
-    def run(self, *argv: str) -> subprocess.CompletedProcess:
-        command = [str(PG_BIN / argv[0]), *argv[1:]]
-        if self.user:
-            command = ["runuser", "-u", self.user, "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done
-
-    def init(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        if self.user:
-            entry = pwd.getpwnam(self.user)
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "usage", "--no-sync")
-
-    def start(self) -> None:
-        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-o",
-                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-
-    def stop(self) -> None:
-        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
-        pytest.skip(f"PostgreSQL's server binaries are not installed ({PG_BIN}): Debian's postgresql package")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: initdb cannot run as root")
-    root = Path(f"/tmp/usage-pg-{os.getpid()}")  # short: the server's socket path must fit 107 bytes
-    shutil.rmtree(root, ignore_errors=True)
-    pg = Cluster(root)
-    pg.init()
-    pg.start()
-    try:
+def cluster():
+    with throwaway_cluster() as pg:
         yield pg
-    finally:
-        try:
-            pg.stop()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
 def url(cluster):
     from memory_proxy.usage.pg import PostgresStore
 
-    store = PostgresStore(cluster.url)
-    for table in ("usage_requests", "usage_rollup", "usage_rollup_daily", "usage_rollup_latency"):
+    store = PostgresStore(cluster.url)  # creates the tables on first use
+    for table in TABLES:
         store.execute(f"DELETE FROM {table}")
     store.close()
     return cluster.url

@@ -92,7 +92,7 @@ class SseAnswer:
                    total: float) -> AsyncIterator[bytes]:
         """The events; cut with an error event after ``read_timeout`` of silence or past
         ``deadline`` (``timeouts.total`` after admission), as binary mode's relay does."""
-        completed = False
+        completed = broke = False
         try:
             if first is None:
                 completed = True
@@ -104,7 +104,8 @@ class SseAnswer:
                             chunk = await self.iterator.__anext__()
                         except StopAsyncIteration:
                             break
-                        except Exception as exc:
+                        except Exception as exc:  # LiteLLM's stream wrapper has logged the failure itself
+                            broke = True
                             log.warning("LiteLLM stream broke after the answer started: %s", type(exc).__name__)
                             yield self.error_event(exc)
                             return
@@ -123,7 +124,30 @@ class SseAnswer:
                 yield b"data: [DONE]\n\n"
         finally:
             done(200, completed)
-            if not completed:  # the client went away or the stream broke: close LiteLLM's upstream now
+            if not completed:  # the client went away, the stream was cut or broke: close LiteLLM's upstream now
+                await self.end_unfinished(cut=not broke)
+
+    async def end_unfinished(self, *, cut: bool) -> None:
+        """End a stream that did not finish as the LiteLLM proxy ends one
+        (``finalize_streaming_generator_cleanup``), then close its upstream. ``cut``: the client
+        went away, or the proxy cut the stream (binary mode's relay closing its connection to
+        LiteLLM looks the same to LiteLLM): LiteLLM's callbacks get the call with error code 499
+        and what was streamed until then (its partial-spend billing), as they do in binary mode;
+        without this no callback hears of it at all."""
+        try:
+            from litellm.proxy.common_request_processing import ProxyBaseLLMRequestProcessing
+
+            finalize = ProxyBaseLLMRequestProcessing.finalize_streaming_generator_cleanup
+        except (ImportError, AttributeError):
+            await close_result(self.result)
+            return
+        request_data = {"litellm_logging_obj": getattr(self.result, "logging_obj", None)}
+        with anyio.CancelScope(shield=True):
+            try:
+                await finalize(request=None, request_data=request_data, response=self.result,
+                               stream_completed=not cut, client_disconnected=cut)
+            except Exception as exc:
+                log.warning("ending an unfinished LiteLLM stream failed: %s", type(exc).__name__)
                 await close_result(self.result)
 
 

@@ -61,12 +61,16 @@ class Outcome:
                      " (sdk)" if self.backend == "sdk" else "", extra={"outcome": self})
 
     def usage_fields(self) -> dict:
-        """The ingress's columns of the usage record (``usage.COLUMNS``)."""
-        return {"request_id": self.request_id, "client_id": self.client_id, "client_source": self.resolved_by,
-                "path": self.path, "method": self.method, "model_group": self.model, "status": self.status,
-                "ts_ms": int((self.ended_at - self.duration_s) * 1000), "completed": 1 if self.completed else 0,
-                "streamed": 1 if self.streamed else 0, "latency_ms": self.duration_s * 1000,
-                "error_code": self.error_code,
-                "ttfb_ms": self.ttfb_s * 1000 if self.ttfb_s is not None else None,
-                "first_event_ms": self.first_event_s * 1000 if self.first_event_s is not None else None,
-                "session_id": self.session_id}
+        """The ingress's columns of the usage record (``usage.COLUMNS``). ``error_code`` only
+        when the proxy answered with one: LiteLLM's report also sets it, and may come first (in
+        SDK mode a failure is reported before the answer), so an empty one must not replace it."""
+        fields = {"request_id": self.request_id, "client_id": self.client_id, "client_source": self.resolved_by,
+                  "path": self.path, "method": self.method, "model_group": self.model, "status": self.status,
+                  "ts_ms": int((self.ended_at - self.duration_s) * 1000), "completed": 1 if self.completed else 0,
+                  "streamed": 1 if self.streamed else 0, "latency_ms": self.duration_s * 1000,
+                  "ttfb_ms": self.ttfb_s * 1000 if self.ttfb_s is not None else None,
+                  "first_event_ms": self.first_event_s * 1000 if self.first_event_s is not None else None,
+                  "session_id": self.session_id}
+        if self.error_code is not None:
+            fields["error_code"] = self.error_code
+        return fields

@@ -253,7 +253,9 @@ class UsageLog:
         self._thread.join(timeout)
 
     def status(self) -> dict:
-        return {"enabled": True, "store_ok": self.store_ok, "written": self.written, "queued": len(self._queue),
+        """``/health``'s and ``status``'s view; ``queued``: every record not yet in the store,
+        the batch the writer holds while the store fails included."""
+        return {"enabled": True, "store_ok": self.store_ok, "written": self.written, "queued": self.waiting(),
                 "dropped": self.dropped, "failed_batches": self.failures, "last_error": self.last_error}
 
     # --- the writer thread ---------------------------------------------------------------

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ports import port_taken
 from tests.support.stacks import new_stack, start_emulator
 
 PYCHARM_UA = "OpenAIClientImpl/Java unknown"
@@ -36,11 +35,5 @@ def stack(tmp_path_factory, emulator):
     """LiteLLM and the memory proxy, started once by ``up --detach``; ``down`` at the end."""
     if shutil.which("litellm", path=str(Path(sys.executable).parent)) is None and shutil.which("litellm") is None:
         pytest.fail("the litellm executable is missing: the e2e tests run the real binary")
-    st = new_stack(tmp_path_factory.mktemp("e2e"), emulator)
-    try:
-        st.up()
+    with new_stack(tmp_path_factory.mktemp("e2e"), emulator).running() as st:
         yield st
-    finally:
-        result = st.cli("down", timeout=120)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert not port_taken(st.proxy_port) and not port_taken(st.litellm_port)

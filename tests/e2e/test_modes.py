@@ -29,9 +29,7 @@ def own_stack(tmp_path, emulator):
     try:
         yield st
     finally:
-        result = st.cli("down", timeout=120)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert not port_taken(st.proxy_port) and not port_taken(st.litellm_port)
+        st.down()
 
 
 def routed(base: str, headers: dict[str, str]) -> tuple[str, str]:

@@ -37,7 +37,7 @@ from memory_proxy.config.model import Config
 from memory_proxy.names import EGRESS_SECRET_ENV
 from tests.support import LAUNCHER, ROOT
 from tests.support.configs import config_text
-from tests.support.ports import free_port
+from tests.support.ports import free_port, port_taken
 from tests.support.readiness import poll, wait_http
 from tests.support.servers import ServerThread
 
@@ -77,6 +77,11 @@ class Emulator:
 
     def clear_fault(self) -> None:
         self.fault(None, 0)
+
+    def refuse_cloudflare(self, count: int = 1) -> None:
+        """Cloudflare refuses the next ``count`` Supermemory requests (503, error code 1200)."""
+        answer = httpx.post(self.url + "/_emulator/cloudflare", json={"refuse_next": count}, trust_env=False)
+        assert answer.status_code == 200, answer.text
 
     def stats(self) -> dict:
         return httpx.get(self.url + "/_emulator/stats", trust_env=False).json()
@@ -276,12 +281,29 @@ class Stack:
             time.sleep(1)
         raise AssertionError(f"not healthy within {timeout} s: {json.dumps(status, indent=1)}")
 
-    def up(self) -> subprocess.CompletedProcess:
-        result = self.cli("up", "--detach")
-        assert result.returncode == 0, f"up --detach failed:\n{result.stdout}\n{result.stderr}\n" + \
-            (self.state / "logs" / "litellm.log").read_text(errors="replace")[-3000:] \
-            if (self.state / "logs" / "litellm.log").exists() else ""
+    def up(self, *args: str) -> subprocess.CompletedProcess:
+        """``up --detach <args>``, which must succeed."""
+        result = self.cli("up", "--detach", *args)
+        litellm_log = self.state / "logs" / "litellm.log"  # none in SDK mode
+        assert result.returncode == 0, f"up --detach failed:\n{result.stdout}\n{result.stderr}\n" + (
+            litellm_log.read_text(errors="replace")[-3000:] if litellm_log.exists() else "")
         self.last_up = result
+        return result
+
+    @contextlib.contextmanager
+    def running(self, *args: str) -> Iterator[Stack]:
+        """``up --detach <args>`` for the block, then ``down`` (also after a failed ``up``)."""
+        try:
+            self.up(*args)
+            yield self
+        finally:
+            self.down()
+
+    def down(self) -> subprocess.CompletedProcess:
+        """``down``, which must succeed and leave both ports free."""
+        result = self.cli("down", timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert not port_taken(self.proxy_port) and not port_taken(self.litellm_port)
         return result
 
 

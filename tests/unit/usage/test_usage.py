@@ -55,6 +55,28 @@ def test_sources_join_by_request_id_in_any_order(tmp_path):
     assert_rollup_matches(path)
 
 
+def test_litellms_error_code_stays_when_the_ingress_reports_after_it(tmp_path):
+    """In SDK mode LiteLLM reports a failure before the answer ends: the ingress's part, later
+    and without a code of its own, must not erase LiteLLM's; the proxy's own code still counts."""
+    from memory_proxy.server.outcome import Outcome
+
+    path = tmp_path / "usage.sqlite3"
+    log = UsageLog(lambda: SqliteStore(path), capacity=100, interval=0.01).start()
+    for request_id in ("r1", "r2"):
+        log.put({"request_id": request_id, "litellm_status": "failure", "error_code": "400"})
+    wait_for(lambda: log.written == 2)  # then, in a later batch, the ingress's parts
+    log.put(Outcome("r1", "c1", "custom_header", "POST", "/v1/chat/completions", "m", 400, 0.01,
+                    "sdk").usage_fields())
+    log.put(Outcome("r2", "c1", "custom_header", "POST", "/v1/chat/completions", "m", 400, 0.01, "sdk",
+                    completed=False, error_code="client_gone").usage_fields())
+    log.put({"request_id": "r3", "litellm_status": "failure", "error_code": "400"})  # both in one batch
+    log.put(Outcome("r3", "c1", "custom_header", "POST", "/v1/chat/completions", "m", 400, 0.01,
+                    "sdk").usage_fields())
+    log.stop()
+    assert [(r["request_id"], r["status"], r["error_code"]) for r in read(path)] == [
+        ("r1", 400, "400"), ("r2", 400, "client_gone"), ("r3", 400, "400")]
+
+
 def test_cloudflare_retries_add_up_when_litellm_retries_the_egress(tmp_path):
     """LiteLLM retries a 503 of the egress under the same request id: each egress part counts."""
     path = tmp_path / "usage.sqlite3"
@@ -121,7 +143,9 @@ def test_a_failing_store_loses_nothing_once_it_recovers(tmp_path):
         log.put(ingress_row(f"r{i:02}"))
     wait_for(lambda: log.status()["failed_batches"] >= 1)
     assert log.status()["store_ok"] is False and "disk is full" in log.status()["last_error"]
+    assert log.status()["queued"] == 20  # the batch the writer holds for the store counts as waiting
     wait_for(lambda: log.written == 20, timeout=20)
+    assert log.status()["queued"] == 0
     log.stop()
     assert [r["request_id"] for r in read(path)] == [f"r{i:02}" for i in range(20)]
     assert log.status()["store_ok"] is True and log.dropped == 0
