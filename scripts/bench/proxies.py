@@ -127,7 +127,7 @@ def start(stack: Stack, gen: Wrk | PyLoad, direct_processes: int, results: dict)
     launcher["up_detach_sdk_s"] = stack.up(sdk, "--backend", "sdk", python=python)
     sdk_pid = stack.pid(sdk)
     log(f"up --detach --backend sdk took {launcher['up_detach_sdk_s']:.1f} s")
-    results["launcher"] = launcher
+    results["commands"] = launcher
     results["rss_mb"] = {"proxy_after_start": psutil.Process(alone_pid).memory_info().rss / 2**20,
                          "sdk_after_start": tree_rss_mb(sdk_pid),
                          "binary_after_start": tree_rss_mb(ll_pid) + tree_rss_mb(chain_pid)}
@@ -310,7 +310,7 @@ def _per_round(ratios: list[float]) -> str:
 def measured(results: dict, per_round: dict) -> list[Measured]:
     """What the targets of part ``proxies`` judge (targets.py), with the notes printed under them."""
     gen = {"gen": results["generator_name"]}
-    paths, launcher, rss = results["paths"], results["launcher"], results["rss_mb"]
+    paths, launcher, rss = results["paths"], results["commands"], results["rss_mb"]
     out = []
 
     def paired(key: str, a: str, b: str, run_key: str, field_: str, **fields: object) -> None:
@@ -371,7 +371,7 @@ def compare_modes(results: dict, per_round: dict) -> list[dict]:
     Per path pair (ordinary model: 6 vs 4, Supermemory-backed: 7 vs 5) the median of per-round
     ratios, as for the targets; streaming from the medians over all streams; RSS of the SDK
     process against LiteLLM's plus the full chain's memory proxy; start time of ``up --detach``."""
-    paths, rss, launcher = results["paths"], results["rss_mb"], results["launcher"]
+    paths, rss, launcher = results["paths"], results["rss_mb"], results["commands"]
     rows = []
 
     def add(name: str, values: list[float], better: str, note: str = "") -> None:

@@ -53,7 +53,7 @@ def proxies(results: dict) -> list[str]:
     errors = [f"{name} {key}: {sum(r.get('errors', 0) for r in runs['rounds'])}" for name in PATHS
               for key, runs in paths[name].items() if key != "stream" and any(r.get("errors") for r in runs["rounds"])]
     lines.append("errors (status >= 400 or socket errors): " + (", ".join(errors) if errors else "none"))
-    rss, la = results["rss_mb"], results["launcher"]
+    rss, la = results["rss_mb"], results["commands"]
     lines += ["", f"memory proxy RSS: {rss['proxy_after_start']:.1f} MB after start, {rss['proxy_before']:.1f} MB "
                   f"before and {rss['proxy_after']:.1f} MB after {rss['requests']} more requests "
                   f"({rss['rps_during']:.0f} req/s, {rss['errors_during']} errors); full chain's proxy "
