@@ -25,13 +25,8 @@ class PostgresStore(SqlStore):
         else:
             self._migrate()
 
-    def execute(self, sql: str, params: tuple = ()):
+    def execute(self, sql: str, params: tuple | list = ()):
         return self.db.execute(_sql(sql), params)
-
-    def executemany(self, sql: str, rows: list[tuple]) -> None:
-        if rows:
-            with self.db.cursor() as cursor:
-                cursor.executemany(_sql(sql), rows)
 
     def _migrate(self) -> None:
         # Two writers starting at once (two proxies on one database) must not race on CREATE.

@@ -55,17 +55,19 @@ def create_statements() -> list[str]:
 
 
 BATCH = "usage_batch"  # a temporary table: the request ids of the batch being written
+KNOWN = "usage_known"  # another: those of them already in the store (parts of a record written before)
 _SUMS_SQL = ("COUNT(*)", "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)", "SUM(COALESCE(input_tokens, 0))",
              "SUM(COALESCE(output_tokens, 0))", "SUM(COALESCE(cache_read_tokens, 0))",
              "SUM(COALESCE(cache_write_tokens, 0))", "SUM(CASE WHEN priced = 1 THEN COALESCE(cost_usd, 0) ELSE 0 END)",
              "SUM(CASE WHEN priced = 0 THEN 1 ELSE 0 END)", "SUM(CASE WHEN sm_error IS NULL THEN 0 ELSE 1 END)",
              "SUM(COALESCE(sm_context_modified, 0))", "SUM(COALESCE(cf_retries, 0))")  # ROLLUP_SUMS, in order
-_IN_BATCH = f"ts_ms IS NOT NULL AND request_id IN (SELECT request_id FROM {BATCH})"
 
 
-def rollup_statements(sign: int) -> list[str]:
-    """Add (sign 1) or take away (sign -1) the batch's records in the rollups, in SQL: run
-    with -1 before the batch is merged and with 1 after, the rollups follow the records."""
+def rollup_statements(sign: int, ids: str = BATCH) -> list[str]:
+    """Add (sign 1) or take away (sign -1) the records whose ids are in the table ``ids`` in the
+    rollups, in SQL: run with -1 for the batch's known records before the batch is merged and
+    with 1 for all of them after, the rollups follow the records."""
+    in_batch = f"ts_ms IS NOT NULL AND request_id IN (SELECT request_id FROM {ids})"
     groups = [f"COALESCE({k}, '')" for k in GROUP_KEYS]
     statements = []
     for table, time_key, time_sql in ((ROLLUP, "slot", f"ts_ms / {SLOT_MS}"), (DAILY, "day", "day")):
@@ -74,22 +76,22 @@ def rollup_statements(sign: int) -> list[str]:
         statements.append(
             f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(ROLLUP_SUMS)}) "
             f"SELECT {time_sql}, {', '.join(groups)}, {', '.join(f'{sign} * {s}' for s in _SUMS_SQL)} "
-            f"FROM {TABLE} WHERE {_IN_BATCH} GROUP BY {time_sql}, {', '.join(groups)} "
+            f"FROM {TABLE} WHERE {in_batch} GROUP BY {time_sql}, {', '.join(groups)} "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}")
     hist_groups = ", ".join(["day"] + groups[:4])
     for kind, column in (("latency", "latency_bucket"), ("first_event", "first_event_bucket")):
         statements.append(
             f"INSERT INTO {HISTOGRAM} ({', '.join(HISTOGRAM_KEYS)}, kind, bucket, n) "
             f"SELECT {hist_groups}, '{kind}', {column}, {sign} * COUNT(*) FROM {TABLE} "
-            f"WHERE {_IN_BATCH} AND {column} IS NOT NULL GROUP BY {hist_groups}, {column} "
+            f"WHERE {in_batch} AND {column} IS NOT NULL GROUP BY {hist_groups}, {column} "
             f"ON CONFLICT ({', '.join(HISTOGRAM_KEYS)}, kind, bucket) DO UPDATE SET n = {HISTOGRAM}.n + excluded.n")
     return statements
 
 
-def upsert_sql(names: tuple[str, ...]) -> str:
-    """One row's insert, merged into an existing row of the same request id: a source only
-    sets its own columns (the first model asked for and the earliest time are kept; Cloudflare
-    retries of LiteLLM's retries add up)."""
+def upsert_conflict(names: tuple[str, ...]) -> str:
+    """The ``ON CONFLICT`` clause that merges a row into an existing row of the same request
+    id: a source only sets its own columns (the first model asked for and the earliest time are
+    kept; Cloudflare retries of LiteLLM's retries add up)."""
     updates = []
     for name in names:
         if name == "request_id":
@@ -103,9 +105,18 @@ def upsert_sql(names: tuple[str, ...]) -> str:
                            f"THEN excluded.{name} ELSE {TABLE}.{name} END")
         else:
             updates.append(f"{name} = excluded.{name}")
-    conflict = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
-    return (f"INSERT INTO {TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-            f"ON CONFLICT (request_id) {conflict}")
+    return f"ON CONFLICT (request_id) DO UPDATE SET {', '.join(updates)}" if updates \
+        else "ON CONFLICT (request_id) DO NOTHING"
+
+
+# Parameters in one statement: SQLite allows 32,766 (since 3.32), PostgreSQL 65,535.
+MAX_PARAMS = 32_000
+
+
+def insert_sql(table: str, names: tuple[str, ...], count: int, conflict: str) -> str:
+    """An insert of ``count`` rows in one statement."""
+    row = f"({', '.join('?' * len(names))})"
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join([row] * count)} {conflict}"
 
 
 def group_rows(rows: list[dict]) -> dict[tuple[str, ...], list[tuple]]:
@@ -144,17 +155,22 @@ def group_rows(rows: list[dict]) -> dict[tuple[str, ...], list[tuple]]:
 
 class SqlStore:
     """What both stores do with the same SQL: migrate, merge a batch with its rollups, prune,
-    query. A subclass gives the connection (``self.db``), ``execute``/``executemany`` (its
-    placeholders) and ``used_bytes``."""
+    query. A subclass gives the connection (``self.db``), ``execute`` (its placeholders) and
+    ``used_bytes``."""
 
     begin = "BEGIN"
 
-    def execute(self, sql: str, params: tuple = ()):
+    def execute(self, sql: str, params: tuple | list = ()):
         return self.db.execute(sql, params)
 
-    def executemany(self, sql: str, rows: list[tuple]) -> None:
-        if rows:
-            self.db.executemany(sql, rows)
+    def insert(self, table: str, names: tuple[str, ...], rows: list[tuple], conflict: str) -> None:
+        """Many rows in a few statements, not one each: SQLite's module lets go of the GIL for
+        every statement it runs, and each time the request path's thread has to hand it back
+        (measured: a batch of row-at-a-time inserts cost the event loop more than the rows)."""
+        per = max(1, MAX_PARAMS // len(names))
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            self.execute(insert_sql(table, names, len(chunk), conflict), [v for row in chunk for v in row])
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self.execute(sql, params).fetchall()
@@ -186,14 +202,17 @@ class SqlStore:
     def upsert(self, rows: list[dict]) -> None:
         """Merge a batch of record parts and follow them in the rollups, in one transaction."""
         def work() -> None:
-            self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {BATCH} (request_id TEXT PRIMARY KEY)")
-            self.execute(f"DELETE FROM {BATCH}")
-            self.executemany(f"INSERT INTO {BATCH} (request_id) VALUES (?) ON CONFLICT DO NOTHING",
-                             [(r["request_id"],) for r in rows])
-            for statement in rollup_statements(-1):
+            for table in (BATCH, KNOWN):
+                self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (request_id TEXT PRIMARY KEY)")
+                self.execute(f"DELETE FROM {table}")
+            ids = dict.fromkeys(r["request_id"] for r in rows)  # once each: PostgreSQL wants no repeat
+            self.insert(BATCH, ("request_id",), [(i,) for i in ids], "ON CONFLICT DO NOTHING")
+            self.execute(f"INSERT INTO {KNOWN} (request_id) SELECT b.request_id FROM {BATCH} b "
+                         f"JOIN {TABLE} r ON r.request_id = b.request_id")
+            for statement in rollup_statements(-1, KNOWN):  # usually none: most records are new
                 self.execute(statement)
             for names, values in group_rows(rows).items():
-                self.executemany(upsert_sql(names), values)
+                self.insert(TABLE, names, values, upsert_conflict(names))
             for statement in rollup_statements(1):
                 self.execute(statement)
         self._transaction(work)
