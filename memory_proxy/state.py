@@ -57,6 +57,11 @@ def discard_partial_writes(path: Path) -> None:
             pass
 
 
+def _file(name: str) -> property:
+    """A ``StateDir`` property: the path of one file directly in the folder."""
+    return property(lambda state: state.root / name, doc=f"``<state folder>/{name}``")
+
+
 @dataclass(frozen=True)
 class StateDir:
     root: Path
@@ -65,21 +70,10 @@ class StateDir:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self
 
-    @property
-    def cookie_jar(self) -> Path:
-        return self.root / "supermemory_cookies.json"
-
-    @property
-    def master_key_file(self) -> Path:
-        return self.root / "litellm_master_key"
-
-    @property
-    def litellm_config(self) -> Path:
-        return self.root / "litellm_config.generated.yaml"
-
-    @property
-    def processes(self) -> Path:
-        return self.root / "processes.json"
+    cookie_jar = _file("supermemory_cookies.json")
+    master_key_file = _file("litellm_master_key")
+    litellm_config = _file("litellm_config.generated.yaml")
+    processes = _file("processes.json")
 
     def restarts(self, name: str) -> int:
         """How often the launcher restarted process ``name``, as its record says (0: no record)."""

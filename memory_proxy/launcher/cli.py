@@ -18,7 +18,7 @@ from pathlib import Path
 import typer
 
 from memory_proxy.launcher.context import DEFAULT_CONFIG, Context
-from memory_proxy.names import STATE_DIR_ENV
+from memory_proxy.names import BACKENDS, LOG_ALIASES, PROCESSES, STATE_DIR_ENV
 from memory_proxy.state import StateDir, default_state_dir
 
 AS_JSON = typer.Option(False, "--json", help="Machine-readable.")  # one --json for every command
@@ -33,20 +33,9 @@ def _group(name: str):
     return importlib.import_module(f"memory_proxy.launcher.{name}")
 
 
-class Backend(StrEnum):
-    binary = "binary"
-    sdk = "sdk"
-    both = "both"
-
-
-class LogName(StrEnum):  # the processes' names (memory_proxy.names), and the older short spellings
-    all = "all"
-    memory_proxy = "memory_proxy"
-    litellm = "litellm"
-    supervisor = "supervisor"
-    memory_proxy_sdk = "memory_proxy_sdk"
-    memory = "memory"
-    memory_sdk = "memory_sdk"
+# Choices, from memory_proxy.names: the backends; `logs`' processes and their older short spellings.
+Backend = StrEnum("Backend", BACKENDS)
+LogName = StrEnum("LogName", ("all", *PROCESSES, *LOG_ALIASES))
 
 
 @app.callback()
@@ -131,18 +120,8 @@ def route(
     raise typer.Exit(_group("config_commands").route(ctx.obj, user_agent, header, path, as_json))
 
 
-class Report(StrEnum):
-    daily = "daily"
-    weekly = "weekly"
-    monthly = "monthly"
-    session = "session"
-
-
-class GroupBy(StrEnum):
-    client = "client"
-    project = "project"
-    model = "model"
-    provider = "provider"
+Report = StrEnum("Report", ("daily", "weekly", "monthly", "session"))
+GroupBy = StrEnum("GroupBy", ("client", "project", "model", "provider"))
 
 
 @app.command()

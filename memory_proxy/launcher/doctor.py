@@ -135,8 +135,6 @@ def _key_variables(config: Config) -> set[str]:
 
 
 LABEL = {MEMORY_PROXY: "memory proxy", LITELLM: "LiteLLM", SUPERVISOR: "supervisor", MEMORY_PROXY_SDK: "SDK proxy"}
-# the names `logs` takes
-LOG = {MEMORY_PROXY: "memory", LITELLM: "litellm", SUPERVISOR: "supervisor", MEMORY_PROXY_SDK: "memory_sdk"}
 
 
 def process_findings(ctx: Context) -> list[Finding]:
@@ -177,7 +175,7 @@ def process_findings(ctx: Context) -> list[Finding]:
                 continue
             why = ("restarting" if info.get("restarting") else "starting" if info.get("starting") else
                    "not answering" if info.get("running") else "not running")
-            findings.append(Finding(LABEL[name], "fail", f"{why} ({where})", f"{command} logs {LOG[name]}"))
+            findings.append(Finding(LABEL[name], "fail", f"{why} ({where})", f"{command} logs {name}"))
             continue
         restarts = info.get("restarts") or 0
         line = f"up {duration(info.get('uptime_s'))} ({where})"
