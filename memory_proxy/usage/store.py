@@ -109,8 +109,19 @@ def upsert_conflict(names: tuple[str, ...]) -> str:
         else "ON CONFLICT (request_id) DO NOTHING"
 
 
-# Parameters in one statement: SQLite allows 32,766 (since 3.32), PostgreSQL 65,535.
-MAX_PARAMS = 32_000
+# Rows in one insert statement: a power of two, and smaller statements for the rest in powers
+# of two, so that a connection prepares (and its statement cache keeps) a few shapes, not one per
+# batch size (each of those, kept, held hundreds of kB).
+MAX_ROWS = 128
+
+
+def chunk_sizes(count: int) -> list[int]:
+    """``count`` rows as statement sizes: ``MAX_ROWS`` while there are that many, then the
+    binary digits of the rest (1000 -> 7 x 128, 64, 32, 8)."""
+    sizes = [MAX_ROWS] * (count // MAX_ROWS)
+    rest = count % MAX_ROWS
+    sizes += [1 << bit for bit in range(MAX_ROWS.bit_length(), -1, -1) if rest & (1 << bit)]
+    return sizes
 
 
 def insert_sql(table: str, names: tuple[str, ...], count: int, conflict: str) -> str:
@@ -167,10 +178,11 @@ class SqlStore:
         """Many rows in a few statements, not one each: SQLite's module lets go of the GIL for
         every statement it runs, and each time the request path's thread has to hand it back
         (measured: a batch of row-at-a-time inserts cost the event loop more than the rows)."""
-        per = max(1, MAX_PARAMS // len(names))
-        for start in range(0, len(rows), per):
-            chunk = rows[start:start + per]
-            self.execute(insert_sql(table, names, len(chunk), conflict), [v for row in chunk for v in row])
+        start = 0
+        for size in chunk_sizes(len(rows)):
+            chunk = rows[start:start + size]
+            start += size
+            self.execute(insert_sql(table, names, size, conflict), [v for row in chunk for v in row])
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self.execute(sql, params).fetchall()
