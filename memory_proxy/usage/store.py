@@ -120,7 +120,7 @@ def chunk_sizes(count: int) -> list[int]:
     binary digits of the rest (1000 -> 7 x 128, 64, 32, 8)."""
     sizes = [MAX_ROWS] * (count // MAX_ROWS)
     rest = count % MAX_ROWS
-    sizes += [1 << bit for bit in range(MAX_ROWS.bit_length(), -1, -1) if rest & (1 << bit)]
+    sizes += [1 << bit for bit in reversed(range(rest.bit_length())) if rest & (1 << bit)]
     return sizes
 
 
