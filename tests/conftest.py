@@ -9,7 +9,7 @@ it. ``support/`` is what they share (ports, waiting, servers, configs, stacks) a
 ``litellm``: a test that runs LiteLLM, the real binary or its Router in-process (slow to start:
 8-16 s per binary, seconds per import). ``python3 scripts/run_tests.py --fast`` runs the rest
 (``-m "not litellm"``): the request path against the emulator, config, transport, protocol,
-launcher and front-door units, in well under a minute.
+launcher and front-door units.
 """
 
 from __future__ import annotations
@@ -68,6 +68,24 @@ RUN_ORDER = {
         "test_secrets.py",
     ),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context():
+    """One TLS context for every httpx client the tests make. Each ``httpx.get``/``post`` is a
+    new client whose default context loads the CA bundle again (~20 ms), though every test talks
+    plain HTTP on loopback: a few hundred such calls were a quarter of the fast tier's time."""
+    from httpx._transports import default
+
+    made = default.create_ssl_context
+    shared = made()
+
+    def create_ssl_context(verify=True, cert=None, trust_env=True):
+        return shared if verify is True and cert is None and trust_env else made(verify, cert, trust_env)
+
+    default.create_ssl_context = create_ssl_context
+    yield
+    default.create_ssl_context = made
 
 
 @pytest.fixture(scope="module")

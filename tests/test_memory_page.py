@@ -485,7 +485,8 @@ def test_chromium_a_cross_site_page_cannot_forget(two_ids, browser):
     before = len(httpx.get(c.emu.url + "/_emulator/requests").json())
     with ServerThread(Starlette(routes=[Route("/", evil)])) as site:
         browser.go(f"http://localhost:{site.port}/")
-        browser.wait("location.href.includes('/ui/api/memory/forget')", "the form posted")
+        browser.wait("location.href.includes('/ui/api/memory/forget') && document.readyState === 'complete' "
+                     "&& document.body && document.body.innerText.length > 0", "the form posted and its answer shown")
         body_text = browser.js("document.body.innerText")
     assert "origin_not_allowed" in body_text
     calls = httpx.get(c.emu.url + "/_emulator/requests", params={"since": before}).json()

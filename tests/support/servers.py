@@ -3,6 +3,7 @@ the memory proxy's own in front of a given upstream (``running_proxy``); raw HTT
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -21,14 +22,32 @@ SECRET = "egress-secret-for-tests"
 SM_KEY = "sm-test-supermemory-key"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server that notices ``stop()`` at once: its own loop looks at ``should_exit``
+    every 0.1 s, and the tests start and stop a few hundred servers."""
+
+    async def main_loop(self) -> None:
+        self.loop, self.woken = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.woken.wait(), 0.1)
+
+    def stop(self) -> None:
+        """From another thread."""
+        self.should_exit = True
+        if hasattr(self, "woken"):
+            self.loop.call_soon_threadsafe(self.woken.set)
+
+
 class ServerThread:
     """An app served by uvicorn on 127.0.0.1 in a background thread; ``port=0`` picks a free port;
     ``config``: more ``uvicorn.Config`` settings."""
 
     def __init__(self, app, port: int = 0, **config) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    lifespan="on", access_log=False,
-                                                    server_header=False, **config))
+        self.server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                             lifespan="on", access_log=False, server_header=False, **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:
@@ -49,7 +68,7 @@ class ServerThread:
         return f"http://127.0.0.1:{self.port}"
 
     def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
+        self.server.stop()
         self.thread.join(timeout=10)
 
 
