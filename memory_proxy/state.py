@@ -7,7 +7,6 @@ test runs never share state. Default: ``$XDG_STATE_HOME/litellm-memory-proxy``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +76,8 @@ class StateDir:
 
     def restarts(self, name: str) -> int:
         """How often the launcher restarted process ``name``, as its record says (0: no record)."""
+        import json  # here: `start_proxies.py --help` needs no JSON
+
         try:
             entry = json.loads(self.processes.read_text()).get("processes", {}).get(name) or {}
         except (OSError, ValueError, AttributeError):

@@ -140,6 +140,15 @@ class Config:
         """Model groups whose deployments all go through Supermemory."""
         return sorted({m.model_name for m in self.models if m.supermemory_backed})
 
+    def missing_keys(self) -> dict[str, list[str]]:
+        """Model group -> environment variables it lacks (such models are left out of LiteLLM)."""
+        out: dict[str, list[str]] = {}
+        for model in self.models:
+            if model.missing_env:
+                names = out.setdefault(model.model_name, [])
+                names.extend(n for n in model.missing_env if n not in names)
+        return out
+
 
 # --- our sections -------------------------------------------------------------------------
 

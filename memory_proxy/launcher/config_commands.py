@@ -5,7 +5,6 @@ from __future__ import annotations
 from memory_proxy.config.hosts import connect_host
 from memory_proxy.launcher.context import Context
 from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
-from memory_proxy.launcher.supervisor import missing_keys
 from memory_proxy.launcher.term import fail, out, print_json, warn
 
 
@@ -28,7 +27,7 @@ def check(ctx: Context, as_json: bool) -> int:
     masked = litellm_config.mask_secrets(generated)
     binary = find_litellm()
     problems = [] if binary else [litellm_missing()]
-    missing = missing_keys(config)
+    missing = config.missing_keys()
     if as_json:
         print_json({"ok": not problems, "problems": problems, "warnings": list(config.warnings),
                      "litellm": str(binary) if binary else None, "models_missing_keys": missing,

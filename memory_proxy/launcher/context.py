@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,4 +26,6 @@ class Context:
             parts += ["--config", str(self.config)]
         if self.state.root != default_state_dir().expanduser().resolve():
             parts += ["--state-dir", str(self.state.root)]
+        import shlex  # here: most commands never print one
+
         return " ".join(shlex.quote(p) for p in parts)

@@ -20,7 +20,6 @@ from memory_proxy.config.hosts import url_host
 from memory_proxy.launcher.context import Context
 from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
 from memory_proxy.launcher.status import collect_status
-from memory_proxy.launcher.supervisor import missing_keys
 from memory_proxy.launcher.term import duration, out, print_json
 from memory_proxy.names import LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir
@@ -95,7 +94,7 @@ def config_findings(config: Config) -> list[Finding]:
     for warning in config.warnings:
         if " is disabled: " not in warning:  # disabled models get their own lines below
             findings.append(Finding("config", "warn", warning, "use os.environ/NAME references for secrets"))
-    missing = missing_keys(config)
+    missing = config.missing_keys()
     for model, names in missing.items():
         findings.append(Finding("models", "warn", f"model {model!r} is disabled: {', '.join(names)} not set "
                                                   "(left out of LiteLLM)",

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from memory_proxy.config.hosts import url_host
-from memory_proxy.launcher.supervisor import missing_keys
 from memory_proxy.launcher.term import out
 from memory_proxy.names import LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 
@@ -78,7 +77,7 @@ def print_hints(config: Config, record: dict | None, command: str = "python3 sta
                 else "any value (the proxy sends LiteLLM's own key)")
     out.line(f"API key in the client: {key_note}")
     backed = config.supermemory_groups
-    missing = missing_keys(config)
+    missing = config.missing_keys()
     ordinary = sorted({m.model_name for m in config.models if not m.supermemory_backed} - set(missing))
     out.line(f"Models with memory: {', '.join(g for g in backed if g not in missing) or '(none)'}; "
              f"without memory: {', '.join(ordinary) or '(none)'}"

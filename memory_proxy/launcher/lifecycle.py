@@ -14,25 +14,17 @@ import time
 from typing import TYPE_CHECKING
 
 from memory_proxy.launcher.context import LAUNCHER, Context
-from memory_proxy.launcher.detached import run_detached
 from memory_proxy.launcher.hints import client_hints, print_hints, proxy_base
 from memory_proxy.launcher.logfiles import follow, tail
 from memory_proxy.launcher.record import read_record, remove_record, running_supervisor
 from memory_proxy.launcher.status import collect_status, stop_recorded
-from memory_proxy.launcher.supervisor import (
-    MEMORY_STARTUP_TIMEOUT,
-    ROOT,
-    Interrupted,
-    LaunchError,
-    Supervisor,
-    describe_exit,
-)
 from memory_proxy.launcher.term import duration, err, fail, out, print_json, warn
 from memory_proxy.names import BACKENDS, LITELLM, LOG_ALIASES, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir, atomic_write
 
 if TYPE_CHECKING:
     from memory_proxy.config.model import Config
+    from memory_proxy.launcher.supervisor import Supervisor
 
 BACKEND_FILE = "mode"  # the state folder remembers the last `up --backend` here (the file keeps its name)
 
@@ -105,6 +97,8 @@ def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, a
         message = "--litellm-url needs --backend binary or both (with sdk LiteLLM runs inside the memory proxy)"
         print_json({"ok": False, "error": message}) if as_json else fail(message)
         return 2
+    from memory_proxy.launcher.supervisor import LaunchError, Supervisor  # `up` only: not `status`
+
     sup = Supervisor(ctx.config, state, detached=detach,
                         litellm_url=litellm_url, startup_timeout=timeout, backend=backend, sdk_port=sdk_port)
     try:
@@ -125,6 +119,8 @@ def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, a
 
 def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout: float, as_json: bool,
                  backend: str = "binary", sdk_port: int | None = None) -> int:
+    from memory_proxy.launcher.supervisor import MEMORY_STARTUP_TIMEOUT, ROOT, describe_exit
+
     state = ctx.state
     argv = [sys.executable, str(LAUNCHER), "--config", str(ctx.config), "--state-dir", str(state.root),
             "_supervise", "--timeout", str(timeout), "--backend", backend]
@@ -201,6 +197,8 @@ def _stop_starting(state: StateDir, proc: subprocess.Popen) -> None:
 
 
 def _up_foreground(sup: Supervisor, config: Config, command: str) -> int:
+    from memory_proxy.launcher.supervisor import Interrupted, LaunchError
+
     state = sup.state
 
     def show_event(message: str) -> None:
@@ -254,6 +252,8 @@ def _stream_logs(state: StateDir, names: list[str], stop: threading.Event, from_
 
 def supervise(ctx: Context, litellm_url: str | None, timeout: float, backend: str = "binary",
               sdk_port: int | None = None) -> int:
+    from memory_proxy.launcher.detached import run_detached
+
     return run_detached(ctx.config, ctx.state, litellm_url, timeout, backend, sdk_port)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 # --- process records ---------------------------------------------------------------------
 
 RECORD_VERSION = 1
+STOP_GRACE = 10.0  # seconds a process has between SIGTERM and SIGKILL
 
 
 def read_record(state: StateDir) -> dict | None:
@@ -67,3 +69,14 @@ def _create_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return None
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal a child's process group (each child leads its own session), else the child."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

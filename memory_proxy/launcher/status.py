@@ -15,8 +15,7 @@ import psutil
 
 from memory_proxy.launcher.ports import port_holder, port_in_use
 from memory_proxy.launcher.probe import http_get
-from memory_proxy.launcher.record import live_process, read_record, remove_record
-from memory_proxy.launcher.supervisor import STOP_GRACE, _signal_group, missing_keys
+from memory_proxy.launcher.record import STOP_GRACE, live_process, read_record, remove_record, signal_group
 from memory_proxy.names import LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir
 
@@ -152,7 +151,7 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         except ConfigError as exc:
             result["problems"].append(exc.render())
         if config is not None:
-            result["models_missing_keys"] = missing_keys(config)
+            result["models_missing_keys"] = config.missing_keys()
             for name, port, host in ((MEMORY_PROXY, config.proxy.port, config.proxy.host),
                                      (LITELLM, config.proxy.litellm_port, "127.0.0.1")):
                 info = {"pid": None, "port": port, "running": False, "healthy": False, "uptime_s": None,
@@ -216,12 +215,12 @@ def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
     children = [p for p in procs.values() if p.is_running()]
     for name, proc in procs.items():
         if proc in children:
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             report.stopped.append(f"{name} (pid {proc.pid})")
         else:
             report.stopped.append(f"{name} (pid {proc.pid}, stopped by the supervisor)")
     for proc in wait(children, STOP_GRACE):
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         report.killed.append(f"pid {proc.pid}")
     for proc in descendants:
         try:

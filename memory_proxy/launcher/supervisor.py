@@ -26,7 +26,7 @@ from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
 from memory_proxy.launcher.logfiles import tail
 from memory_proxy.launcher.ports import port_problem
 from memory_proxy.launcher.probe import http_status
-from memory_proxy.launcher.record import RECORD_VERSION, _create_time, write_record
+from memory_proxy.launcher.record import RECORD_VERSION, STOP_GRACE, _create_time, signal_group, write_record
 from memory_proxy.names import EGRESS_SECRET_ENV, LITELLM, MASTER_KEY_ENV, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir, atomic_write
 
@@ -44,7 +44,6 @@ STABLE_AFTER = 60.0  # a child that ran this long before dying restarts with the
 HANG_LIMIT = 90.0  # a child answering nothing for this long is killed (and then restarted)
 PROBE_EVERY = 5.0
 STARTUP_POLL = 0.05  # between health probes while starting: `up` returns this soon after LiteLLM is ready
-STOP_GRACE = 10.0
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
 
 
@@ -69,16 +68,6 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
-
-
-def missing_keys(config: Config) -> dict[str, list[str]]:
-    """Model group -> environment variables it lacks (such models are left out of LiteLLM)."""
-    out: dict[str, list[str]] = {}
-    for model in config.models:
-        if model.missing_env:
-            names = out.setdefault(model.model_name, [])
-            names.extend(n for n in model.missing_env if n not in names)
-    return out
 
 
 # --- the supervisor ----------------------------------------------------------------------
@@ -187,7 +176,7 @@ class Supervisor:
             "external_litellm": self.litellm_url,
             "litellm_url": self.litellm_url or (f"http://127.0.0.1:{config.proxy.litellm_port}" if config else None),
             "memory_proxy_url": (f"http://{url_host(config.proxy.host)}:{config.proxy.port}" if config else None),
-            "models_missing_keys": missing_keys(config) if config else {},
+            "models_missing_keys": config.missing_keys() if config else {},
             "events": self.events,
             "processes": processes,
         }
@@ -472,16 +461,16 @@ class Supervisor:
     def _stop(self, children: list[Child], grace: float = STOP_GRACE) -> None:
         procs = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
         for proc in procs:
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for proc in procs:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
         for proc in procs:  # helpers a child forked into its group
-            _signal_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
 
     def shutdown(self) -> None:
         self.stop_event.set()
@@ -517,13 +506,3 @@ class Supervisor:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGHUP, handler if hangup_stops else signal.SIG_IGN)
 
-
-def _signal_group(pid: int, sig: int) -> None:
-    """Signal a child's process group (each child leads its own session), else the child."""
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
