@@ -1,7 +1,9 @@
 """The dashboard at ``/ui/`` and its JSON API under ``/ui/api/`` (docs/usage.md).
 
-One page of plain HTML, JavaScript and CSS shipped in the package (``memory_proxy/ui``),
-same origin as the proxy. With ``memory_proxy.api_keys`` set, the page asks for a key once
+Two pages of plain HTML, JavaScript and CSS shipped in the package (``server/ui/``), same
+origin as the proxy: ``page.html`` is their shell (head, header, key form), and each page's
+file (``usage.html``, ``memory.html``) holds its header controls, a line ``<!-- main -->`` and
+its main part. With ``memory_proxy.api_keys`` set, the page asks for a key once
 (``POST /ui/api/login``) and the proxy keeps a token derived from it in an HttpOnly,
 SameSite=Strict cookie; the API also takes the key itself (``Authorization: Bearer`` or
 ``x-api-key``). Store queries run in a worker thread on a read-only connection.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import string
 import time
 from pathlib import Path
 
@@ -28,7 +31,8 @@ from memory_proxy.usage import report as ur
 UI_PREFIX = "/ui"
 COOKIE = "memory_proxy_ui"
 HTML, JS = "text/html; charset=utf-8", "text/javascript; charset=utf-8"
-ASSETS = {"": ("index.html", HTML), "index.html": ("index.html", HTML), "memory": ("memory.html", HTML),
+PAGES = {"": ("usage", "app.js"), "memory": ("memory", "memory.js")}  # path under /ui/ -> name, script
+ASSETS = {"index.html": ("", HTML), **{path: (path, HTML) for path in PAGES},
           "common.js": ("common.js", JS), "app.js": ("app.js", JS), "memory.js": ("memory.js", JS),
           "app.css": ("app.css", "text/css; charset=utf-8")}
 ASSET_DIR = Path(__file__).with_name("ui")
@@ -68,7 +72,18 @@ async def page(request: Request) -> Response:
     if name not in ASSETS:
         return error_response(404, "Not Found")
     filename, media = ASSETS[name]
-    return Response((ASSET_DIR / filename).read_bytes(), media_type=media, headers=SECURITY_HEADERS)
+    body = render(filename) if media == HTML else (ASSET_DIR / filename).read_bytes()
+    return Response(body, media_type=media, headers=SECURITY_HEADERS)
+
+
+def render(path: str) -> bytes:
+    """The page at ``/ui/<path>``: its own parts in the shell, with a link to the other page."""
+    name, script = PAGES[path]
+    controls, main = (ASSET_DIR / f"{name}.html").read_text().split("<!-- main -->\n", 1)
+    nav = " · ".join(f"<strong>{n}</strong>" if p == path else f'<a href="{p or "./"}">{n}</a>'
+                     for p, (n, _) in PAGES.items())
+    shell = string.Template((ASSET_DIR / "page.html").read_text())
+    return shell.substitute(page=name, script=script, nav=nav, controls=controls, main=main).encode()
 
 
 async def login(request: Request) -> Response:

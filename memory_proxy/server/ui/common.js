@@ -1,4 +1,4 @@
-// What the dashboard's pages share (index.html and memory.html): DOM helpers, the JSON API
+// What the dashboard's pages share (usage.html and memory.html, in the shell page.html): DOM helpers, the JSON API
 // under /ui/api/ (docs/usage.md, docs/memory.md) and the front-door key login.
 "use strict";
 
