@@ -2,8 +2,9 @@
 """Run the whole test suite: ``python3 scripts/run_tests.py [--fast] [pytest args]``.
 
 Creates the virtual environment on first run, exactly like ``start_proxies.py``. ``--fast``:
-only the tests that run no LiteLLM (``-m "not litellm"``, see tests/conftest.py). ``--lint``:
-``ruff check .`` with the rules in pyproject.toml instead of the tests (``.ci/run`` runs it first).
+only the tests that run no LiteLLM (``-m "not litellm"``, see tests/conftest.py), three test
+files at a time; the whole suite runs in one process, in the order tests/conftest.py gives.
+``--lint``: ``ruff check .`` with the rules in pyproject.toml instead of the tests (``.ci/run`` runs it first).
 """
 
 import os
@@ -20,6 +21,6 @@ os.chdir(ROOT)
 args = sys.argv[1:]
 if args == ["--lint"]:
     os.execv(str(python), [str(python), "-m", "ruff", "check", "."])
-if "--fast" in args:
-    args = ["-m", "not litellm", *(a for a in args if a != "--fast")]
+if "--fast" in args:  # in 3 processes, whole files each (pytest-xdist): these tests mostly wait
+    args = ["-m", "not litellm", "-n", "3", "--dist", "loadfile", *(a for a in args if a != "--fast")]
 os.execv(str(python), [str(python), "-m", "pytest", *args])

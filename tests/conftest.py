@@ -8,8 +8,8 @@ it. ``support/`` is what they share (ports, waiting, servers, configs, stacks) a
 
 ``litellm``: a test that runs LiteLLM, the real binary or its Router in-process (slow to start:
 8-16 s per binary, seconds per import). ``python3 scripts/run_tests.py --fast`` runs the rest
-(``-m "not litellm"``): the request path against the emulator, config, transport, protocol,
-launcher and front-door units.
+(``-m "not litellm"``, three files at a time): the request path against the emulator, config,
+transport, protocol, launcher and front-door units.
 """
 
 from __future__ import annotations
