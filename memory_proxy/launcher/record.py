@@ -1,4 +1,5 @@
-"""The process record (``processes.json``): which pids the launcher owns, and whether they live."""
+"""The process record (``processes.json``): which pids the launcher owns, whether they live, and
+signalling their process groups."""
 
 from __future__ import annotations
 
