@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from memory_proxy.sdk.callbacks import CALLBACK_KEYS
+
 if TYPE_CHECKING:
     from memory_proxy.server.tracing import Tracing
 
 OTEL, LANGFUSE_OTEL = "otel", "langfuse_otel"
-LISTS = ("callbacks", "success_callback", "failure_callback")
 
 
 def _in_process(cls: type) -> type:
@@ -69,9 +70,9 @@ def install(litellm: Any, tracing: Tracing | None) -> None:
     made: dict[str, Any] = {}
     if tracing is not None:
         made[OTEL] = otel_logger(tracing)
-    if any(LANGFUSE_OTEL in getattr(litellm, name) for name in LISTS):
+    if any(LANGFUSE_OTEL in getattr(litellm, name) for name in CALLBACK_KEYS):
         made[LANGFUSE_OTEL] = langfuse_logger()
-    for name in LISTS:
+    for name in CALLBACK_KEYS:
         listed = getattr(litellm, name)
         if any(isinstance(entry, str) and entry in made for entry in listed):
             setattr(litellm, name, [made.get(entry, entry) if isinstance(entry, str) else entry for entry in listed])

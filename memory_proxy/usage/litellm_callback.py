@@ -1,12 +1,12 @@
 """The usage callback inside the LiteLLM binary: LiteLLM's half of the usage record.
 
-Run by LiteLLM, never by the memory proxy: the generated config lists ``handler`` of this
-module in ``success_callback`` and ``failure_callback`` (``config/litellm.py``), and LiteLLM
-loads it as it loads any custom callback (``module.instance``; the project is on the venv's
-path). It is LiteLLM's ``generic_api`` logger (batched JSON posts of each call's standard
-logging payload) posting to the memory proxy's intake (``MEMORY_PROXY_USAGE_URL``,
-``server/usage_intake.py``) with the per-run secret (``MEMORY_PROXY_EGRESS_SECRET``), both set
-by the launcher in LiteLLM's environment only.
+Run by LiteLLM, never by the memory proxy: the generated config lists ``handler`` of this module
+in ``litellm_settings.callbacks`` (``config/litellm.py``: there LiteLLM runs it for successes
+and failures, sync and async calls alike), and LiteLLM loads it as it loads any custom callback
+(``module.instance``; the project is on the venv's path). It is LiteLLM's ``generic_api`` logger
+(batched JSON posts of each call's standard logging payload) posting to the memory proxy's
+intake (``MEMORY_PROXY_USAGE_URL``, ``server/usage_intake.py``) with the per-run secret
+(``MEMORY_PROXY_EGRESS_SECRET``), both set by the launcher in LiteLLM's environment only.
 
 A subclass of its own rather than LiteLLM's ``generic_api`` by name: LiteLLM keeps one logger
 per class for callbacks listed by name, so a ``generic_api`` the user lists would have been
@@ -44,7 +44,7 @@ def _handler() -> Any:
 
 def __getattr__(name: str) -> Any:
     """``handler``: made on LiteLLM's first look (it needs LiteLLM's running event loop), the
-    same object for the success and the failure list."""
+    same object every time LiteLLM looks it up."""
     if name == "handler":
         return _handler()
     raise AttributeError(name)
