@@ -1,22 +1,19 @@
 """The process record (``processes.json``): which pids the launcher owns, whether they live, and
-signalling their process groups."""
+signalling and stopping their process groups (SIGTERM, a grace, SIGKILL)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import psutil
 
 from memory_proxy.names import SUPERVISOR
 from memory_proxy.state import StateDir, atomic_write
-
-if TYPE_CHECKING:
-    pass  # the config module (and yaml) only where a config is read
-
-
 
 # --- process records ---------------------------------------------------------------------
 
@@ -65,7 +62,7 @@ def running_supervisor(state: StateDir) -> psutil.Process | None:
     return live_process((record or {}).get("processes", {}).get(SUPERVISOR)) if record else None
 
 
-def _create_time(pid: int) -> float | None:
+def create_time(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
@@ -81,3 +78,16 @@ def signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def stop_groups(procs: list, gone: Callable[[Any, float], bool], grace: float = STOP_GRACE) -> list:
+    """SIGTERM each process's group, give them ``grace`` seconds in all, then SIGKILL the groups
+    of those still running. ``gone(proc, seconds)`` waits up to ``seconds`` for one to end (a
+    ``Popen`` of the caller's own or a ``psutil.Process``). Returns the ones killed."""
+    for proc in procs:
+        signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    killed = [proc for proc in procs if not gone(proc, max(0.0, deadline - time.monotonic()))]
+    for proc in killed:
+        signal_group(proc.pid, signal.SIGKILL)
+    return killed

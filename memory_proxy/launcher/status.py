@@ -15,7 +15,7 @@ import psutil
 
 from memory_proxy.launcher.ports import port_holder, port_in_use
 from memory_proxy.launcher.probe import http_get
-from memory_proxy.launcher.record import STOP_GRACE, live_process, read_record, remove_record, signal_group
+from memory_proxy.launcher.record import live_process, read_record, remove_record, stop_groups
 from memory_proxy.names import LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir
 
@@ -172,6 +172,20 @@ class DownReport:
     nothing: bool = False
 
 
+def _gone(proc: psutil.Process, seconds: float) -> bool:
+    """Whether a process (not necessarily ours) ended within ``seconds``: a zombie has."""
+    try:
+        proc.wait(seconds)
+        return True
+    except psutil.TimeoutExpired:
+        try:
+            return proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+    except psutil.Error:
+        return True
+
+
 def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
     """Stop what the record names: the supervisor first (it stops its children in order), then
     any recorded child still alive, by pid and group; SIGKILL after ``grace``; ports checked."""
@@ -195,10 +209,6 @@ def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
     if not procs:
         report.nothing = True
 
-    def wait(targets: list[psutil.Process], seconds: float) -> list[psutil.Process]:
-        _, alive = psutil.wait_procs(targets, timeout=seconds)
-        return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-
     sup = procs.pop(SUPERVISOR, None)
     if sup is not None:
         try:
@@ -206,7 +216,7 @@ def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
             report.stopped.append(f"supervisor (pid {sup.pid})")
         except psutil.Error:
             pass
-        if wait([sup], grace):
+        if not _gone(sup, grace):
             report.killed.append(f"supervisor (pid {sup.pid})")
             try:
                 sup.kill()
@@ -214,13 +224,9 @@ def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
                 pass
     children = [p for p in procs.values() if p.is_running()]
     for name, proc in procs.items():
-        if proc in children:
-            signal_group(proc.pid, signal.SIGTERM)
-            report.stopped.append(f"{name} (pid {proc.pid})")
-        else:
-            report.stopped.append(f"{name} (pid {proc.pid}, stopped by the supervisor)")
-    for proc in wait(children, STOP_GRACE):
-        signal_group(proc.pid, signal.SIGKILL)
+        report.stopped.append(f"{name} (pid {proc.pid})" if proc in children
+                              else f"{name} (pid {proc.pid}, stopped by the supervisor)")
+    for proc in stop_groups(children, _gone):
         report.killed.append(f"pid {proc.pid}")
     for proc in descendants:
         try:

@@ -26,7 +26,14 @@ from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
 from memory_proxy.launcher.logfiles import tail
 from memory_proxy.launcher.ports import port_problem
 from memory_proxy.launcher.probe import http_status
-from memory_proxy.launcher.record import RECORD_VERSION, STOP_GRACE, _create_time, signal_group, write_record
+from memory_proxy.launcher.record import (
+    RECORD_VERSION,
+    STOP_GRACE,
+    create_time,
+    signal_group,
+    stop_groups,
+    write_record,
+)
 from memory_proxy.names import EGRESS_SECRET_ENV, LITELLM, MASTER_KEY_ENV, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir, atomic_write
 
@@ -68,6 +75,14 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
+
+
+def _exited(proc: subprocess.Popen, seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 # --- the supervisor ----------------------------------------------------------------------
@@ -147,7 +162,7 @@ class Supervisor:
     def save_record(self) -> None:
         config = self.config
         processes: dict[str, dict] = {
-            SUPERVISOR: {"pid": os.getpid(), "create_time": _create_time(os.getpid()), "port": None,
+            SUPERVISOR: {"pid": os.getpid(), "create_time": create_time(os.getpid()), "port": None,
                          "log": str(self.state.process_log(SUPERVISOR))},
         }
         for name, child in self.children.items():
@@ -367,7 +382,7 @@ class Supervisor:
             child.proc = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, env=child.env, cwd=child.cwd,
                                           start_new_session=True, close_fds=True)
-        child.create_time = _create_time(child.proc.pid)
+        child.create_time = create_time(child.proc.pid)
         child.started_at = time.time()
         child.started_mono = child.last_answer = time.monotonic()
         child.restart_at = None
@@ -460,15 +475,8 @@ class Supervisor:
 
     def _stop(self, children: list[Child], grace: float = STOP_GRACE) -> None:
         procs = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
-        for proc in procs:
-            signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
+        for proc in stop_groups(procs, _exited, grace):
+            proc.wait()
         for proc in procs:  # helpers a child forked into its group
             signal_group(proc.pid, signal.SIGKILL)
 
