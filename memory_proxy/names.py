@@ -1,4 +1,4 @@
-"""Names shared by every process: environment variables and the processes themselves.
+"""Names shared by every process: environment variables, LiteLLM's probes and the processes themselves.
 
 A process has one name, used by ``status``, ``logs``, the process record (``processes.json``)
 and the launcher's messages. Its log file keeps its older short name (``LOG_FILES``): the
@@ -13,6 +13,10 @@ MASTER_KEY_ENV = "LITELLM_MASTER_KEY"  # LiteLLM's master key (default: generate
 EGRESS_SECRET_ENV = "MEMORY_PROXY_EGRESS_SECRET"  # per run: LiteLLM -> egress and usage intake
 USAGE_URL_ENV = "MEMORY_PROXY_USAGE_URL"  # where LiteLLM's usage callback posts (usage/litellm_callback.py)
 LITELLM_BINARY_ENV = "MEMORY_PROXY_LITELLM"  # the `litellm` executable, when not the venv's
+
+# --- LiteLLM's probes (the supervisor asks the first, the memory proxy's /health the second) --
+LITELLM_ALIVE_PATH = "/health/liveliness"
+LITELLM_READY_PATH = "/health/readiness"
 
 # --- processes ---------------------------------------------------------------------------
 LITELLM = "litellm"

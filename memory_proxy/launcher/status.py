@@ -16,7 +16,7 @@ import psutil
 from memory_proxy.launcher.ports import port_holder, port_in_use
 from memory_proxy.launcher.probe import http_get
 from memory_proxy.launcher.record import live_process, read_record, remove_record, stop_groups
-from memory_proxy.names import LITELLM, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
+from memory_proxy.names import LITELLM, LITELLM_READY_PATH, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir
 
 if TYPE_CHECKING:
@@ -113,11 +113,11 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         if result["backend"] == "sdk":
             pass  # LiteLLM runs inside the memory proxy: no litellm row
         elif external:
-            rows[LITELLM] = (None, external.rstrip("/") + "/health/readiness", None)
+            rows[LITELLM] = (None, external.rstrip("/") + LITELLM_READY_PATH, None)
         else:
             entry = procs.get(LITELLM) or {}
             port = entry.get("port")
-            rows[LITELLM] = (entry, f"http://127.0.0.1:{port}/health/readiness" if port else None, port)
+            rows[LITELLM] = (entry, f"http://127.0.0.1:{port}{LITELLM_READY_PATH}" if port else None, port)
         entry = procs.get(MEMORY_PROXY) or {}
         port = entry.get("port")
         rows[MEMORY_PROXY] = (entry, f"{record.get('memory_proxy_url')}/health" if port else None, port)

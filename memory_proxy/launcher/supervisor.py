@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +34,16 @@ from memory_proxy.launcher.record import (
     stop_groups,
     write_record,
 )
-from memory_proxy.names import EGRESS_SECRET_ENV, LITELLM, MASTER_KEY_ENV, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
+from memory_proxy.names import (
+    EGRESS_SECRET_ENV,
+    LITELLM,
+    LITELLM_ALIVE_PATH,
+    LITELLM_READY_PATH,
+    MASTER_KEY_ENV,
+    MEMORY_PROXY,
+    MEMORY_PROXY_SDK,
+    SUPERVISOR,
+)
 from memory_proxy.state import StateDir, atomic_write
 
 if TYPE_CHECKING:
@@ -75,6 +84,15 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
+
+
+def _quiet_paths(environ: Mapping[str, str]) -> str:
+    """LiteLLM's access log without the probes: the supervisor asks ``LITELLM_ALIVE_PATH``
+    every few seconds and the memory proxy's ``/health`` (every ``status``, every scrape)
+    ``LITELLM_READY_PATH``; their lines would bury the requests. Paths the user quiets stay."""
+    theirs = environ.get("LITELLM_DISABLE_ACCESS_LOG_PATHS", "")
+    paths = dict.fromkeys(p.strip() for p in theirs.split(",") if p.strip())
+    return ",".join({**paths, LITELLM_ALIVE_PATH: None, LITELLM_READY_PATH: None})
 
 
 def _exited(proc: subprocess.Popen, seconds: float) -> bool:
@@ -295,7 +313,8 @@ class Supervisor:
             # LiteLLM answers every origin with "access-control-allow-origin: *" unless told
             # otherwise: only its own pages (its admin UI) may read its answers.
             env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True",
-                       LITELLM_CORS_ORIGINS=f"{base},http://localhost:{proxy.litellm_port}")
+                       LITELLM_CORS_ORIGINS=f"{base},http://localhost:{proxy.litellm_port}",
+                       LITELLM_DISABLE_ACCESS_LOG_PATHS=_quiet_paths(base_env))
             env.update(otel_env)
             env[MASTER_KEY_ENV] = master_key
             env[EGRESS_SECRET_ENV] = egress_secret
@@ -309,15 +328,15 @@ class Supervisor:
                 LITELLM,
                 [str(binary), "--config", str(self.state.litellm_config), "--host", "127.0.0.1",
                  "--port", str(proxy.litellm_port)],
-                env, self.state.root, proxy.litellm_port, base + "/health/liveliness", base + "/health/readiness")
+                env, self.state.root, proxy.litellm_port, base + LITELLM_ALIVE_PATH, base + LITELLM_READY_PATH)
             self.event(f"starting LiteLLM ({binary}) on 127.0.0.1:{proxy.litellm_port}")
             self._spawn(litellm)
             litellm_url = base
         else:
             litellm_url = self.litellm_url.rstrip("/")
-            status = http_status(litellm_url + "/health/readiness", timeout=5)
+            status = http_status(litellm_url + LITELLM_READY_PATH, timeout=5)
             if status != 200:
-                self.event(f"warning: the LiteLLM at {litellm_url} is not ready (GET /health/readiness: "
+                self.event(f"warning: the LiteLLM at {litellm_url} is not ready (GET {LITELLM_READY_PATH}: "
                            f"{status or 'no answer'}); the memory proxy holds requests until it is "
                            "(memory_proxy.startup_wait), then answers 503")
 

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from memory_proxy.config import warmup
+from memory_proxy.names import LITELLM_READY_PATH
 from memory_proxy.server import headers as h
 from memory_proxy.server.errors import error_body, error_response
 from memory_proxy.server.holding import ClientLeft, NotHeld
@@ -39,6 +40,7 @@ METHODS = BODY_METHODS | {"GET", "HEAD", "OPTIONS"}
 OWN_PATHS = frozenset({"/memory-routing/info", "/health", "/metrics"})
 # Claude Code posts its telemetry to the base URL it is given: answered here, never relayed.
 TELEMETRY_PREFIX = "/api/event_logging/"
+LITELLM_READY = LITELLM_READY_PATH.encode()
 
 
 def authorized(runtime: Runtime, request: Request) -> bool:
@@ -432,7 +434,7 @@ def proxy_status(runtime: Runtime) -> dict:
 async def litellm_probe(runtime: Runtime) -> tuple[bool, bool]:
     """Whether LiteLLM answers its readiness probe at all, and with 200 (for ``/metrics``)."""
     try:
-        answer = await runtime.litellm.get(runtime.litellm_target(b"/health/readiness"), timeout=2.0)
+        answer = await runtime.litellm.get(runtime.litellm_target(LITELLM_READY), timeout=2.0)
     except httpx.HTTPError:
         return False, False
     await answer.aclose()
@@ -444,7 +446,7 @@ async def health(request: Request) -> JSONResponse:
     runtime: Runtime = request.state.runtime
     litellm = {"ready": False}
     try:
-        answer = await runtime.litellm.get(runtime.litellm_target(b"/health/readiness"),
+        answer = await runtime.litellm.get(runtime.litellm_target(LITELLM_READY),
                                            timeout=2.0)
         litellm["ready"] = answer.status_code == 200
         litellm["status_code"] = answer.status_code

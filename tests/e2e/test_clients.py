@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -85,6 +86,23 @@ def test_status_reports_both_processes_healthy(stack):
     for text in (result.stdout, human.stdout, human.stderr, (stack.state / "processes.json").read_text(),
                  (stack.state / "litellm_config.generated.yaml").read_text(), *logs):
         assert master_key not in text and SM_KEY not in text and stack.env["OPENAI_API_KEY"] not in text
+
+
+def test_litellm_log_keeps_the_requests_and_not_the_probes(stack):
+    """The supervisor's liveness probe (every 5 s) and the memory proxy's ``/health`` (every
+    ``status``) ask LiteLLM: their access lines stay out of its log, its requests' do not."""
+    with stack.client(headers={"user-agent": "curl/8.5.0"}) as client:
+        assert client.get("/health").status_code == 200  # asks LiteLLM's readiness
+        answer = client.post(CHAT, json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "log?"}]})
+    assert answer.status_code == 200, answer.text
+    assert stack.status()["healthy"]  # `status` asks it too
+    log = stack.state / "logs" / "litellm.log"
+    deadline = time.monotonic() + 10
+    while "chat/completions HTTP/1.1\" 200" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = log.read_text()
+    assert "chat/completions HTTP/1.1\" 200" in text, text[-2000:]
+    assert "/health/liveliness" not in text and "/health/readiness" not in text, text[-2000:]
 
 
 def test_pycharm_plain_and_streaming_to_a_memory_model(stack):
