@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from memory_proxy.launcher.record import remove_record
 from memory_proxy.launcher.supervisor import Interrupted, LaunchError, Supervisor
 from memory_proxy.state import StateDir
-
-if TYPE_CHECKING:
-    pass  # the config module (and yaml) only where a config is read
-
 
 
 def run_detached(config_path: Path, state: StateDir, litellm_url: str | None,

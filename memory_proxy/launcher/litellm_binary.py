@@ -6,15 +6,8 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from memory_proxy.names import LITELLM_BINARY_ENV
-
-if TYPE_CHECKING:
-    pass  # the config module (and yaml) only where a config is read
-
-
-
 
 
 def find_litellm() -> Path | None:

@@ -6,11 +6,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass  # the config module (and yaml) only where a config is read
-
+from typing import Any
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import TYPE_CHECKING
 
 import psutil
-
-if TYPE_CHECKING:
-    pass  # the config module (and yaml) only where a config is read
-
 
 
 def bind_error(port: int, host: str = "127.0.0.1") -> OSError | None:

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-if TYPE_CHECKING:
-    pass  # the config module (and yaml) only where a config is read
-
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
