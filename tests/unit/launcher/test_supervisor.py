@@ -1,5 +1,5 @@
 """The supervisor before it starts anything: the remembered backend, and which ports its
-preflight checks for each backend."""
+preflight checks for each backend; what LiteLLM is told to leave out of its log."""
 
 import os
 import socket
@@ -38,3 +38,11 @@ def test_the_mode_is_remembered_and_preflight_checks_the_ports_of_that_mode(tmp_
         held.listen()
         with pytest.raises(LaunchError, match="--sdk-port"):
             Supervisor(config, state, environ=env, backend="both", sdk_port=sdk_port).preflight()
+
+
+def test_litellm_is_told_to_leave_the_probes_out_of_its_log_and_the_users_paths_stay():
+    from memory_proxy.launcher.supervisor import _quiet_paths
+
+    assert _quiet_paths({}) == "/health/liveliness,/health/readiness"
+    theirs = {"LITELLM_DISABLE_ACCESS_LOG_PATHS": " /metrics, /health/readiness ,"}
+    assert _quiet_paths(theirs) == "/metrics,/health/readiness,/health/liveliness"
