@@ -6,7 +6,6 @@ terminal (output goes through ``term``, which writes what rich would without its
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 from memory_proxy.launcher.context import LAUNCHER, Context
 from memory_proxy.launcher.hints import client_hints, print_hints, proxy_base
 from memory_proxy.launcher.logfiles import follow, tail
-from memory_proxy.launcher.record import read_record, remove_record, running_supervisor
+from memory_proxy.launcher.record import exited, read_record, remove_record, running_supervisor, stop_groups
 from memory_proxy.launcher.status import collect_status, stop_recorded
 from memory_proxy.launcher.term import duration, err, fail, out, print_json, warn
 from memory_proxy.names import BACKENDS, LITELLM, LOG_ALIASES, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
@@ -186,13 +185,9 @@ def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout:
 
 def _stop_starting(state: StateDir, proc: subprocess.Popen) -> None:
     """A failed or interrupted detached start: make sure nothing of it keeps running."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    if proc.poll() is None:  # it leads its own session: its group is itself
+        for killed in stop_groups([proc], exited, grace=30):
+            killed.wait()
     stop_recorded(state, grace=5.0)
 
 

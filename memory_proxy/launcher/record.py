@@ -80,10 +80,21 @@ def signal_group(pid: int, sig: int) -> None:
             pass
 
 
+def exited(proc, seconds: float) -> bool:
+    """Whether a ``subprocess.Popen`` of this process's own ended (and was reaped) within ``seconds``."""
+    import subprocess  # here: `status` and `--help` never wait for a child
+
+    try:
+        proc.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
 def stop_groups(procs: list, gone: Callable[[Any, float], bool], grace: float = STOP_GRACE) -> list:
     """SIGTERM each process's group, give them ``grace`` seconds in all, then SIGKILL the groups
-    of those still running. ``gone(proc, seconds)`` waits up to ``seconds`` for one to end (a
-    ``Popen`` of the caller's own or a ``psutil.Process``). Returns the ones killed."""
+    of those still running. ``gone(proc, seconds)`` waits up to ``seconds`` for one to end
+    (:func:`exited` for a ``Popen`` of our own). Returns the ones killed."""
     for proc in procs:
         signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace

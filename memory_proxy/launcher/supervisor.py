@@ -30,6 +30,7 @@ from memory_proxy.launcher.record import (
     RECORD_VERSION,
     STOP_GRACE,
     create_time,
+    exited,
     signal_group,
     stop_groups,
     write_record,
@@ -93,14 +94,6 @@ def _quiet_paths(environ: Mapping[str, str]) -> str:
     theirs = environ.get("LITELLM_DISABLE_ACCESS_LOG_PATHS", "")
     paths = dict.fromkeys(p.strip() for p in theirs.split(",") if p.strip())
     return ",".join({**paths, LITELLM_ALIVE_PATH: None, LITELLM_READY_PATH: None})
-
-
-def _exited(proc: subprocess.Popen, seconds: float) -> bool:
-    try:
-        proc.wait(timeout=seconds)
-        return True
-    except subprocess.TimeoutExpired:
-        return False
 
 
 # --- the supervisor ----------------------------------------------------------------------
@@ -494,7 +487,7 @@ class Supervisor:
 
     def _stop(self, children: list[Child], grace: float = STOP_GRACE) -> None:
         procs = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
-        for proc in stop_groups(procs, _exited, grace):
+        for proc in stop_groups(procs, exited, grace):
             proc.wait()
         for proc in procs:  # helpers a child forked into its group
             signal_group(proc.pid, signal.SIGKILL)

@@ -6,8 +6,7 @@ import time
 
 import psutil
 
-from memory_proxy.launcher.record import stop_groups
-from memory_proxy.launcher.supervisor import _exited  # how the supervisor waits for its own children
+from memory_proxy.launcher.record import exited, stop_groups
 
 # A leader that ignores SIGTERM and forks a helper into its own group (the helper ignores it too).
 STUBBORN = ("import os, signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -21,7 +20,7 @@ def test_the_stubborn_group_is_killed_after_the_grace_and_the_polite_one_is_not(
     stubborn.stdout.readline()  # its helper is started
     helper = psutil.Process(stubborn.pid).children()[0]
     started = time.monotonic()
-    killed = stop_groups([polite, stubborn], _exited, grace=1.0)
+    killed = stop_groups([polite, stubborn], exited, grace=1.0)
     assert killed == [stubborn]
     assert time.monotonic() - started >= 1.0
     assert polite.poll() == -15  # SIGTERM, within the grace
