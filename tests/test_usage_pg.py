@@ -59,6 +59,21 @@ def test_same_schema_same_queries(url):
     store.close()
 
 
+def test_pruning_keeps_the_retention_and_ignores_the_size_cap(url):
+    """A DELETE does not shrink PostgreSQL's files: with the size cap applied, pruning would go
+    on day after day until the table was empty. Only the days past the retention go."""
+    from memory_proxy.usage.pg import PostgresStore
+
+    store = PostgresStore(url)
+    day_ms = 86400 * 1000
+    store.upsert([ingress_row("old", ts_ms=NOW_MS - 40 * day_ms)]
+                 + [ingress_row(f"d{i}", ts_ms=NOW_MS - i * day_ms) for i in range(30)])
+    assert store.prune(35, 1) == 1  # a cap of one byte: ignored
+    assert store.query("SELECT COUNT(*), MIN(ts_ms) FROM usage_requests") == [(30, NOW_MS - 29 * day_ms)]
+    assert store.query("SELECT SUM(requests) FROM usage_rollup_daily") == [(30,)]
+    store.close()
+
+
 def test_a_server_that_goes_down_loses_no_record(cluster, url):
     """PostgreSQL stopped mid-run: records wait in the queue, the writer reconnects, nothing is lost."""
     from memory_proxy.usage.pg import PostgresStore

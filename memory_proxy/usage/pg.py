@@ -1,13 +1,13 @@
 """The usage store on PostgreSQL (``memory_proxy.usage.database_url``), through psycopg 3.
 
-Same schema and SQL as SQLite (``usage_store.SqlStore``); only the placeholders (``?`` ->
-``%s``) and the size measure differ. psycopg is imported only when a PostgreSQL store is
+Same schema and SQL as SQLite (``store.SqlStore``); only the placeholders (``?`` -> ``%s``)
+and the pruning differ (no size cap). psycopg is imported only when a PostgreSQL store is
 configured.
 """
 
 from __future__ import annotations
 
-from memory_proxy.usage.store import DAILY, HISTOGRAM, ROLLUP, TABLE, SqlStore
+from memory_proxy.usage.store import SqlStore
 
 
 def _sql(sql: str) -> str:
@@ -36,6 +36,9 @@ class PostgresStore(SqlStore):
         finally:
             self.execute("SELECT pg_advisory_unlock(727017)")
 
-    def used_bytes(self) -> int:
-        return int(sum(self.query(f"SELECT pg_total_relation_size('{t}')")[0][0]
-                       for t in (TABLE, ROLLUP, DAILY, HISTOGRAM)))
+    def prune(self, retention_days: int, max_bytes: int | None) -> int:
+        """The retention only, never the size cap: a DELETE does not shrink PostgreSQL's files
+        (the space is reused, not given back), so a size measured again after each day deleted
+        would stay over the cap until the table is empty. The server's disk is its
+        administrator's."""
+        return super().prune(retention_days, None)
