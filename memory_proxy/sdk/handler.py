@@ -145,6 +145,8 @@ async def handle(request: Request) -> Response:
     if isinstance(admitted, Response):  # as binary mode: refusals are recorded and counted, own answers are not
         return ingress.answered(runtime, request, None, started, admitted, backend="sdk", refusal=True) \
             if admitted.status_code >= 400 else admitted
+    if admitted.refused is not None:
+        return ingress.answered(runtime, request, admitted, started, admitted.refused, backend="sdk", refusal=True)
     resolution, extra = admitted.resolution, dict(admitted.extra)
     path = resolution.path
 

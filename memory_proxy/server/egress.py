@@ -107,6 +107,8 @@ async def handle(request: Request) -> Response:
                                       code="cloudflare_1200")
     except httpx.HTTPError as exc:
         log.warning("client=%s Supermemory exchange failed: %s", user_id, type(exc).__name__)
+        _record(runtime, request, {"x-supermemory-error": f"{usage.UNREACHABLE}: {type(exc).__name__}"},
+                1 if retried else 0)
         response = upstream_failure(exc, "Supermemory", timeout)
         if span is not None:
             tracing.end_egress(span, response.status_code, client_id=user_id, cloudflare_retried=retried,

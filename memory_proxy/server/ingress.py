@@ -64,11 +64,14 @@ def _raw_upstream_path(request: Request, resolution: Resolution) -> bytes:
 
 @dataclass(frozen=True)
 class Admission:
-    """A request the front door let in: its id, whose it is, and the headers every answer carries."""
+    """A request the front door let in: its id, whose it is, and the headers every answer carries.
+    ``refused``: the answer when the door refused it after knowing whose it is (over its rate
+    limit), so that the refusal is recorded for its client."""
 
     request_id: str
     resolution: Resolution
     extra: list[tuple[str, str]]  # x-supermemory-user-id and x-request-id, for the response
+    refused: Response | None = None
 
 
 def admit(runtime: Runtime, request: Request) -> Admission | Response:
@@ -107,9 +110,9 @@ def admit(runtime: Runtime, request: Request) -> Admission | Response:
             return JSONResponse({}, headers=dict(extra))
         return error_response(405, f"{path} answers GET only", headers=dict(extra))
     if runtime.limiter is not None and (wait := runtime.limiter.acquire(resolution.user_id)):
-        runtime.count(resolution.user_id, error=True)
-        return error_response(429, f"client {resolution.user_id} is over memory_proxy.requests_per_minute",
-                              headers={**dict(extra), "retry-after": runtime.limiter.retry_after(wait)})
+        return Admission(request_id, resolution, extra, error_response(
+            429, f"client {resolution.user_id} is over memory_proxy.requests_per_minute",
+            headers={**dict(extra), "retry-after": runtime.limiter.retry_after(wait)}))
     return Admission(request_id, resolution, extra)
 
 
@@ -131,6 +134,8 @@ async def handle(request: Request) -> Response:
     if isinstance(admitted, Response):  # refused, or answered here (routing info, telemetry: no model traffic)
         return answered(runtime, request, None, started, admitted, refusal=True) \
             if admitted.status_code >= 400 else admitted
+    if admitted.refused is not None:
+        return answered(runtime, request, admitted, started, admitted.refused, refusal=True)
     request_id, resolution, extra = admitted.request_id, admitted.resolution, admitted.extra
     if wants_models(request, resolution):
         return answered(runtime, request, admitted, started, await model_listing(runtime, request, extra))

@@ -152,6 +152,7 @@ def from_litellm(payload: dict) -> dict | None:
 
 # The egress's own sm_error for a request Cloudflare refused twice (not an answer of Supermemory's).
 CLOUDFLARE_REFUSED = "Cloudflare refused twice (error code: 1200)"
+UNREACHABLE = "the egress could not reach Supermemory"  # + ": <the failure's name>"
 SM_HEADERS = {  # Supermemory's documented diagnostic headers -> (column, parse)
     "x-supermemory-error": ("sm_error", lambda v: v[:500]),
     "x-supermemory-context-modified": ("sm_context_modified", lambda v: 1 if v.strip().lower() == "true" else 0),

@@ -313,21 +313,47 @@ def test_reports_sum_group_and_mark_unpriced(tmp_path):
 
 
 def test_requests_litellm_never_saw_are_recorded(tmp_path):
-    """Refused at the door, too large, LiteLLM down: each still gets its one record."""
+    """Refused at the door, too large, LiteLLM down, over the rate limit: each still gets its
+    one record, under its client when the door knew it."""
     from tests.support.ports import free_port
     from tests.support.servers import running_proxy
 
     dead = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on: LiteLLM is down
-    with running_proxy(dead, state_dir=tmp_path, extra="  startup_wait: 0\n") as proxy:  # 503 at once
-        headers = {"x-memory-user-id": "door"}
-        down = httpx.post(proxy.url + "/v1/chat/completions", headers=headers, json={"model": "gpt-4o-mini"})
-        large = httpx.post(proxy.url + "/v1/chat/completions", headers=headers, json={"x": "y" * 5000})
+    extra = "  startup_wait: 0\n  requests_per_minute: 1\n"  # 503 at once; one request a minute per client
+    with running_proxy(dead, state_dir=tmp_path, extra=extra) as proxy:
+        url = proxy.url + "/v1/chat/completions"
+        down = httpx.post(url, headers={"x-memory-user-id": "door"}, json={"model": "gpt-4o-mini"})
+        large = httpx.post(url, headers={"x-memory-user-id": "large"}, json={"x": "y" * 5000})
         method = httpx.request("TRACE", proxy.url + "/v1/models")
-        assert (down.status_code, large.status_code, method.status_code) == (503, 413, 405)
+        limited = httpx.post(url, headers={"x-memory-user-id": "door", "x-claude-code-session-id": "s9"},
+                             json={"model": "gpt-4o-mini"})
+        assert (down.status_code, large.status_code, method.status_code, limited.status_code) == (503, 413, 405, 429)
         runtime = proxy.server.config.app.state.runtime
-        wait_for(lambda: runtime.usage.written == 3)
+        wait_for(lambda: runtime.usage.written == 4)
     found = {r["request_id"]: r for r in read(tmp_path / "usage.sqlite3")}
     assert [(found[a.headers["x-request-id"]]["status"], found[a.headers["x-request-id"]]["client_source"])
             for a in (down, large, method)] == [(503, "custom_header"), (413, "custom_header"), (405, "refused")]
+    over = found[limited.headers["x-request-id"]]
+    assert (over["status"], over["client_id"], over["client_source"], over["error_code"], over["session_id"]) == (
+        429, "door", "custom_header", "rate_limited", "s9")
+    assert runtime.requests["door"] == 2 and runtime.errors["door"] == 2  # counted once each
     assert found[down.headers["x-request-id"]]["model_group"] == "gpt-4o-mini"
     assert found[down.headers["x-request-id"]]["litellm_status"] is None
+
+
+def test_an_unreachable_supermemory_is_a_memory_error_of_its_request(tmp_path):
+    """The egress could not reach Supermemory: no answer headers, but the record says so."""
+    from tests.support.ports import free_port
+    from tests.support.servers import SECRET, running_proxy
+
+    dead = f"http://127.0.0.1:{free_port()}"  # Supermemory (and LiteLLM) unreachable
+    with running_proxy(dead, state_dir=tmp_path) as proxy:
+        answer = httpx.post(proxy.url + f"/_egress/v3/{dead}/v1/chat/completions", json={"model": "x"},
+                            headers={"x-memory-proxy-egress-secret": SECRET, "x-supermemory-user-id": "u1",
+                                     "x-request-id": "sm-down-1"})
+        assert answer.status_code == 503  # upstream_failure's answer for a refused connection
+        runtime = proxy.server.config.app.state.runtime
+        wait_for(lambda: runtime.usage.written == 1)
+    (row,) = read(tmp_path / "usage.sqlite3")
+    assert (row["request_id"], row["sm_error"], row["cf_retries"]) == (
+        "sm-down-1", "the egress could not reach Supermemory: ConnectError", 0)
