@@ -18,8 +18,12 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         import psycopg
 
-        # autocommit: transactions are the store's own BEGIN/COMMIT, as with SQLite
-        self.db = psycopg.connect(url, autocommit=True, connect_timeout=5, application_name="memory-proxy-usage")
+        # autocommit: transactions are the store's own BEGIN/COMMIT, as with SQLite. TCP keepalives
+        # and a user timeout: a server that vanished (host down, network cut) fails the writer's
+        # call within about a minute, then it reconnects; until then `status` reports it as slow.
+        self.db = psycopg.connect(url, autocommit=True, connect_timeout=5, application_name="memory-proxy-usage",
+                                  keepalives=1, keepalives_idle=20, keepalives_interval=10, keepalives_count=3,
+                                  tcp_user_timeout=60_000)
         if readonly:
             self.db.execute("SET default_transaction_read_only = on")
         else:

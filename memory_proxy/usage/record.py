@@ -208,7 +208,7 @@ class UsageLog:
 
     def __init__(self, open_store, *, capacity: int, backed: frozenset[str] = frozenset(),
                  interval: float = 0.25, prune_every: float = 600.0, retention_days: int = 90,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, slow_after: float = 10.0) -> None:
         self._open_store = open_store  # () -> store; called (again) in the writer thread
         self._queue: collections.deque[dict] = collections.deque()
         self.capacity = capacity
@@ -223,6 +223,8 @@ class UsageLog:
         self.failures = 0  # batches the store refused (kept and retried while the queue has room)
         self.last_error: str | None = None
         self.store_ok = False
+        self.slow_after = slow_after  # a store that has not answered for this long is reported as failing
+        self._busy_since: float | None = None  # when the writer's current call to the store began
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
 
@@ -256,8 +258,12 @@ class UsageLog:
     def status(self) -> dict:
         """``/health``'s and ``status``'s view; ``queued``: every record not yet in the store,
         the batch the writer holds while the store fails included."""
-        return {"enabled": True, "store_ok": self.store_ok, "written": self.written, "queued": self.waiting(),
-                "dropped": self.dropped, "failed_batches": self.failures, "last_error": self.last_error}
+        store_ok, last_error = self.store_ok, self.last_error
+        busy = self._busy_since
+        if busy is not None and (waited := time.monotonic() - busy) > self.slow_after:  # slow, or hung
+            store_ok, last_error = False, f"the store has not answered for {waited:.0f} s"
+        return {"enabled": True, "store_ok": store_ok, "written": self.written, "queued": self.waiting(),
+                "dropped": self.dropped, "failed_batches": self.failures, "last_error": last_error}
 
     # --- the writer thread ---------------------------------------------------------------
 
@@ -270,6 +276,7 @@ class UsageLog:
             while self._queue and len(pending) < 5000:
                 pending.append(derive(self._queue.popleft(), self.backed))
             self._pending = len(pending)
+            self._busy_since = time.monotonic()
             try:
                 if store is None:
                     store = self._open_store()
@@ -284,6 +291,7 @@ class UsageLog:
                 self.store_ok = True
                 self.last_error = None
             except Exception as exc:  # disk full, database down: keep the batch, reconnect next time
+                self._busy_since = None
                 self.failures += 1
                 if self.store_ok or self.last_error is None:
                     log.warning("usage store: %s: %s (records wait in the queue; retrying)", type(exc).__name__, exc)
@@ -300,10 +308,16 @@ class UsageLog:
                     del pending[:overflow]
                     self.dropped += overflow
                 self._pending = len(pending)
-                if stopping:
+                if stopping:  # still failing at shutdown: what the writer holds is lost, and counted
+                    lost = len(pending) + len(self._queue)
+                    if lost:
+                        self.dropped += lost
+                        self._pending = 0
+                        log.warning("usage store: %d record(s) not written at shutdown (%s)", lost, self.last_error)
                     return
                 self._stop.wait(min(5.0, self.interval * 8))
                 continue
+            self._busy_since = None
             if stopping and not self._queue:
                 store.close()
                 return

@@ -178,6 +178,41 @@ def test_a_failing_store_loses_nothing_once_it_recovers(tmp_path):
     assert_rollup_matches(path)
 
 
+class HungStore(FlakyStore):
+    """A store whose writes wait until ``state["release"]`` is set (PostgreSQL that stopped answering)."""
+
+    def upsert(self, rows):
+        self.state["release"].wait(30)
+        self.real.upsert(rows)
+
+
+def test_a_store_that_stops_answering_is_reported(tmp_path):
+    import threading
+
+    state = {"failures": 0, "release": threading.Event()}
+    log = UsageLog(lambda: HungStore(SqliteStore(tmp_path / "usage.sqlite3"), state), capacity=100,
+                   interval=0.01, slow_after=0.3).start()
+    log.put(ingress_row("r1"))
+    wait_for(lambda: log.status()["last_error"] is not None)
+    status = log.status()
+    assert status["last_error"].startswith("the store has not answered for") and status["store_ok"] is False
+    assert status["queued"] == 1
+    state["release"].set()
+    wait_for(lambda: log.written == 1)
+    assert log.status()["store_ok"] is True and log.status()["last_error"] is None
+    log.stop()
+
+
+def test_records_a_failing_store_still_holds_at_shutdown_are_counted_as_dropped(tmp_path):
+    log = UsageLog(lambda: FlakyStore(SqliteStore(tmp_path / "usage.sqlite3"), {"failures": 10**6}), capacity=100,
+                   interval=0.01).start()
+    for i in range(5):
+        log.put(ingress_row(f"r{i}"))
+    wait_for(lambda: log.status()["failed_batches"] >= 1)
+    log.stop()
+    assert log.dropped == 5 and log.written == 0
+
+
 def test_schema_version_and_indexes(tmp_path):
     store = SqliteStore(tmp_path / "usage.sqlite3")
     assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
