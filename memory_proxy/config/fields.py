@@ -169,7 +169,8 @@ TABLE: tuple[Field, ...] = (
           env=Env.REQUIRED),  # read, but the text of a variable is never a boolean: a reference is always refused
     Field("memory_proxy.usage.retention_days", Type.INTEGER, 90, "older records are pruned in the background",
           low=1, high=100 * 366, env=Env.REQUIRED),
-    Field("memory_proxy.usage.max_mb", Type.INTEGER, 1024, "past this size the oldest records are pruned",
+    Field("memory_proxy.usage.max_mb", Type.INTEGER, 1024,
+          "past this size the SQLite file's oldest records are pruned (not on PostgreSQL)",
           low=1, high=10**7, env=Env.REQUIRED),
     Field("memory_proxy.usage.queue_size", Type.INTEGER, 10_000,
           "records waiting for the writer; more are dropped and counted (`status`, `/health`)",

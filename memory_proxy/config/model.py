@@ -84,7 +84,7 @@ class UsageSettings:
 
     enabled: bool = default("memory_proxy.usage.enabled")
     retention_days: int = default("memory_proxy.usage.retention_days")
-    max_mb: int = default("memory_proxy.usage.max_mb")  # the SQLite file is pruned, oldest first, past this size
+    max_mb: int = default("memory_proxy.usage.max_mb")  # SQLite's file pruned, oldest first, past it (not PostgreSQL)
     queue_size: int = default("memory_proxy.usage.queue_size")  # more records waiting are dropped and counted
     database_url: str | None = default("memory_proxy.usage.database_url")  # postgresql://... instead of SQLite
 
