@@ -68,7 +68,10 @@ COLUMNS: dict[str, str] = {
     "cf_retries": "INTEGER",
     "session_id": "TEXT",  # x-claude-code-session-id
 }
-KEEP_FIRST = frozenset({"model_group"})  # the model asked for, not a fallback LiteLLM served
+# The model asked for: the ingress's part (the one with client_source) sets it whenever it comes;
+# LiteLLM's group (a fallback it served, an alias's target) only fills it while it is empty.
+ASKED = frozenset({"model_group"})
+INGRESS_MARK = "client_source"  # a column only the ingress's part has
 EARLIEST = frozenset({"ts_ms"})  # the ingress's arrival, not LiteLLM's later start
 ADDED = frozenset({"cf_retries"})  # LiteLLM may retry the egress under the same request id: each part counts
 FOLLOWS_TS = frozenset({"day"})  # set with ts_ms, kept or replaced with it

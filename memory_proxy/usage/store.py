@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memory_proxy.usage.record import ADDED, COLUMNS, DAY_MS, EARLIEST, FOLLOWS_TS, KEEP_FIRST, local_day
+from memory_proxy.usage.record import ADDED, ASKED, COLUMNS, DAY_MS, EARLIEST, FOLLOWS_TS, INGRESS_MARK, local_day
 
 TABLE = "usage_requests"
 SCHEMA_VERSION = 1
@@ -90,14 +90,16 @@ def rollup_statements(sign: int, ids: str = BATCH) -> list[str]:
 
 def upsert_conflict(names: tuple[str, ...]) -> str:
     """The ``ON CONFLICT`` clause that merges a row into an existing row of the same request
-    id: a source only sets its own columns (the first model asked for and the earliest time are
-    kept; Cloudflare retries of LiteLLM's retries add up)."""
+    id: a source only sets its own columns (the ingress's model asked for wins, the earliest time
+    is kept, Cloudflare retries of LiteLLM's retries add up)."""
     updates = []
+    ingress = INGRESS_MARK in names
     for name in names:
         if name == "request_id":
             continue
-        if name in KEEP_FIRST:
-            updates.append(f"{name} = COALESCE({TABLE}.{name}, excluded.{name})")
+        if name in ASKED:
+            first, then = ("excluded", TABLE) if ingress else (TABLE, "excluded")
+            updates.append(f"{name} = COALESCE({first}.{name}, {then}.{name})")
         elif name in ADDED:
             updates.append(f"{name} = COALESCE({TABLE}.{name}, 0) + COALESCE(excluded.{name}, 0)")
         elif name in EARLIEST or name in FOLLOWS_TS:
@@ -142,8 +144,9 @@ def group_rows(rows: list[dict]) -> dict[tuple[str, ...], list[tuple]]:
             merged[row["request_id"]] = row
             continue
         later = known.get("ts_ms") is not None and row.get("ts_ms") is not None and known["ts_ms"] <= row["ts_ms"]
+        ingress = INGRESS_MARK in row
         for name, value in row.items():
-            if name in KEEP_FIRST and known.get(name) is not None:
+            if name in ASKED and (value is None if ingress else known.get(name) is not None):
                 continue
             if name in ADDED and known.get(name) is not None:
                 known[name] += value or 0

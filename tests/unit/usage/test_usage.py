@@ -48,11 +48,32 @@ def test_sources_join_by_request_id_in_any_order(tmp_path):
     log.stop()
     r1, r2 = read(path)
     assert (r1["request_id"], r1["ts_ms"], r1["model_group"], r1["input_tokens"], r1["status"]) == (
-        "r1", NOW_MS, "served-fallback", 3, 200)  # earliest time kept; first model kept
+        "r1", NOW_MS, "gpt-4o-mini", 3, 200)  # earliest time kept; the model asked for, not LiteLLM's fallback
     assert (r2["supermemory"], r2["sm_error"], r2["sm_chunks_retrieved"], r2["cf_retries"]) == (1, "down", 2, 1)
     assert r1["api_shape"] == "openai_chat" and r1["project"] == "c1" and r1["latency_bucket"] == bucket(12.0)
     assert log.status()["written"] == 4 and log.status()["dropped"] == 0
     assert_rollup_matches(path)
+
+
+@pytest.mark.parametrize("order", ["ingress first", "litellm first"])
+@pytest.mark.parametrize("batches", [1, 2])
+def test_the_model_asked_for_wins_over_litellms_group_in_any_order(tmp_path, order, batches):
+    """LiteLLM's group (a fallback it served) fills model_group only when the ingress has none,
+    whichever part comes first, in one batch or two."""
+    store = SqliteStore(tmp_path / "usage.sqlite3")
+    parts = [ingress_row("r1"), {"request_id": "r1", "model_group": "served-fallback", "litellm_status": "success"},
+             ingress_row("r2", model_group=None), {"request_id": "r2", "model_group": "listed-group"}]
+    ingress, litellm = parts[0::2], parts[1::2]
+    first, then = (ingress, litellm) if order == "ingress first" else (litellm, ingress)
+    if batches == 1:
+        store.upsert([dict(p) for p in first + then])
+    else:
+        store.upsert([dict(p) for p in first])
+        store.upsert([dict(p) for p in then])
+    assert store.query(f"SELECT request_id, model_group FROM {TABLE} ORDER BY request_id") == [
+        ("r1", "gpt-4o-mini"), ("r2", "listed-group")]
+    store.close()
+    assert_rollup_matches(tmp_path / "usage.sqlite3")
 
 
 def test_litellms_error_code_stays_when_the_ingress_reports_after_it(tmp_path):
