@@ -37,6 +37,7 @@ _OPTIONAL_ROUTES = {
 _RESPONSE_ACTIONS = frozenset({"input_items", "cancel"})
 # What a browser may read of an answer from a listed origin besides the CORS-safelisted headers.
 _EXPOSED = b"x-request-id, x-supermemory-user-id, retry-after"
+_TWICE = b"\x00"  # a Host or Origin header sent twice: no value names this (HTTP parsers refuse NUL)
 # Why the front door refused a request: ``memory_proxy_refused_total{reason}`` (a fixed set).
 REFUSAL_REASONS = ("host_not_allowed", "origin_not_allowed", "method_not_allowed", "headers_too_large",
                    "unauthorized", "route_not_served", "invalid_client_id", "rate_limited", "body_too_large",
@@ -99,13 +100,13 @@ class FrontDoor:
     def screen(self, scope: Scope) -> tuple[Response | None, bytes | None]:
         """(a refusal or a preflight answer, or None; the listed origin to answer for, or None)."""
         host = origin = site = None
-        for name, value in scope["headers"]:
+        for name, value in scope["headers"]:  # one sent twice is ambiguous: it names nothing, and is refused
             if name == b"host":
-                host = value
+                host = value if host is None else _TWICE
             elif name == b"origin":
-                origin = value
+                origin = value if origin is None else _TWICE
             elif name == b"sec-fetch-site":
-                site = value
+                site = value if site is None else b"cross-site"
         if host is not None and self.check_host and not self.host_allowed(host):
             self.refused["host_not_allowed"] += 1
             return error_response(403, "the Host header does not name this machine; the memory proxy only "

@@ -77,6 +77,23 @@ def test_cross_site_fetches_without_origin_are_refused(site):
     assert refusal_code(door(), {"host": "127.0.0.1:8764", "sec-fetch-site": "none"}, "GET") is None
 
 
+def test_a_host_origin_or_fetch_site_sent_twice_is_refused_whatever_the_order():
+    """Parsers differ on which of two values counts: neither does. (A browser cannot send
+    this; a crafted request can, and with the last value winning it got past the door.)"""
+    def twice(*pairs: tuple[str, str]) -> str | None:
+        scope = {"type": "http", "method": "POST", "headers": [(k.encode(), v.encode()) for k, v in pairs]}
+        refusal, _ = door().screen(scope)
+        return None if refusal is None else json.loads(refusal.body)["error"]["code"]
+
+    local, own = ("host", "127.0.0.1:8764"), ("origin", "http://127.0.0.1:8764")
+    for pairs in ((("host", "evil.example"), local), (local, ("host", "evil.example")), (local, local)):
+        assert twice(*pairs) == "host_not_allowed"
+    for pairs in ((("origin", "http://evil.example"), own), (own, ("origin", "http://evil.example")), (own, own)):
+        assert twice(local, *pairs) == "origin_not_allowed"
+    assert twice(local, ("sec-fetch-site", "none"), ("sec-fetch-site", "none")) == "origin_not_allowed"
+    assert twice(local, own) is None  # once each: served, as before
+
+
 def test_listed_origins_get_a_preflight_and_their_cors_headers():
     d = door(cors_origins=("http://localhost:3000",))
     headers = {"host": "127.0.0.1:8764", "origin": "http://localhost:3000", "sec-fetch-site": "cross-site"}
