@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from memory_proxy.server.errors import error_response
 from memory_proxy.server.ingress import authorized
+from memory_proxy.server.relay import BodyTooLarge, read_body
 from memory_proxy.server.runtime import Runtime
 from memory_proxy.usage import report as ur
 
@@ -40,6 +41,7 @@ SECURITY_HEADERS = {"cache-control": "no-store", "x-content-type-options": "nosn
                     "x-frame-options": "DENY",
                     "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
                                                "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"}
+LOGIN_BODY_BYTES = 4096
 RANGES = {"today": ("hourly", 0), "7d": ("daily", 6), "30d": ("daily", 29), "90d": ("daily", 89)}
 
 
@@ -57,8 +59,8 @@ def allowed(runtime: Runtime, request: Request) -> bool:
     keys = runtime.config.proxy.api_keys
     if not keys:
         return True
-    cookie = request.cookies.get(COOKIE, "")
-    if cookie and any(hmac.compare_digest(cookie, _token(runtime, k)) for k in keys):
+    cookie = request.cookies.get(COOKIE, "").encode()  # bytes: compare_digest refuses non-ASCII str
+    if cookie and any(hmac.compare_digest(cookie, _token(runtime, k).encode()) for k in keys):
         return True
     return (bool(request.headers.get("authorization") or request.headers.get("x-api-key"))
             and authorized(runtime, request))
@@ -89,8 +91,10 @@ def render(path: str) -> bytes:
 async def login(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     keys = runtime.config.proxy.api_keys
-    try:
-        offered = json.loads(await request.body()).get("key", "")
+    try:  # read only as much as a key can be: this route answers anyone who may ask for a cookie
+        offered = json.loads(await read_body(request, LOGIN_BODY_BYTES)).get("key", "")
+    except BodyTooLarge:
+        return error_response(413, f"a login body is at most {LOGIN_BODY_BYTES} bytes")
     except (ValueError, AttributeError):
         offered = ""
     if not isinstance(offered, str) or not any(hmac.compare_digest(offered.encode(), k.encode()) for k in keys):

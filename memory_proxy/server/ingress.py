@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -199,9 +200,10 @@ def outcome(request: Request, admitted: Admission | None, started: float, status
     """The request's ``Outcome`` (``started``: its ``time.perf_counter()`` on arrival); ``admitted``
     None: refused before a client id was resolved."""
     duration = time.perf_counter() - started
-    if admitted is None:
-        return Outcome(new_request_id(), "", "refused", request.method, request.scope["path"], model, status,
-                       duration, backend, **known)
+    if admitted is None:  # the path as sent, still percent-encoded: a decoded %0a would forge a log line
+        raw = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")[:512]
+        return Outcome(new_request_id(), "", "refused", request.method, raw, model, status, duration, backend,
+                       **known)
     resolution = admitted.resolution
     session = request.headers.get(h.CLAUDE_SESSION_HEADER)
     return Outcome(admitted.request_id, resolution.user_id, resolution.source, request.method, resolution.path,
@@ -316,12 +318,18 @@ async def _error_in_openai_shape(upstream: httpx.Response, extra: list[tuple[str
     return response
 
 
+# The bodies LiteLLM (1.108, ``read_request_body``) does not parse as JSON: forms and protobuf.
+# Every other body is JSON to it, whatever its content-type says, so it is checked and cleaned here.
+NOT_JSON = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "application/x-protobuf",
+                      "application/protobuf"})
+
+
 async def _request_content(runtime: Runtime, request: Request):
     """(body to send on, parsed JSON or None): JSON bodies are read (bounded) and cleaned, others streamed."""
     limit = runtime.config.proxy.max_body_bytes
     if request.method not in BODY_METHODS:
         return None, None
-    if "json" not in request.headers.get("content-type", ""):
+    if request.headers.get("content-type", "").split(";", 1)[0].strip().lower() in NOT_JSON:
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         return (stream_body(request, limit) if has_body else None), None
     body, data = clean_json_body(await read_body(request, limit))
@@ -355,8 +363,15 @@ def _not_json(constant: str) -> float:
     raise ValueError(f"{constant} is not a JSON value")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: Python reads it as inf, which LiteLLM cannot write on (500)
+        raise ValueError(f"{text[:40]} is out of range for a number")
+    return value
+
+
 # A constant, like a compiled pattern: json.loads(parse_constant=...) builds a decoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_not_json)
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
 def routing_info(runtime: Runtime, resolution: Resolution, extra: list[tuple[str, str]]) -> JSONResponse:

@@ -97,7 +97,8 @@ class Metrics:
         children = self._children.get(key)
         if children is None:  # labels are worked out once per distinct key
             client, model = self._client(outcome.client_id), self._model(outcome.model)
-            route = route_shape(outcome.path)
+            # a refused path is the client's choice: one label for all of them keeps the series bounded
+            route = route_shape(outcome.path) if self.runtime.door.model_route(outcome.path) else OTHER
             labels = (client, model, route, f"{outcome.status // 100}xx")
             children = (self.requests.labels(*labels), self.errors.labels(*labels),
                         self.duration.labels(model, route), self.first_event.labels(model, route))

@@ -15,6 +15,7 @@ from .conftest import (
     ANTHROPIC_HEADERS,
     CHAT,
     MAX_BODY,
+    MEMORY_CHAT,
     MESSAGES,
     PLAIN,
     READ_TIMEOUT,
@@ -92,6 +93,7 @@ MALFORMED = {
     "binary": b"\xff\xfe\x00\x01garbage",
     "NaN": b'{"model": "gpt-4o-mini", "temperature": NaN, "messages": []}',
     "Infinity": b'{"model": "gpt-4o-mini", "temperature": -Infinity, "messages": []}',
+    "a number out of range": b'{"model": "gpt-4o-mini", "temperature": 1e999, "messages": []}',
     "nested 100000 deep": b'{"a": ' + b"[" * 100000 + b"]" * 100000 + b"}",
     "two documents": b'{"model": "a"} {"model": "b"}',
     "top-level array": b"[]",
@@ -116,6 +118,25 @@ def test_malformed_json_is_a_400(stack, client, baseline, name):
         assert time.monotonic() - started < (READ_TIMEOUT if name in PARSED_BY_US else 2)
         bad_input("malformed JSON body")
     assert stack.emu.request_count() == since, "a malformed body reached the upstream"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-ndjson", None])
+def test_bodies_labelled_otherwise_are_checked_as_json_as_litellm_reads_them(stack, client, baseline, content_type):
+    """LiteLLM parses every body that is not a form (or protobuf) as JSON, whatever its
+    content-type: the proxy checks and cleans it the same way (a body's extra_headers would
+    replace the egress secret of a Supermemory-backed model: a 500 instead of an answer)."""
+    headers = {"content-type": content_type} if content_type else {}
+    since = stack.emu.request_count()
+    for body in (b"[1]", b"null", b'{"model": "gpt-4o-mini", "n": 1e999}'):
+        answer = client.post(CHAT, content=body, headers=headers)
+        error = assert_openai_error(answer, 400, f"{body!r} as {content_type}")
+        assert error.get("code") == "invalid_json", error
+        bad_input("malformed JSON body")
+    assert stack.emu.request_count() == since, "a malformed body reached the upstream"
+    smuggled = {**MEMORY_CHAT, "extra_headers": {"x-sm-user-id": "victim"}}
+    answer = client.post(CHAT, content=json.dumps(smuggled).encode(), headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-supermemory-user-id"] != "victim"
 
 
 WRONG_TYPES = {
