@@ -117,3 +117,37 @@ def check_litellm_settings(c: Checker, raw: dict, models: list[ModelInfo]) -> No
             c.fail(("litellm_settings", "model_group_settings", "forward_client_headers_to_llm_api", i),
                    f"{group!r} is not Supermemory-backed: forwarding client headers to it would hand it the "
                    "memory headers (the memory proxy lists the Supermemory-backed groups itself)")
+
+
+FALLBACK_KEYS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+
+
+def check_fallbacks(c: Checker, raw: dict, models: list[ModelInfo]) -> None:
+    """No fallback from a Supermemory-backed group to an ordinary one, in ``router_settings`` or
+    ``litellm_settings``: LiteLLM makes the fallback call with the same forwarded headers, so
+    the ordinary model's provider would get the memory headers. A fallback for every group
+    (``"*"``, ``default_fallbacks``) to an ordinary one is a warning: it applies to the
+    Supermemory-backed groups as well."""
+    backed = {m.model_name for m in models if m.supermemory_backed}
+    if not backed:
+        return
+    for section in ("router_settings", "litellm_settings"):
+        settings = raw.get(section)
+        if not isinstance(settings, dict):
+            continue
+        for key in FALLBACK_KEYS:
+            for i, entry in enumerate(settings.get(key) if isinstance(settings.get(key), list) else []):
+                for group, targets in (entry.items() if isinstance(entry, dict) else ()):
+                    ordinary = [t for t in (targets if isinstance(targets, list) else [targets]) if t not in backed]
+                    if group in backed:
+                        for target in ordinary:
+                            c.fail((section, key, i, group), f"falls back from the Supermemory-backed {group!r} "
+                                   f"to {target!r}, which is not: LiteLLM would send it the memory headers")
+                    elif group == "*" and ordinary:
+                        c.warnings.append(f"{section}.{key}: the fallback for every group ({', '.join(ordinary)}) "
+                                          "also serves the Supermemory-backed ones, and would get their memory headers")
+        defaults = settings.get("default_fallbacks")
+        ordinary = [t for t in defaults if t not in backed] if isinstance(defaults, list) else []
+        if ordinary:
+            c.warnings.append(f"{section}.default_fallbacks ({', '.join(map(str, ordinary))}) also serve the "
+                              "Supermemory-backed groups, and would get their memory headers")

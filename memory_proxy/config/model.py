@@ -23,6 +23,7 @@ from memory_proxy.config.fields import CLIENT_ID_PATTERN, FIELDS, OUR_SECTIONS, 
 from memory_proxy.config.hosts import is_loopback
 from memory_proxy.config.litellm_checks import (
     ModelInfo,
+    check_fallbacks,
     check_litellm_settings,
     check_models,
     supermemory_base,
@@ -303,6 +304,7 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     models = check_models(c, raw.get("model_list"), supermemory_base(raw, environ),
                           supermemory_key_missing(raw, environ))
     check_litellm_settings(c, raw, models)
+    check_fallbacks(c, raw, models)
     mappings = _user_id_mappings(c, raw.get("user_id_mappings"))
     proxy = _proxy_settings(c, raw.get("memory_proxy"), any(m.supermemory_backed for m in models))
     _warn_literal_secrets(c, raw, lines)

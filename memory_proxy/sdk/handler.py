@@ -170,7 +170,7 @@ async def handle(request: Request) -> Response:
     if request.method != "POST":
         return answer(error_response(405, "Method Not Allowed", headers=extra))
     try:
-        _, data = ingress.clean_json_body(await read_body(request, runtime.config.proxy.max_body_bytes))
+        _, data = ingress.clean_json_body(await read_body(request, runtime.config.proxy.max_body_bytes), runtime.backed)
     except BodyTooLarge:
         return answer(error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=extra),
                       refusal=True)

@@ -131,7 +131,7 @@ def create_app(
                               jar_path, door)
             if keeps_usage:
                 runtime.usage = UsageLog(open_usage, capacity=usage_settings.queue_size,
-                                         backed=frozenset(config.supermemory_groups),
+                                         backed=runtime.backed,
                                          retention_days=usage_settings.retention_days,
                                          max_bytes=usage_settings.max_mb * 1024 * 1024).start()
                 runtime.usage_reader = lambda: open_usage(readonly=True)

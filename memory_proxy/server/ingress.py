@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from memory_proxy.config import warmup
+from memory_proxy.config.litellm_checks import FALLBACK_KEYS
 from memory_proxy.names import LITELLM_READY_PATH
 from memory_proxy.server import headers as h
 from memory_proxy.server.errors import error_body, error_response
@@ -332,19 +334,21 @@ async def _request_content(runtime: Runtime, request: Request):
     if request.headers.get("content-type", "").split(";", 1)[0].strip().lower() in NOT_JSON:
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         return (stream_body(request, limit) if has_body else None), None
-    body, data = clean_json_body(await read_body(request, limit))
+    body, data = clean_json_body(await read_body(request, limit), runtime.backed)
     if body.strip() and not isinstance(data, dict):  # LiteLLM answers some of these with a crash (500)
         kind = "null" if data is None else type(data).__name__
         raise ValueError(f"request body must be a JSON object, got a JSON {kind}")
     return body, data
 
 
-def clean_json_body(body: bytes) -> tuple[bytes, object]:
+def clean_json_body(body: bytes, backed: Collection[str] = ()) -> tuple[bytes, object]:
     """A JSON request body checked and cleaned for LiteLLM: (bytes to send on, parsed value).
 
     Raises ValueError (-> 400) when it does not parse. LiteLLM sends a body's
-    ``extra_headers`` upstream verbatim, overriding the memory headers, so they are dropped.
-    An empty body is passed on as it is (parsed: None)."""
+    ``extra_headers`` upstream verbatim, overriding the memory headers, so they are dropped;
+    so are the fallbacks a request to a Supermemory-backed group (``backed``) names: LiteLLM
+    makes the fallback call with the same forwarded headers, and an ordinary model's provider
+    would get the memory headers. An empty body is passed on as it is (parsed: None)."""
     if not body.strip():
         return body, None
     try:
@@ -353,10 +357,15 @@ def clean_json_body(body: bytes) -> tuple[bytes, object]:
         raise ValueError(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ValueError("request body is not valid JSON: nested too deeply") from None
-    if isinstance(data, dict) and "extra_headers" in data:
-        del data["extra_headers"]
-        return json.dumps(data).encode(), data
-    return body, data
+    if not isinstance(data, dict):
+        return body, data
+    dropped = [k for k in (*FALLBACK_KEYS, "extra_headers") if k in data
+               and (k == "extra_headers" or data.get("model") in backed)]
+    if not dropped:
+        return body, data
+    for key in dropped:
+        del data[key]
+    return json.dumps(data).encode(), data
 
 
 def _not_json(constant: str) -> float:

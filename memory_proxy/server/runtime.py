@@ -50,11 +50,13 @@ class Runtime:
     tracing: Tracing | None = None  # None: tracing off (memory_proxy/server/tracing.py)
     memory_api: Any = None  # the memory page's Supermemory client, made on first use (server/memory_page.py)
     metrics: Metrics = field(init=False, repr=False)
+    backed: frozenset[str] = field(init=False, repr=False)  # the Supermemory-backed model groups
     # request id -> client id of requests LiteLLM may still report (its callback may come
     # before or after the answer ends); bounded, oldest first out.
     _callers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        self.backed = frozenset(self.config.supermemory_groups)
         self.holding = Holding(self.litellm_url, self.config.proxy.startup_wait, self.config.proxy.startup_queue)
         if self.config.proxy.requests_per_minute:
             self.limiter = RateLimiter(self.config.proxy.requests_per_minute)

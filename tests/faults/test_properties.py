@@ -11,6 +11,7 @@ import httpx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from memory_proxy.config.litellm_checks import FALLBACK_KEYS
 from memory_proxy.config.model import CLIENT_ID_RE, HeaderPattern, UserIdMappings
 from memory_proxy.server import headers as h
 from memory_proxy.server.egress import target_url
@@ -172,6 +173,16 @@ def test_json_bodies_lose_extra_headers_and_nothing_else(body, extra, with_extra
     sent, parsed = clean_json_body(json.dumps(body).encode())
     assert "extra_headers" not in json.loads(sent)
     assert json.loads(sent) == {k: v for k, v in body.items() if k != "extra_headers"} == parsed
+
+
+@RUNS
+@given(st.sampled_from(["memory/x", "plain"]), st.sets(st.sampled_from(FALLBACK_KEYS)), json_values)
+def test_fallbacks_are_dropped_from_requests_to_supermemory_backed_groups_only(model, keys, value):
+    bad_input("property: JSON body cleaning")
+    body = {"model": model, "messages": [], **dict.fromkeys(keys, value)}
+    sent, parsed = clean_json_body(json.dumps(body).encode(), frozenset({"memory/x"}))
+    kept = {k: v for k, v in body.items() if model == "plain" or k not in FALLBACK_KEYS}
+    assert json.loads(sent) == kept == parsed
 
 
 @RUNS

@@ -173,3 +173,19 @@ def test_a_never_ending_non_streaming_answer_is_a_504(stack, client):
     assert seconds < READ_TIMEOUT + SLACK
     fault("never-ending non-streaming answer (504)")
 
+
+
+def test_a_fallback_a_client_names_never_takes_the_memory_headers_to_an_ordinary_model(stack, client):
+    """LiteLLM makes a fallback call with the headers it forwarded for the first group: a request
+    to a Supermemory-backed group loses the fallbacks it names, or the ordinary model's provider
+    would get x-supermemory-user-id (and every forwarded x-* header)."""
+    since = stack.emu.request_count()
+    stack.emu.fault("error_500", count=1)
+    body = {"model": "memory/faulty", "messages": [{"role": "user", "content": "hi"}], "fallbacks": ["faulty"]}
+    answer = client.post(CHAT, json=body, headers={"x-memory-user-id": "alice", "x-claude-code-session-id": "s1"})
+    assert answer.status_code == 500, answer.text
+    seen_upstream = stack.emu.requests_since(since)
+    assert [r["path"] for r in seen_upstream] == [r["path"] for r in seen_upstream if r["path"].startswith("/v3/")]
+    assert not [r for r in seen_upstream if not r["path"].startswith("/v3/")
+                and any(k.startswith("x-supermemory") for k in r["headers"])]
+    fault("upstream answers 500")

@@ -144,6 +144,38 @@ def test_global_header_forwarding_is_refused():
     assert problem.startswith("2:general_settings.forward_client_headers_to_llm_api: would forward the memory headers")
 
 
+FALLBACK_MODELS = """model_list:
+  - model_name: mem
+    litellm_params: {model: openai/x, api_base: https://api.supermemory.ai/v3/https://api.openai.com/v1}
+  - model_name: mem2
+    litellm_params: {model: openai/y, api_base: https://api.supermemory.ai/v3/https://api.openai.com/v1}
+  - model_name: plain
+    litellm_params: {model: openai/x}
+"""
+
+
+def test_a_fallback_from_a_supermemory_backed_group_to_an_ordinary_one_is_refused():
+    text = FALLBACK_MODELS + """router_settings:
+  fallbacks:
+    - mem: [mem2, plain]
+    - plain: [mem]
+litellm_settings:
+  context_window_fallbacks: [{mem: [plain]}]
+"""
+    assert problems(text) == [
+        "10:router_settings.fallbacks[0].mem: falls back from the Supermemory-backed 'mem' to 'plain', which is "
+        "not: LiteLLM would send it the memory headers",
+        "13:litellm_settings.context_window_fallbacks[0].mem: falls back from the Supermemory-backed 'mem' to "
+        "'plain', which is not: LiteLLM would send it the memory headers"]
+    config = parse(FALLBACK_MODELS + "router_settings:\n  fallbacks: [{mem: [mem2]}, {'*': [plain]}]\n"
+                   "  default_fallbacks: [plain]\n")
+    assert [w for w in config.warnings if "memory headers" in w] == [
+        "router_settings.fallbacks: the fallback for every group (plain) also serves the Supermemory-backed ones, "
+        "and would get their memory headers",
+        "router_settings.default_fallbacks (plain) also serve the Supermemory-backed groups, and would get their "
+        "memory headers"]
+
+
 def test_mixed_model_group_is_refused():
     text = """model_list:
   - model_name: g

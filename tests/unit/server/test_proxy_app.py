@@ -181,7 +181,7 @@ def test_a_request_waits_for_litellm_to_listen_then_is_relayed_once(emu, tmp_pat
 
 
 def test_a_streamed_body_waits_too_and_arrives_whole_once(emu, tmp_path):
-    """A body the proxy streams (not JSON) was not read when LiteLLM's port refused: it is read
+    """A body the proxy streams (a form) was not read when LiteLLM's port refused: it is read
     then (bounded), waits like a JSON one, and LiteLLM gets it once, byte for byte."""
     port = free_port()
 
@@ -193,7 +193,7 @@ def test_a_streamed_body_waits_too_and_arrives_whole_once(emu, tmp_path):
         answers = []
         t = threading.Thread(target=lambda: answers.append(httpx.post(
             server.url + "/v1/audio/transcriptions", content=chunked(), timeout=30,
-            headers={"content-type": "application/octet-stream"})))
+            headers={"content-type": "multipart/form-data; boundary=b"})))
         t.start()
         _until(lambda: _health(server)["waiting_for_litellm"] == 1, "the streamed request waits")
         with ServerThread(emulator.create_app(), port=port) as late:
@@ -202,7 +202,7 @@ def test_a_streamed_body_waits_too_and_arrives_whole_once(emu, tmp_path):
         assert answers and answers[0].status_code == 404  # the emulator's answer, relayed
         assert len(arrived) == 1 and arrived[0]["body"] == "A" * 500 + "B" * 500 + "C" * 500
         over = httpx.post(server.url + "/v1/audio/transcriptions", content=(b"x" * 1000 for _ in range(10)),
-                          headers={"content-type": "application/octet-stream"}, timeout=30)
+                          headers={"content-type": "multipart/form-data; boundary=b"}, timeout=30)
         assert over.status_code == 413  # LiteLLM is gone again: read past the limit, never held
 
 
