@@ -12,6 +12,9 @@ function color(key) {
   return state.colors.get(key);
 }
 
+const money = (n) => "$" + n.toFixed(n && n < 1 ? 4 : 2);
+const UNKNOWN_COST = "no price for this model: cost unknown, not free";
+
 function cost(row) {
   if (row.unpriced_requests && row.unpriced_requests === row.requests) return "n/a";
   return "$" + row.cost_usd.toFixed(4) + (row.unpriced_requests ? "*" : "");
@@ -36,7 +39,12 @@ function renderCards(summary) {
                    ["p50 latency ms", int(row.p50_latency_ms), "p50"]];
     for (const [label, value, name] of items) {
       const bad = (name === "errors" || name === "memory-errors") && value !== "0";
-      list.append(el("dt", {}, label), el("dd", { "data-field": name, class: bad ? "bad" : "" }, value));
+      const dd = el("dd", { "data-field": name, class: bad ? "bad" : "" }, value);
+      if (name === "cost" && row.unpriced_requests) {  // marked, never shown as free
+        dd.className = "unpriced";
+        dd.title = `${row.unpriced_requests} of ${row.requests} requests: ${UNKNOWN_COST}`;
+      }
+      list.append(el("dt", {}, label), dd);
     }
     card.append(title, list);
     cards.append(card);
@@ -59,61 +67,139 @@ function allPeriods(series) {
   return labels;
 }
 
-function renderChart(series) {
-  const svg = document.getElementById("chart");
-  svg.replaceChildren();
-  const periods = [...new Set([...allPeriods(series), ...series.points.map((p) => p.period)])].sort();
-  const keys = [...new Set(series.points.map((p) => p.key))];
+function renderLegend(series, keys) {
+  // One entry per key, in the colours of both charts and of the cards; a key with requests of a
+  // model without a price is marked (n/a: none priced, *: some).
   const legend = document.getElementById("legend");
   legend.replaceChildren();
   for (const key of keys) {
-    const item = el("span");
+    const points = series.points.filter((p) => p.key === key);
+    const requests = points.reduce((n, p) => n + p.requests, 0);
+    const unpriced = points.reduce((n, p) => n + p.unpriced_requests, 0);
+    const item = el("span", { class: "legend-item", "data-key": key });
     const swatch = el("span", { class: "swatch" });
     swatch.style.background = color(key);
-    swatch.style.width = swatch.style.height = "10px";
-    swatch.style.display = "inline-block";
     item.append(swatch, document.createTextNode(key || "-"));
+    if (unpriced) {
+      item.append(el("span", { class: "unpriced", title: `${unpriced} of ${requests} requests: ${UNKNOWN_COST}` },
+                     unpriced === requests ? "cost n/a" : "cost *"));
+    }
     legend.append(item);
   }
-  if (!series.points.length) { svg.append(el("svg:text", { x: 20, y: 130 }, "no requests in this period")); return; }
-  const W = 900, H = 260, left = 44, right = 56, top = 12, bottom = 34;
-  const totals = new Map(), costs = new Map();
-  for (const p of series.points) {
-    totals.set(p.period, (totals.get(p.period) || 0) + p.requests);
-    costs.set(p.period, (costs.get(p.period) || 0) + p.cost_usd);
-  }
-  const maxRequests = Math.max(1, ...totals.values());
-  const maxCost = Math.max(...costs.values());
+}
+
+function chartFrame(svg, series, periods, max, label, band) {
+  // Axes of one over-time chart: the baseline, the top value, the hours or days below, and
+  // under them ``band`` rows for the cost chart's n/a marks (both charts get them: same height).
+  // Returns the x of a period's slot centre, the slot's width, the y of a value and of a band row.
+  svg.replaceChildren();
+  const W = 600, left = 58, right = 12, top = 14, axis = 210;
+  svg.setAttribute("viewBox", `0 0 ${W} ${240 + 12 * band}`);
   const slot = (W - left - right) / periods.length;
-  const y = (n) => top + (H - top - bottom) * (1 - n / maxRequests);
-  svg.append(el("svg:line", { x1: left, x2: W - right, y1: H - bottom, y2: H - bottom, stroke: "#d9dee4" }));
-  svg.append(el("svg:text", { x: 4, y: top + 10 }, int(maxRequests)), el("svg:text", { x: 4, y: H - bottom }, "0"));
+  const x = (i) => left + i * slot + slot / 2;
+  const y = (v) => top + (axis - top) * (1 - v / max);
+  svg.append(el("svg:line", { x1: left, x2: W - right, y1: axis, y2: axis, stroke: "#d9dee4" }),
+             el("svg:line", { x1: left, x2: W - right, y1: top, y2: top, stroke: "#eef0f3" }),
+             el("svg:text", { x: left - 4, y: top + 4, "text-anchor": "end" }, label(max)),
+             el("svg:text", { x: left - 4, y: axis + 4, "text-anchor": "end" }, label(0)));
+  const every = Math.ceil(periods.length / 16);
   periods.forEach((period, i) => {
-    let base = 0;
-    for (const key of keys) {
-      const point = series.points.find((p) => p.period === period && p.key === key);
-      if (!point || !point.requests) continue;
-      const bar = el("svg:rect", { x: left + i * slot + slot * 0.15, width: Math.max(1, slot * 0.7),
-        y: y(base + point.requests), height: y(base) - y(base + point.requests), fill: color(key),
-        class: "bar", "data-key": key, "data-period": period, "data-requests": point.requests });
-      bar.append(el("svg:title", {}, `${period} ${key || "-"}: ${point.requests} requests, ` +
-        `${point.errors} errors, ${point.unpriced_requests === point.requests ? "cost n/a" : "$" + point.cost_usd.toFixed(4)}`));
-      svg.append(bar);
-      base += point.requests;
-    }
-    if (periods.length <= 31 || i % Math.ceil(periods.length / 31) === 0) {
-      const label = series.period === "hourly" ? period.slice(11, 13) + "h" : period.slice(5);
-      svg.append(el("svg:text", { x: left + i * slot + slot / 2, y: H - bottom + 14, "text-anchor": "middle" }, label));
-    }
+    if (i % every) return;
+    const text = series.period === "hourly" ? period.slice(11, 13) + "h" : period.slice(5);
+    svg.append(el("svg:text", { x: x(i), y: axis + 14, "text-anchor": "middle" }, text));
   });
-  if (maxCost > 0) {
-    const cy = (c) => top + (H - top - bottom) * (1 - c / maxCost);
-    const path = periods.map((p, i) => `${i ? "L" : "M"}${left + i * slot + slot / 2},${cy(costs.get(p) || 0)}`);
-    svg.append(el("svg:path", { d: path.join(" "), fill: "none", stroke: "#1d232a", "stroke-width": 1.5,
-      "stroke-dasharray": "4 3", class: "cost-line" }));
-    svg.append(el("svg:text", { x: W - right + 4, y: top + 10 }, "$" + maxCost.toFixed(maxCost < 1 ? 4 : 2)));
-    svg.append(el("svg:text", { x: W - right + 4, y: top + 24 }, "cost ┄"));
+  return { x, y, slot, row: (k) => axis + 28 + 12 * k };
+}
+
+function renderRequestsChart(series, periods, keys, at, band) {
+  // Requests per period, one stacked bar segment per key (a group per key: its series).
+  const svg = document.getElementById("requests-chart");
+  const totals = periods.map((period) => keys.reduce((n, key) => n + (at(period, key)?.requests || 0), 0));
+  const f = chartFrame(svg, series, periods, Math.max(1, ...totals), int, band);
+  const base = periods.map(() => 0);
+  for (const key of keys) {
+    const group = el("svg:g", { class: "series", "data-key": key, fill: color(key) });
+    periods.forEach((period, i) => {
+      const point = at(period, key);
+      if (!point || !point.requests) return;
+      const bar = el("svg:rect", { x: f.x(i) - f.slot * 0.35, width: Math.max(1, f.slot * 0.7),
+        y: f.y(base[i] + point.requests), height: f.y(base[i]) - f.y(base[i] + point.requests),
+        class: "bar", "data-key": key, "data-period": period, "data-requests": point.requests });
+      bar.append(el("svg:title", {}, `${period} ${key || "-"}: ${point.requests} requests, ${point.errors} errors`));
+      group.append(bar);
+      base[i] += point.requests;
+    });
+    svg.append(group);
   }
+}
+
+function renderCostChart(series, periods, keys, at, band) {
+  // Cost per period, one line per key. A period whose requests all used models without a
+  // price has no known cost: the line breaks there and an "n/a" mark in the key's colour stands
+  // under the period (never a zero); a point with some of them is hollow.
+  const svg = document.getElementById("cost-chart");
+  const max = Math.max(0, ...series.points.map((p) => p.cost_usd));
+  const f = chartFrame(svg, series, periods, max || 1, (v) => (max ? money(v) : v ? "" : "$0"), band);
+  const marked = new Map();  // period -> n/a marks under it so far
+  for (const key of keys) {
+    const group = el("svg:g", { class: "series", "data-key": key });
+    // A key none of whose requests had a price gets its n/a marks only, no line along zero.
+    const priced = series.points.some((p) => p.key === key && p.requests > p.unpriced_requests);
+    const path = [];
+    let pen = "M";
+    periods.forEach((period, i) => {
+      const point = at(period, key) || { requests: 0, unpriced_requests: 0, cost_usd: 0 };
+      if (point.requests && point.unpriced_requests === point.requests) {
+        pen = "M";
+        const k = marked.get(period) || 0;
+        marked.set(period, k + 1);
+        const mark = el("svg:text", { x: f.x(i), y: f.row(k), "text-anchor": "middle", class: "unpriced-mark",
+          "data-key": key, "data-period": period }, "n/a");
+        mark.style.fill = color(key);
+        mark.append(el("svg:title", {}, `${period} ${key || "-"}: ${point.requests} requests, ${UNKNOWN_COST}`));
+        group.append(mark);
+        return;
+      }
+      if (!priced) return;
+      path.push(`${pen}${f.x(i).toFixed(1)},${f.y(point.cost_usd).toFixed(1)}`);
+      pen = "L";
+      if (!point.requests) return;
+      const partial = point.unpriced_requests > 0;
+      const dot = el("svg:circle", { cx: f.x(i), cy: f.y(point.cost_usd), r: 3.5, stroke: color(key),
+        fill: partial ? "#fff" : color(key), class: "cost-point", "data-key": key, "data-period": period,
+        "data-cost": point.cost_usd });
+      dot.append(el("svg:title", {}, `${period} ${key || "-"}: $${point.cost_usd.toFixed(4)}` +
+        (partial ? ` + ${point.unpriced_requests} requests with no price (unknown)` : "")));
+      group.append(dot);
+    });
+    if (path.length) {
+      group.prepend(el("svg:path", { d: path.join(" "), fill: "none", stroke: color(key), "stroke-width": 1.8,
+                                     class: "cost-line", "data-key": key }));
+    }
+    svg.append(group);
+  }
+}
+
+function renderCharts(series) {
+  // Requests and cost over time per key: two charts over the same periods, in the same colours.
+  const periods = [...new Set([...allPeriods(series), ...series.points.map((p) => p.period)])].sort();
+  const keys = [...new Set(series.points.map((p) => p.key))];
+  const byPeriod = new Map(series.points.map((p) => [p.period + "\n" + p.key, p]));
+  const at = (period, key) => byPeriod.get(period + "\n" + key);
+  renderLegend(series, keys);
+  if (!series.points.length) {
+    for (const id of ["requests-chart", "cost-chart"]) {
+      document.getElementById(id).replaceChildren(el("svg:text", { x: 20, y: 120 }, "no requests in this period"));
+    }
+    return;
+  }
+  const unknown = new Map();  // period -> keys whose requests there all lack a price
+  for (const p of series.points) {
+    if (p.requests && p.unpriced_requests === p.requests) unknown.set(p.period, (unknown.get(p.period) || 0) + 1);
+  }
+  const band = Math.max(0, ...unknown.values());
+  renderRequestsChart(series, periods, keys, at, band);
+  renderCostChart(series, periods, keys, at, band);
 }
 
 function renderLatency(latency) {
@@ -127,16 +213,18 @@ function renderLatency(latency) {
   const left = 210, width = 900 - left - 150;
   rows.forEach((r, i) => {
     const y = 10 + i * 26;
-    svg.append(el("svg:text", { x: 6, y: y + 13 }, r.key || "-"));
+    const group = el("svg:g", { class: "latency-row", "data-model": r.key, "data-requests": r.requests });
+    group.append(el("svg:text", { x: 6, y: y + 13 }, `${r.key || "-"} (${int(r.requests)})`));
     const p95 = el("svg:rect", { x: left, y, height: 16, width: Math.max(1, width * (r.p95_latency_ms || 0) / max),
       fill: "#c9d6f2", class: "p95", "data-model": r.key });
     p95.append(el("svg:title", {}, `${r.key}: p95 ${int(r.p95_latency_ms)} ms`));
     const p50 = el("svg:rect", { x: left, y: y + 4, height: 8, width: Math.max(1, width * r.p50_latency_ms / max),
       fill: "#3b6fd8", class: "p50", "data-model": r.key });
     p50.append(el("svg:title", {}, `${r.key}: p50 ${int(r.p50_latency_ms)} ms`));
-    svg.append(p95, p50, el("svg:text", { x: left + width + 8, y: y + 13 },
+    group.append(p95, p50, el("svg:text", { x: left + width + 8, y: y + 13, class: "figures" },
       `p50 ${int(r.p50_latency_ms)} · p95 ${int(r.p95_latency_ms)} ms` +
       (r.p50_first_event_ms !== null ? ` · 1st ${int(r.p50_first_event_ms)}` : "")));
+    svg.append(group);
   });
 }
 
@@ -162,6 +250,10 @@ function renderLive(rows) {
       int(row.first_event_ms), int(row.input_tokens), int(row.output_tokens), int(row.cache_read_tokens),
       int(row.cache_write_tokens), priced, memoryCell(row)];
     for (const cell of cells) tr.append(el("td", {}, cell));
+    if (row.priced === 0) {
+      tr.cells[12].className = "unpriced";
+      tr.cells[12].title = UNKNOWN_COST;
+    }
     body.append(tr);
   }
   if (rows.length) state.newest = Math.max(state.newest, ...rows.map((r) => r.ts_ms));
@@ -181,9 +273,9 @@ async function refreshReports() {
   const params = { range: state.range, by: state.by };
   const [summary, series, latency] = await Promise.all([api("summary", params), api("timeseries", params),
                                                          api("latency", params)]);
-  renderCards(summary);
-  renderChart(series);
+  renderCharts(series);
   renderLatency(latency);
+  renderCards(summary);
   document.body.dataset.loaded = "reports";
 }
 
@@ -203,6 +295,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const id of ["range", "by"]) {
     document.getElementById(id).addEventListener("change", (event) => {
       state[id] = event.target.value;
+      if (id === "by") state.colors.clear();  // colours follow the keys of the grouping shown
       refreshReports().catch(() => {});
     });
   }

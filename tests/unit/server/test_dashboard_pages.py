@@ -41,7 +41,7 @@ class Outline(HTMLParser):
 
 
 @pytest.mark.parametrize(("path", "name", "script", "own_ids"), [
-    ("", "usage", "app.js", {"range", "by", "cards", "live"}),
+    ("", "usage", "app.js", {"range", "by", "requests-chart", "cost-chart", "latency", "cards", "live"}),
     ("memory", "memory", "memory.js", {"pick", "known", "typed", "confirm"}),
 ])
 def test_each_page_is_its_parts_in_the_shell(path, name, script, own_ids):
