@@ -1,12 +1,20 @@
 """The dashboard at /ui/: its JSON API, its key cookie, and the page in a real headless Chromium.
 
-The emulator stands in for LiteLLM (as with ``up --litellm-url``), so the tokens come from
-the ingress's record alone here; LiteLLM's half is tested in tests/e2e/test_usage.py.
+The emulator stands in for LiteLLM (as with ``up --litellm-url``), so for the page's figures the
+test plays LiteLLM's two other parts of a record through the app's own paths, as the real binary
+does (tests/e2e/test_usage.py runs it): the usage callback's payloads to ``/_usage/litellm``
+(tokens, cost, a model without a price, a failure) and the call to the egress for the
+Supermemory-backed model (its ``x-supermemory-error`` when Supermemory could not add memory).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import html.parser
+import json
+import os
+import select
 import shutil
 import subprocess
 import time
@@ -15,10 +23,33 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import running_proxy
+from memory_proxy.config.litellm import EGRESS_PREFIX, USAGE_CALLBACK_PATH
+from memory_proxy.server.headers import EGRESS_SECRET_HEADER, USER_ID_HEADER
+from tests.support.servers import SECRET, running_proxy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FRONT_KEY = "front-door-key-0123456789"
+MEMORY_FAULT = "Emulated fault: memory store unavailable"
+
+# What the page must show for the traffic of send_known_traffic, per client: requests, errors,
+# input / output / cache-read tokens, cost (n/a: a model without a price), memory errors.
+EXPECTED = {
+    "dash-a": {"requests": "3", "errors": "0", "input": "3,000", "output": "450", "cache-read": "600",
+               "cost": "$0.0375", "memory-errors": "1"},
+    "dash-b": {"requests": "3", "errors": "1", "input": "800", "output": "160", "cache-read": "0",
+               "cost": "n/a", "memory-errors": "0"},
+    "dash-c": {"requests": "1", "errors": "0", "input": "500", "output": "40", "cache-read": "0",
+               "cost": "$0.0020", "memory-errors": "0"},
+}
+
+
+def wait_written(proxy, parts: int) -> None:
+    """Until the writer has stored ``parts`` record parts (ingress, LiteLLM, egress each count)."""
+    usage = proxy.server.config.app.state.runtime.usage
+    deadline = time.monotonic() + 10
+    while usage.written < parts or usage.waiting():
+        assert time.monotonic() < deadline, usage.status()
+        time.sleep(0.05)
 
 
 def send_traffic(proxy) -> None:
@@ -29,18 +60,94 @@ def send_traffic(proxy) -> None:
                                                                       "authorization": f"Bearer {FRONT_KEY}"},
                                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
                 assert answer.status_code == 200, answer.text
-    runtime = proxy.server.config.app.state.runtime
-    deadline = time.monotonic() + 10
-    while runtime.usage.written < 5:
-        assert time.monotonic() < deadline, runtime.usage.status()
-        time.sleep(0.05)
+    wait_written(proxy, 5)
+
+
+class Litellm:
+    """What the real LiteLLM adds to a request the ingress relayed, sent the way it sends it."""
+
+    def __init__(self, proxy, emu) -> None:
+        self.proxy, self.emu = proxy, emu
+        self.client = httpx.Client(base_url=proxy.url, timeout=30)
+        self.parts = 0  # record parts written: the ingress's, the callback's, the egress's
+
+    def ask(self, client_id: str, model: str, *, status: int = 200, scope: bool = False) -> str:
+        """A client's request through the front door; its request id."""
+        path, headers = "/v1/chat/completions", {"authorization": f"Bearer {FRONT_KEY}"}
+        if scope:
+            path = f"/scope/{client_id}{path}"
+        else:
+            headers["x-memory-user-id"] = client_id
+        answer = self.client.post(path, headers=headers,
+                                  json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == status, answer.text
+        self.parts += 1
+        return answer.headers["x-request-id"]
+
+    def report(self, request_id: str, model_group: str, *, provider: str, model: str, prompt: int,
+               completion: int, cached: int = 0, cost: float = 0.0, priced: bool = True,
+               failure: bool = False) -> None:
+        """LiteLLM's usage callback payload (a StandardLoggingPayload's figures) to the intake."""
+        payload = {"id": f"chatcmpl-{request_id}", "litellm_call_id": request_id, "model_group": model_group,
+                   "model": model, "custom_llm_provider": provider, "prompt_tokens": prompt,
+                   "completion_tokens": completion, "response_cost": cost, "startTime": time.time(),
+                   "status": "failure" if failure else "success",
+                   "metadata": {"usage_object": {"prompt_tokens_details": {"cached_tokens": cached}}}}
+        if priced:
+            payload["model_map_information"] = {"model_map_value": {"input_cost_per_token": 1e-5,
+                                                                     "output_cost_per_token": 3e-5}}
+        if failure:
+            payload["error_information"] = {"error_code": "500", "error_class": "InternalServerError"}
+        answer = self.client.post(USAGE_CALLBACK_PATH, headers={EGRESS_SECRET_HEADER: SECRET}, json=[payload])
+        assert answer.status_code == 204, answer.text
+        self.parts += 1
+
+    def egress(self, request_id: str, client_id: str, *, memory_error: bool = False) -> None:
+        """LiteLLM's call to the Supermemory-backed model's api_base: the memory proxy's egress."""
+        if memory_error:
+            httpx.post(self.emu.url + "/_emulator/faults", json={"mode": "memory_error", "count": 1})
+        answer = self.client.post(EGRESS_PREFIX + "/v3/http://provider/v1/chat/completions",
+                                  headers={EGRESS_SECRET_HEADER: SECRET, USER_ID_HEADER: client_id,
+                                           "x-request-id": request_id, "authorization": "Bearer k"},
+                                  json={"model": "x", "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 200, answer.text
+        assert (answer.headers.get("x-supermemory-error") == MEMORY_FAULT) is memory_error
+        self.parts += 1
+
+    def memory_call(self, client_id: str, *, prompt: int, completion: int, cost: float, cached: int = 0,
+                    scope: bool = False, memory_error: bool = False) -> str:
+        """A priced call of the Supermemory-backed model ``mem`` (OpenAI's gpt-4o-mini behind it)."""
+        request_id = self.ask(client_id, "mem", scope=scope)
+        self.egress(request_id, client_id, memory_error=memory_error)
+        self.report(request_id, "mem", provider="openai", model="gpt-4o-mini", prompt=prompt,
+                    completion=completion, cached=cached, cost=cost)
+        return request_id
+
+
+def send_known_traffic(proxy, emu) -> Litellm:
+    """Three clients, two models (one without a price), an error and a Supermemory error: EXPECTED."""
+    litellm = Litellm(proxy, emu)
+    for i in range(3):  # 1,000 input tokens left after the 200 cached ones
+        litellm.memory_call("dash-a", prompt=1200, cached=200, completion=150, cost=0.0125, memory_error=i == 2)
+    for _ in range(2):
+        request_id = litellm.ask("dash-b", "local-llama")
+        litellm.report(request_id, "local-llama", provider="ollama", model="llama3", prompt=400, completion=80,
+                       priced=False)
+    httpx.post(emu.url + "/_emulator/faults", json={"mode": "error_500", "count": 1})
+    request_id = litellm.ask("dash-b", "local-llama", status=500)
+    litellm.report(request_id, "local-llama", provider="ollama", model="llama3", prompt=0, completion=0,
+                   priced=False, failure=True)
+    litellm.memory_call("dash-c", prompt=500, completion=40, cost=0.002, scope=True)
+    wait_written(proxy, litellm.parts)
+    return litellm
 
 
 @pytest.fixture
 def dashboard(emu, tmp_path):
     with running_proxy(emu.url, state_dir=tmp_path / "state") as proxy:
-        send_traffic(proxy)
+        proxy.litellm = send_known_traffic(proxy, emu)
         yield proxy
+        proxy.litellm.client.close()
 
 
 @pytest.fixture
@@ -53,16 +160,26 @@ def keyed_dashboard(emu, tmp_path):
 
 def test_api_reports_the_traffic(dashboard):
     summary = httpx.get(dashboard.url + "/ui/api/summary", params={"range": "today"}).json()
-    assert {r["key"]: (r["requests"], r["errors"]) for r in summary["rows"]} == {"dash-a": (3, 0), "dash-b": (2, 0)}
-    assert summary["total"]["requests"] == 5
+    rows = {r["key"]: r for r in summary["rows"]}
+    assert {k: (r["requests"], r["errors"], r["input_tokens"], r["output_tokens"], r["cache_read_tokens"],
+                r["cost_usd"], r["unpriced_requests"], r["memory_errors"]) for k, r in rows.items()} == {
+        "dash-a": (3, 0, 3000, 450, 600, 0.0375, 0, 1), "dash-b": (3, 1, 800, 160, 0, 0.0, 3, 0),
+        "dash-c": (1, 0, 500, 40, 0, 0.002, 0, 0)}
+    assert summary["total"]["requests"] == 7 and summary["total"]["unpriced_requests"] == 3
     series = httpx.get(dashboard.url + "/ui/api/timeseries", params={"range": "7d", "by": "client"}).json()
-    assert series["period"] == "daily" and sum(p["requests"] for p in series["points"]) == 5
+    assert series["period"] == "daily"
+    per_key = {}
+    for p in series["points"]:
+        per_key[p["key"]] = [a + b for a, b in zip(per_key.get(p["key"], [0, 0, 0, 0]), (
+            p["requests"], p["errors"], p["cost_usd"], p["unpriced_requests"]), strict=True)]
+    assert per_key == {"dash-a": [3, 0, 0.0375, 0], "dash-b": [3, 1, 0.0, 3], "dash-c": [1, 0, 0.002, 0]}
     latency = httpx.get(dashboard.url + "/ui/api/latency").json()
-    assert [(r["key"], r["requests"]) for r in latency["rows"]] == [("gpt-4o-mini", 5)]
-    assert latency["rows"][0]["p50_latency_ms"] > 0
+    assert [(r["key"], r["requests"]) for r in latency["rows"]] == [("mem", 4), ("local-llama", 3)]
+    assert all(r["p50_latency_ms"] > 0 for r in latency["rows"])
     latest = httpx.get(dashboard.url + "/ui/api/requests", params={"limit": 3}).json()["rows"]
-    assert len(latest) == 3 and all(r["status"] == 200 and r["api_shape"] == "openai_chat" for r in latest)
-    assert httpx.get(dashboard.url + "/ui/api/status").json()["usage"]["written"] >= 5
+    assert [(r["client_id"], r["model_group"], r["status"], r["priced"]) for r in latest] == [
+        ("dash-c", "mem", 200, 1), ("dash-b", "local-llama", 500, 0), ("dash-b", "local-llama", 200, 0)]
+    assert httpx.get(dashboard.url + "/ui/api/status").json()["usage"]["written"] == dashboard.litellm.parts
     assert httpx.get(dashboard.url + "/ui/api/summary", params={"by": "colour"}).status_code == 400
     assert httpx.get(dashboard.url + "/ui/api/nothing").status_code == 404
     page = httpx.get(dashboard.url + "/ui/")
@@ -94,7 +211,7 @@ class _Dom(html.parser.HTMLParser):
         self.elements: list[dict] = []
 
     def handle_starttag(self, tag, attrs):
-        node = {"tag": tag, "attrs": dict(attrs), "text": ""}
+        node = {"tag": tag, "attrs": dict(attrs), "text": "", "parents": list(self.stack)}
         self.elements.append(node)
         if tag not in ("br", "input", "meta", "link", "col", "img"):
             self.stack.append(node)
@@ -111,38 +228,190 @@ class _Dom(html.parser.HTMLParser):
     def find(self, **attrs) -> list[dict]:
         return [e for e in self.elements if all(e["attrs"].get(k.replace("_", "-")) == v for k, v in attrs.items())]
 
+    def classed(self, name: str, within: dict | None = None) -> list[dict]:
+        """Elements with the class ``name``, inside ``within`` if given."""
+        return [e for e in self.elements if name in e["attrs"].get("class", "").split()
+                and (within is None or any(p is within for p in e["parents"]))]
 
-def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
+
+def chromium_argv(tmp_path: Path) -> list[str]:
+    """Debian's chromium, headless, with a profile of its own and nothing fetched from outside."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: the dashboard is tested in a real browser")
-    argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=8000",
-            "--window-size=1280,1500"]
+            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1500"]
+
+
+def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
+    argv = chromium_argv(tmp_path) + ["--virtual-time-budget=8000"]
     argv += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     done = subprocess.run(argv + [url], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
-def test_chromium_shows_cards_chart_latency_and_live_table(dashboard, tmp_path):
+class DevTools:
+    """The same chromium driven over its DevTools pipe (``--remote-debugging-pipe``: JSON messages
+    ending in NUL, which it reads on fd 3 and writes on fd 4), for what one ``--dump-dom`` cannot
+    show: a page that stays open and changes by itself, in real time."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        to_browser, self._out = os.pipe()
+        self._in, from_browser = os.pipe()
+        # Above 9, so that "3<&N 4>&M" cannot overwrite one with the other (bash: dash takes one digit).
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_browser, from_browser)]
+        os.close(to_browser)
+        os.close(from_browser)
+        self.log = tmp_path / "chromium.log"  # a file, not a pipe nobody reads while it runs
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                ["bash", "-c", f'exec "$0" "$@" 3<&{ends[0]} 4>&{ends[1]}', *chromium_argv(tmp_path),
+                 "--remote-debugging-pipe", "about:blank"],
+                pass_fds=ends, stdout=subprocess.DEVNULL, stderr=log)
+        for fd in ends:
+            os.close(fd)
+        self._buffer = b""
+        self._id = 0
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._out, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + 30
+        while True:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                answer = json.loads(raw)
+                if answer.get("id") == self._id:
+                    assert "error" not in answer, answer
+                    return answer["result"]
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([self._in], [], [], left)[0], f"chromium did not answer {method}"
+            chunk = os.read(self._in, 1 << 20)
+            assert chunk, f"chromium closed its pipe: {self.log.read_text(errors='replace')[-2000:]}"
+            self._buffer += chunk
+
+    def open(self, url: str) -> str:
+        """A new tab at ``url``; its session."""
+        target = self.call("Target.createTarget", {"url": url})["targetId"]
+        return self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+
+    def evaluate(self, session: str, expression: str):
+        answer = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session)
+        assert "exceptionDetails" not in answer, answer
+        return answer["result"].get("value")
+
+    def wait_for(self, session: str, expression: str, seconds: float = 10) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.evaluate(session, f"Boolean({expression})"):
+            assert time.monotonic() < deadline, f"never true in the page: {expression}"
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("Browser.close")
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._out)
+        os.close(self._in)
+
+
+def by_key(elements: list[dict], value=lambda e: 1) -> dict[str, float]:
+    """``value`` of the elements summed per their data-key (one hour's or day's figures each)."""
+    sums: dict[str, float] = {}
+    for e in elements:
+        sums[e["attrs"]["data-key"]] = sums.get(e["attrs"]["data-key"], 0) + value(e)
+    return sums
+
+
+def test_chromium_shows_charts_latency_cards_and_live_table(dashboard, tmp_path):
     dom = _Dom()
     dom.feed(chromium(dashboard.url + "/ui/", tmp_path))
-    cards = {c["attrs"]["data-key"]: c for c in dom.elements if c["attrs"].get("class") == "card"}
-    assert set(cards) == {"dash-a", "dash-b"}
-    fields = {e["attrs"]["data-field"]: e["text"] for e in dom.elements if "data-field" in e["attrs"]}
-    assert fields["requests"] in ("3", "2") and "requests" in cards["dash-a"]["text"]
-    assert "3" in cards["dash-a"]["text"] and "2" in cards["dash-b"]["text"]
-    bars = [e for e in dom.elements if e["tag"] == "rect" and e["attrs"].get("class") == "bar"]
-    assert sum(int(b["attrs"]["data-requests"]) for b in bars) == 5
-    assert {b["attrs"]["data-key"] for b in bars} == {"dash-a", "dash-b"}
-    assert [e["attrs"]["data-model"] for e in dom.elements if e["attrs"].get("class") == "p50"] == ["gpt-4o-mini"]
+    assert dom.find(id="main")[0]["attrs"].get("hidden") is None
+    # Pictures first: the two over-time charts and the latency picture come before the cards.
+    order = [e["attrs"]["id"] for e in dom.elements if e["attrs"].get("id") in (
+        "requests-chart", "cost-chart", "latency", "cards", "live")]
+    assert order == ["requests-chart", "cost-chart", "latency", "cards", "live"]
+
+    # One card per client with its exact figures; the model without a price is marked, not free.
+    cards = {c["attrs"]["data-key"]: c for c in dom.classed("card")}
+    assert set(cards) == set(EXPECTED)
+    for key, expected in EXPECTED.items():
+        fields = {e["attrs"]["data-field"]: e for e in dom.elements
+                  if "data-field" in e["attrs"] and any(p is cards[key] for p in e["parents"])}
+        assert {name: fields[name]["text"] for name in expected} == expected, key
+        assert int(fields["p50"]["text"]) > 0
+        assert (fields["cost"]["attrs"]["class"] == "unpriced") is (key == "dash-b")
+        assert ("bad" in fields["errors"]["attrs"]["class"]) is (key == "dash-b")
+        assert ("bad" in fields["memory-errors"]["attrs"]["class"]) is (key == "dash-a")
+    assert "unknown, not free" in dom.classed("unpriced", within=cards["dash-b"])[0]["attrs"]["title"]
+
+    # Both charts, one series per client in the same colours. Requests: stacked bars adding up to
+    # each client's requests and errors (on hover). Cost: a line and points per priced client; the
+    # client whose model has no price gets "n/a" marks, no line along zero.
+    requests_chart, cost_chart = dom.find(id="requests-chart")[0], dom.find(id="cost-chart")[0]
+    for chart in (requests_chart, cost_chart):
+        assert sorted(e["attrs"]["data-key"] for e in dom.classed("series", within=chart)) == sorted(EXPECTED)
+    bars = dom.classed("bar", within=requests_chart)
+    assert by_key(bars, lambda e: int(e["attrs"]["data-requests"])) == {"dash-a": 3, "dash-b": 3, "dash-c": 1}
+    errors = by_key(bars, lambda e: int(e["text"].split(" requests, ")[1].split(" errors")[0]))
+    assert errors == {"dash-a": 0, "dash-b": 1, "dash-c": 0}
+    points = dom.classed("cost-point", within=cost_chart)
+    costs = by_key(points, lambda e: float(e["attrs"]["data-cost"]))
+    assert {k: round(v, 6) for k, v in costs.items()} == {"dash-a": 0.0375, "dash-c": 0.002}
+    assert all(p["text"].startswith(p["attrs"]["data-period"] + " ") and "$0.0" in p["text"] for p in points)
+    assert sorted(by_key(dom.classed("cost-line", within=cost_chart))) == ["dash-a", "dash-c"]
+    marks = dom.classed("unpriced-mark", within=cost_chart)
+    assert by_key(marks) and set(by_key(marks)) == {"dash-b"}
+    assert all(m["text"].startswith("n/a") and "unknown, not free" in m["text"] for m in marks)
+    legend = {e["attrs"]["data-key"]: e["text"] for e in dom.classed("legend-item")}
+    assert legend == {"dash-a": "dash-a", "dash-b": "dash-bcost n/a", "dash-c": "dash-c"}
+
+    # Latency per model: both models, most requests first, with their counts and percentiles.
+    latency = [(e["attrs"]["data-model"], e["attrs"]["data-requests"]) for e in dom.classed("latency-row")]
+    assert latency == [("mem", "4"), ("local-llama", "3")]
+    for row in dom.classed("latency-row"):
+        assert len(dom.classed("p50", within=row)) == len(dom.classed("p95", within=row)) == 1
+        assert dom.classed("figures", within=row)[0]["text"].startswith("p50 ")
+
+    # The live table: every request, the error red, the unknown cost marked, the memory error said.
     live = [e for e in dom.elements if e["tag"] == "tr" and "data-request-id" in e["attrs"]]
-    assert sorted(r["attrs"]["data-client"] for r in live) == ["dash-a"] * 3 + ["dash-b"] * 2
+    assert sorted(r["attrs"]["data-client"] for r in live) == ["dash-a"] * 3 + ["dash-b"] * 3 + ["dash-c"]
+    assert [r["attrs"]["data-client"] for r in live if "error" in r["attrs"]["class"]] == ["dash-b"]
+    assert [c["text"] for c in dom.classed("unpriced", within=dom.find(id="live")[0])] == ["n/a"] * 3
+    assert sum(f"error: {MEMORY_FAULT}" in r["text"] for r in live) == 1
     assert "store ok" in dom.find(id="store-status")[0]["text"]
+
     shot = tmp_path / "dashboard.png"
     chromium(dashboard.url + "/ui/", tmp_path, screenshot=shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_chromium_live_table_gains_a_new_request_by_itself(dashboard, tmp_path):
+    browser = DevTools(tmp_path)
+    try:
+        page = browser.open(dashboard.url + "/ui/")
+        rows = "document.querySelectorAll('#live tr[data-request-id]').length"
+        browser.wait_for(page, f"document.body.dataset.loaded === 'reports' && {rows} === 7")
+        browser.evaluate(page, "window.stillTheSamePage = true")  # a reload would lose it
+        new_id = dashboard.litellm.memory_call("dash-c", prompt=300, completion=20, cost=0.001, scope=True)
+        wait_written(dashboard, dashboard.litellm.parts)
+        row = f"document.querySelector('#live tr[data-request-id=\"{new_id}\"]')"
+        browser.wait_for(page, row, seconds=10)  # the table polls every 2 s
+        assert browser.evaluate(page, "window.stillTheSamePage") is True
+        assert browser.evaluate(page, rows) == 8
+        first = "document.querySelector('#live tbody tr')"
+        assert browser.evaluate(page, f"{first}.dataset.requestId") == new_id
+        assert "fresh" in browser.evaluate(page, f"{row}.className")
+        assert browser.evaluate(page, f"[...{row}.cells].map((c) => c.textContent)")[1:3] == ["dash-c", "mem"]
+    finally:
+        browser.close()
 
 
 def test_chromium_asks_for_the_key(keyed_dashboard, tmp_path):
