@@ -10,8 +10,9 @@ import pytest
 
 from memory_proxy.usage import report as ur
 from memory_proxy.usage.record import UsageLog, from_supermemory
+from memory_proxy.usage.store import SCHEMA_VERSION
 from tests.support.postgres import TABLES, throwaway_cluster
-from tests.unit.usage.test_usage import NOW_MS, ingress_row, wait_for
+from tests.unit.usage.test_usage import NOW_MS, cost_kinds, ingress_row, unknown_costs, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_same_schema_same_queries(url):
     log.put(from_supermemory("r2", {"x-supermemory-error": "down"}, 1))
     log.stop()
     store = PostgresStore(url, readonly=True)
-    assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [("1",)]
+    assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     rows = store.query("SELECT request_id, ts_ms, client_id, input_tokens, supermemory, sm_error, cf_retries "
                        "FROM usage_requests ORDER BY request_id")
     assert rows == [("r1", NOW_MS, "c1", 3, 0, None, None), ("r2", NOW_MS, "c1", None, 1, "down", 1)]
@@ -56,6 +57,20 @@ def test_same_schema_same_queries(url):
     assert sorted(r.period for r in ur.report(store, period="session")) == ["-", "s1"]
     assert len(ur.report(store, period="hourly")) == 1
     assert [r["request_id"] for r in ur.latest(store, limit=5)] in (["r1", "r2"], ["r2", "r1"])
+    store.close()
+
+
+def test_version_1_rollups_are_summed_again(url):
+    from memory_proxy.usage.pg import PostgresStore
+
+    store = PostgresStore(url)
+    store.upsert(cost_kinds())
+    store.execute("UPDATE usage_rollup_daily SET unpriced = 0")
+    store.execute("UPDATE usage_meta SET value = '1' WHERE key = 'schema_version'")
+    store.close()
+    store = PostgresStore(url)
+    assert unknown_costs(store) == 2
+    assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     store.close()
 
 

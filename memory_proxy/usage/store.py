@@ -14,10 +14,8 @@ from typing import Any
 from memory_proxy.usage.record import ADDED, ASKED, COLUMNS, DAY_MS, EARLIEST, FOLLOWS_TS, INGRESS_MARK, local_day
 
 TABLE = "usage_requests"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INDEXES = {"usage_ts": "ts_ms", "usage_client_ts": "client_id, ts_ms", "usage_model_ts": "model_group, ts_ms"}
-# version -> statements that bring version-1 up to it (none yet: version 1 is the first)
-MIGRATIONS: dict[int, list[str]] = {}
 
 # Two rollups of the same sums: per quarter hour (any UTC offset is a whole number of them;
 # hourly reports) and per local day (this machine's time zone, DST included; every other
@@ -54,12 +52,17 @@ def create_statements() -> list[str]:
     return statements
 
 
+# The requests whose cost is unknown (the rollups' "unpriced"): a model LiteLLM has no price for,
+# or an answered model request without LiteLLM's figures (`up --litellm-url`, a report lost).
+# A request refused or failed before a provider, or a model listing, costs nothing.
+UNKNOWN_COST = ("SUM(CASE WHEN priced = 0 OR (priced IS NULL AND status < 400 AND COALESCE(api_shape, '') <> 'models') "
+                "THEN 1 ELSE 0 END)")
 BATCH = "usage_batch"  # a temporary table: the request ids of the batch being written
 KNOWN = "usage_known"  # another: those of them already in the store (parts of a record written before)
 _SUMS_SQL = ("COUNT(*)", "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)", "SUM(COALESCE(input_tokens, 0))",
              "SUM(COALESCE(output_tokens, 0))", "SUM(COALESCE(cache_read_tokens, 0))",
              "SUM(COALESCE(cache_write_tokens, 0))", "SUM(CASE WHEN priced = 1 THEN COALESCE(cost_usd, 0) ELSE 0 END)",
-             "SUM(CASE WHEN priced = 0 THEN 1 ELSE 0 END)", "SUM(CASE WHEN sm_error IS NULL THEN 0 ELSE 1 END)",
+             UNKNOWN_COST, "SUM(CASE WHEN sm_error IS NULL THEN 0 ELSE 1 END)",
              "SUM(COALESCE(sm_context_modified, 0))", "SUM(COALESCE(cf_retries, 0))")  # ROLLUP_SUMS, in order
 
 
@@ -86,6 +89,21 @@ def rollup_statements(sign: int, ids: str = BATCH) -> list[str]:
             f"WHERE {in_batch} AND {column} IS NOT NULL GROUP BY {hist_groups}, {column} "
             f"ON CONFLICT ({', '.join(HISTOGRAM_KEYS)}, kind, bucket) DO UPDATE SET n = {HISTOGRAM}.n + excluded.n")
     return statements
+
+
+def rebuild_rollups() -> list[str]:
+    """Every rollup emptied and summed again from the records (a migration that changes a sum)."""
+    every = "usage_every"
+    return ([f"DELETE FROM {table}" for table in (ROLLUP, DAILY, HISTOGRAM)]
+            + [f"CREATE TEMP TABLE IF NOT EXISTS {every} (request_id TEXT PRIMARY KEY)", f"DELETE FROM {every}",
+               f"INSERT INTO {every} (request_id) SELECT request_id FROM {TABLE}"]
+            + rollup_statements(1, every))
+
+
+# version -> statements that bring the version before it up to it
+MIGRATIONS: dict[int, list[str]] = {
+    2: rebuild_rollups(),  # "unpriced" counts answered requests without LiteLLM's figures too
+}
 
 
 def upsert_conflict(names: tuple[str, ...]) -> str:
@@ -169,8 +187,8 @@ def group_rows(rows: list[dict]) -> dict[tuple[str, ...], list[tuple]]:
 
 class SqlStore:
     """What both stores do with the same SQL: migrate, merge a batch with its rollups, prune,
-    query. A subclass gives the connection (``self.db``), ``execute`` (its placeholders) and
-    ``used_bytes``."""
+    query. A subclass gives the connection (``self.db``), ``execute`` (its placeholders) and, for
+    the size cap, ``used_bytes``."""
 
     begin = "BEGIN"
 

@@ -12,6 +12,7 @@ import pytest
 
 from memory_proxy.config import litellm as litellm_config
 from memory_proxy.config.model import parse_config
+from memory_proxy.usage import report as ur
 from memory_proxy.usage.record import UsageLog, bucket, bucket_value, from_litellm, from_supermemory
 from memory_proxy.usage.store import MAX_ROWS, SCHEMA_VERSION, TABLE, SqliteStore, chunk_sizes
 from tests.support.readiness import until
@@ -234,6 +235,52 @@ def test_records_a_failing_store_still_holds_at_shutdown_are_counted_as_dropped(
     assert log.dropped == 5 and log.written == 0
 
 
+def cost_kinds() -> list[dict]:
+    """One request of each kind of cost: priced, a model without a price, answered without
+    LiteLLM's figures (unknown), a model listing and a refusal (both free)."""
+    from memory_proxy.usage.record import derive
+
+    return [derive(part, frozenset()) for part in (
+        ingress_row("priced"), {"request_id": "priced", "priced": 1, "cost_usd": 0.5},
+        ingress_row("no-price"), {"request_id": "no-price", "priced": 0},
+        ingress_row("no-figures"),
+        ingress_row("listing", method="GET", path="/v1/models", model_group=None),
+        ingress_row("refused", status=503))]
+
+
+def unknown_costs(store) -> int:
+    return store.query("SELECT SUM(unpriced) FROM usage_rollup_daily")[0][0]
+
+
+def test_a_cost_is_unknown_for_a_model_without_a_price_and_an_answer_without_litellms_figures(tmp_path):
+    store = SqliteStore(tmp_path / "usage.sqlite3")
+    store.upsert(cost_kinds())
+    assert unknown_costs(store) == 2
+    (total,) = ur.report(store, period="total")
+    assert (total.requests, total.unpriced, total.cost_usd) == (5, 2, 0.5)
+    store.upsert([{"request_id": "no-figures", "priced": 1, "cost_usd": 0.25}])  # LiteLLM's report, late
+    assert unknown_costs(store) == 1
+    store.close()
+
+
+def test_version_1_rollups_are_summed_again(tmp_path):
+    """Version 1 counted only models without a price as unknown: opening the store brings its
+    rollups up to version 2's sums."""
+    path = tmp_path / "usage.sqlite3"
+    store = SqliteStore(path)
+    store.upsert(cost_kinds())
+    store.execute("UPDATE usage_rollup_daily SET unpriced = CASE WHEN client_id = '' THEN 0 ELSE unpriced END")
+    store.execute("UPDATE usage_rollup SET unpriced = 0")
+    store.execute("UPDATE usage_meta SET value = '1' WHERE key = 'schema_version'")
+    store.close()
+    store = SqliteStore(path)
+    assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert unknown_costs(store) == 2
+    assert store.query("SELECT SUM(unpriced), SUM(requests) FROM usage_rollup") == [(2, 5)]
+    store.close()
+    assert_rollup_matches(path)
+
+
 def test_schema_version_and_indexes(tmp_path):
     store = SqliteStore(tmp_path / "usage.sqlite3")
     assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
@@ -332,7 +379,6 @@ def test_the_intake_refuses_anyone_but_our_litellm(tmp_path):
 
 
 def test_reports_sum_group_and_mark_unpriced(tmp_path):
-    from memory_proxy.usage import report as ur
     from memory_proxy.usage.record import derive
 
     day = ur.parse_day("2026-03-02")
