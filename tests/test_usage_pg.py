@@ -90,14 +90,15 @@ def test_pruning_keeps_the_retention_and_ignores_the_size_cap(url):
 
 
 def test_a_server_that_goes_down_loses_no_record(cluster, url):
-    """PostgreSQL stopped mid-run: records wait in the queue, the writer reconnects, nothing is lost."""
+    """PostgreSQL killed mid-run: records wait in the queue, the writer reconnects once it has
+    recovered, nothing written before is lost."""
     from memory_proxy.usage.pg import PostgresStore
 
     log = UsageLog(lambda: PostgresStore(url), capacity=1000, interval=0.02).start()
     for i in range(10):
         log.put(ingress_row(f"a{i}"))
     wait_for(lambda: log.written == 10)
-    cluster.stop()
+    cluster.crash()
     try:
         for i in range(10):
             log.put(ingress_row(f"b{i}"))  # never blocks, never raises

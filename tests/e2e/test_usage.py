@@ -92,10 +92,11 @@ class UsageStack:
 
     @contextlib.contextmanager
     def store_failing(self) -> Iterator[None]:
-        """The store fails until the block ends: PostgreSQL stopped (``pg_ctl stop -m fast``),
-        SQLite held by another process's write transaction (the writer gets "database is locked")."""
+        """The store fails until the block ends: PostgreSQL killed (``pg_ctl stop -m immediate``,
+        recovered from its log on restart), SQLite held by another process's write transaction
+        (the writer gets "database is locked")."""
         if self.cluster is not None:
-            self.cluster.stop()
+            self.cluster.crash()
             try:
                 yield
             finally:

@@ -55,6 +55,11 @@ class Cluster:
         """``pg_ctl stop -m fast``: the server ends every session and stops at once."""
         self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
+    def crash(self) -> None:
+        """``pg_ctl stop -m immediate``: every server process quits at once, without a checkpoint,
+        as if killed; the next start recovers from the write-ahead log."""
+        self.run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
     def running(self) -> bool:
         return self.run("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
 
