@@ -11,16 +11,21 @@ from tests.support import LAUNCHER
 from tests.unit.usage.test_usage import ingress_row
 
 
+def run_stats(config, state, *args: str) -> subprocess.CompletedProcess:
+    """``start_proxies.py stats`` in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, str(LAUNCHER), "--config", str(config), "--state-dir", str(state),
+                           "stats", *args], capture_output=True, text=True, timeout=60,
+                          env={"MEMORY_PROXY_VENV": sys.prefix, "MEMORY_PROXY_PYTHON": sys.executable,
+                               "PATH": "/usr/bin:/bin"})
+
+
 def test_stats_command(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("model_list: []\n")
     state = tmp_path / "state"
 
     def stats(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(LAUNCHER), "--config", str(config),
-                               "--state-dir", str(state), "stats", *args], capture_output=True, text=True,
-                              env={"MEMORY_PROXY_VENV": sys.prefix, "MEMORY_PROXY_PYTHON": sys.executable,
-                                   "PATH": "/usr/bin:/bin"}, timeout=60)
+        return run_stats(config, state, *args)
 
     empty = stats()
     assert empty.returncode == 0 and "no usage recorded yet" in empty.stderr
@@ -42,3 +47,60 @@ def test_stats_command(tmp_path):
     assert lines[0].startswith("report,period,key,model,requests") and len(lines) == 2 and ",c2,," in lines[1]
     bad = stats("--since", "yesterday")
     assert bad.returncode == 2 and "not a date" in bad.stderr
+
+
+def test_stats_periods_groupings_and_ranges(tmp_path):
+    """Every period and grouping of the command, with --since/--until and --breakdown, on
+    records of two days a month apart (read back as JSON)."""
+    import datetime
+
+    config = tmp_path / "config.yaml"
+    config.write_text("model_list: []\n")
+    state = tmp_path / "state"
+    today = ur.today_start_ms()
+    recent, old = today - 3 * ur.DAY_MS + 1000, today - 40 * ur.DAY_MS + 1000
+
+    def day(ms: int) -> str:
+        return datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d")
+
+    def row(request_id, ts_ms, client, source, model, provider, session, latency):
+        return [derive(ingress_row(request_id, ts_ms=ts_ms, client_id=client, client_source=source, model_group=model,
+                                   session_id=session, latency_ms=latency), frozenset()),
+                {"request_id": request_id, "provider": provider, "input_tokens": 10, "priced": 1, "cost_usd": 0.5}]
+
+    store = SqliteStore(state / "usage.sqlite3")
+    store.upsert(row("r1", recent, "alpha", "custom_header", "gpt-4o-mini", "openai", "s1", 100.0)
+                 + row("r2", recent, "beta", "pattern", "claude", "anthropic", "s2", 300.0)
+                 + row("r3", recent, "alpha", "custom_header", "claude", "anthropic", "s1", 200.0)
+                 + row("r4", old, "alpha", "custom_header", "gpt-4o-mini", "openai", None, 50.0))
+    store.close()
+
+    def stats(*args: str) -> list[dict]:
+        done = run_stats(config, state, *args, "--json")
+        assert done.returncode == 0, done.stderr
+        (report,) = json.loads(done.stdout)["reports"]
+        return report["rows"]
+
+    by_provider = stats("monthly", "--by", "provider", "--breakdown")  # 40 days apart: two months
+    assert sorted((r["period"], r["key"], r["model"], r["requests"]) for r in by_provider) == sorted(
+        [(day(recent)[:7], "openai", "gpt-4o-mini", 1), (day(recent)[:7], "anthropic", "claude", 2),
+         (day(old)[:7], "openai", "gpt-4o-mini", 1)])
+    by_project = stats("daily", "--by", "project", "--since", day(recent), "--until", day(recent))
+    assert sorted((r["period"], r["key"], r["requests"]) for r in by_project) == [
+        (day(recent), "", 1), (day(recent), "alpha", 2)]
+    (alpha,) = [r for r in by_project if r["key"] == "alpha"]
+    assert (alpha["input_tokens"], alpha["cost_usd"], alpha["unpriced_requests"]) == (20, 1.0, 0)
+    assert abs(alpha["p50_latency_ms"] - 100) <= 5 and abs(alpha["p95_latency_ms"] - 200) <= 10
+    assert [(r["period"], r["requests"]) for r in stats("daily", "--until", day(old))] == [(day(old), 1)]
+    sessions = stats("session", "--id", "alpha")
+    assert sorted((r["period"], r["key"], r["requests"]) for r in sessions) == [("-", "alpha", 1), ("s1", "alpha", 2)]
+    weekly = stats("weekly", "--by", "model", "--since", day(recent))
+    assert sorted((r["key"], r["requests"]) for r in weekly) == [("claude", 2), ("gpt-4o-mini", 1)]
+
+
+def test_stats_with_recording_off_names_the_setting(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("model_list: []\nmemory_proxy:\n  usage: {enabled: false}\n")
+    done = run_stats(config, tmp_path, "--json")
+    assert done.returncode == 0 and json.loads(done.stdout) == {
+        "reports": [], "note": "usage recording is off (memory_proxy.usage.enabled: false)"}

@@ -120,5 +120,6 @@ def stats(config_path, state: StateDir, *, period: str | None, by: str, since: s
             out.line("  no requests")
         out.line("")
     if marked:
-        out.line("* includes requests of models LiteLLM has no price for: their cost is unknown, not counted")
+        out.line("* includes requests of models LiteLLM has no price for, or without LiteLLM's figures: "
+                 "their cost is unknown, not counted")
     return 0

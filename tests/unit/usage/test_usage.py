@@ -459,3 +459,20 @@ def test_an_unreachable_supermemory_is_a_memory_error_of_its_request(tmp_path):
     (row,) = read(tmp_path / "usage.sqlite3")
     assert (row["request_id"], row["sm_error"], row["cf_retries"]) == (
         "sm-down-1", "the egress could not reach Supermemory: ConnectError", 0)
+
+
+def test_enabled_false_records_nothing_and_says_so(tmp_path):
+    """memory_proxy.usage.enabled: false: no store is created, nothing is queued, the
+    dashboard's data endpoints say why and /health shows it off (`stats`: test_stats_cli.py)."""
+    from tests.support.ports import free_port
+    from tests.support.servers import running_proxy
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    off = "  usage: {enabled: false}\n  startup_wait: 0\n"
+    with running_proxy(dead, state_dir=tmp_path, extra=off) as proxy:
+        assert httpx.post(proxy.url + "/v1/chat/completions", json={"model": "mem"}).status_code == 503
+        assert proxy.server.config.app.state.runtime.usage is None
+        summary = httpx.get(proxy.url + "/ui/api/summary")
+        assert summary.status_code == 404 and summary.json()["error"]["code"] == "usage_disabled"
+        assert httpx.get(proxy.url + "/health").json()["memory_proxy"]["usage"] == {"enabled": False}
+    assert not (tmp_path / "usage.sqlite3").exists()
