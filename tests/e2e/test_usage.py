@@ -184,6 +184,9 @@ def traffic(usage_stack) -> Traffic:
         anthropic_stream = send("b", MESSAGES, {"model": "claude-3-5-haiku-latest", "max_tokens": 50,
                                                 "stream": True, "messages": cached}, ANTHROPIC)
         assert anthropic_stream.status_code == 200 and "message_stop" in anthropic_stream.text
+        # ... and the same model through LiteLLM's OpenAI shape, whose prompt_tokens include the cache
+        through_openai = send("b", CHAT, {"model": "claude-3-5-haiku-latest", "max_tokens": 50, "messages": cached})
+        assert through_openai.status_code == 200, through_openai.text
         # c: Supermemory-backed. Its first request is refused once by Cloudflare (1200) and
         # retried by the egress, whatever the stack's cookie jar holds (the shared emulator
         # refuses a new stack's empty jar once anyway), and Supermemory answers it with its
@@ -203,12 +206,12 @@ def traffic(usage_stack) -> Traffic:
                            headers={"x-memory-user-id": who("d")}) as gone:
             assert gone.status_code == 200
             next(gone.iter_raw())
-    return Traffic(usage_stack, usage_stack.wait_rows(tuple(who(c) for c in CLIENTS), 8, 8))
+    return Traffic(usage_stack, usage_stack.wait_rows(tuple(who(c) for c in CLIENTS), 9, 9))
 
 
 def test_each_request_has_one_row_with_the_ingress_figures(traffic):
     rows = traffic.rows
-    assert len(rows) == 8 and len({r["request_id"] for r in rows}) == 8
+    assert len(rows) == 9 and len({r["request_id"] for r in rows}) == 9
     a = traffic.of("a")
     assert [(r["status"], r["streamed"], r["api_shape"], r["model_group"]) for r in a] == [
         (200, 0, "openai_chat", "gpt-4o-mini"), (200, 1, "openai_chat", "gpt-4o-mini"),
@@ -237,11 +240,13 @@ def test_tokens_and_cost_come_from_litellm_without_double_counting(traffic):
     assert all(r["priced"] == 1 and r["cost_usd"] > 0 for r in a[:2])
     assert (a[2]["litellm_status"], a[2]["error_code"]) == ("failure", "400")
     b = traffic.of("b")
-    # Anthropic: 3 input tokens apart from the emulator's 7 cache reads and 5 cache writes
+    # Anthropic: 3 input tokens apart from the emulator's 7 cache reads and 5 cache writes, natively
+    # and through LiteLLM's OpenAI shape (whose prompt_tokens, 15, include the cache tokens)
     assert [(r["input_tokens"], r["output_tokens"], r["cache_read_tokens"], r["cache_write_tokens"])
-            for r in b] == [(3, 4, 7, 5), (3, 4, 7, 5)]
+            for r in b] == [(3, 4, 7, 5)] * 3
     assert [(r["api_shape"], r["streamed"], r["provider"]) for r in b] == [
-        ("anthropic_messages", 0, "anthropic"), ("anthropic_messages", 1, "anthropic")]
+        ("anthropic_messages", 0, "anthropic"), ("anthropic_messages", 1, "anthropic"),
+        ("openai_chat", 0, "anthropic")]
     assert all(r["priced"] == 0 for r in b)  # LiteLLM has no price for claude-3-5-haiku-latest
 
 
@@ -277,7 +282,7 @@ def test_stats_json_gives_the_same_figures(traffic):
         3, 1, 6, 8, 0)
     assert a["cost_usd"] > 0 and a["p50_latency_ms"] > 0 and a["p50_first_event_ms"] > 0
     assert (b["requests"], b["input_tokens"], b["output_tokens"], b["cache_read_tokens"], b["cache_write_tokens"],
-            b["unpriced_requests"]) == (2, 6, 8, 14, 10, 2)
+            b["unpriced_requests"]) == (3, 9, 12, 21, 15, 3)
     assert (c["requests"], c["memory_errors"], c["context_modified"], c["cloudflare_retries"]) == (2, 1, 1, 1)
     assert (d["requests"], d["errors"]) == (1, 0)
     human = stack.cli("stats", "--by", "client", timeout=60)
@@ -292,7 +297,7 @@ def test_dashboard_api_gives_the_same_figures(traffic):
     rows = {r["key"]: r for r in summary["rows"]}
     a, b, c = rows[who("a")], rows[who("b")], rows[who("c")]
     assert (a["requests"], a["errors"], a["input_tokens"]) == (3, 1, 6)
-    assert (b["cache_read_tokens"], b["cache_write_tokens"], b["unpriced_requests"]) == (14, 10, 2)
+    assert (b["cache_read_tokens"], b["cache_write_tokens"], b["unpriced_requests"]) == (21, 15, 3)
     assert (c["memory_errors"], c["context_modified"], c["cloudflare_retries"]) == (1, 1, 1)
     latest = httpx.get(f"{stack.proxy_url}/ui/api/requests", params={"limit": 1000}, timeout=30).json()["rows"]
     ours = [r for r in latest if r["client_id"] in {who(letter) for letter in CLIENTS}]
@@ -324,8 +329,8 @@ def test_metrics_count_the_tokens_the_record_holds(traffic):
 
 
 def test_a_store_that_fails_mid_traffic_loses_no_request(usage_stack):
-    """The store fails while a client keeps sending (PostgreSQL stopped with ``pg_ctl stop -m
-    fast``; SQLite locked by another process's write transaction): every answer is as usual,
+    """The store fails while a client keeps sending (PostgreSQL killed with ``pg_ctl stop -m
+    immediate``; SQLite locked by another process's write transaction): every answer is as usual,
     ``status``, ``/health`` and ``/ui/api/status`` say the store is failing and how many records
     wait, and once it is back every request has its one complete row."""
     stack, client_id = usage_stack.stack, usage_stack.id("e")
