@@ -359,8 +359,9 @@ def clean_json_body(body: bytes, backed: Collection[str] = ()) -> tuple[bytes, o
         raise ValueError("request body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         return body, data
-    dropped = [k for k in (*FALLBACK_KEYS, "extra_headers") if k in data
-               and (k == "extra_headers" or data.get("model") in backed)]
+    model = data.get("model")
+    to_backed = isinstance(model, str) and model in backed  # a list or a mapping is LiteLLM's to refuse
+    dropped = [k for k in (*FALLBACK_KEYS, "extra_headers") if k in data and (k == "extra_headers" or to_backed)]
     if not dropped:
         return body, data
     for key in dropped:
