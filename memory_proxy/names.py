@@ -18,6 +18,9 @@ LITELLM_BINARY_ENV = "MEMORY_PROXY_LITELLM"  # the `litellm` executable, when no
 LITELLM_ALIVE_PATH = "/health/liveliness"
 LITELLM_READY_PATH = "/health/readiness"
 
+# --- the memory proxy's pages (same origin only: a listed CORS origin does not open them) ---
+UI_PREFIX = "/ui"
+
 # --- processes ---------------------------------------------------------------------------
 LITELLM = "litellm"
 MEMORY_PROXY = "memory_proxy"

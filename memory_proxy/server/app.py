@@ -18,7 +18,7 @@ from memory_proxy.config.model import Config
 from memory_proxy.config.warmup import ANSWERS_PREFIX
 from memory_proxy.server import dashboard, egress, ingress, metrics, tracing, usage_intake, warmup_answers
 from memory_proxy.server.errors import error_response
-from memory_proxy.server.front_door import FrontDoor, Guard
+from memory_proxy.server.front_door import FrontDoor, Guard, is_page
 from memory_proxy.server.routing import SCOPE_PREFIX, split_scope
 from memory_proxy.server.runtime import Runtime
 from memory_proxy.state import StateDir
@@ -75,7 +75,7 @@ def _routed(scope) -> bool:
     path = scope["path"]
     return path.startswith((egress.EGRESS_PREFIX + "/", ANSWERS_PREFIX + "/")) or path == USAGE_CALLBACK_PATH or (
         path.endswith("/health") and scope["method"] in ("GET", "HEAD") and is_health(path)) or (
-        path == "/metrics" and scope["method"] in ("GET", "HEAD")) or dashboard.is_dashboard_path(path)
+        path == "/metrics" and scope["method"] in ("GET", "HEAD")) or is_page(path)
 
 
 def is_health(path: str) -> bool:

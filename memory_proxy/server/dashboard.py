@@ -23,13 +23,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from memory_proxy.names import UI_PREFIX
 from memory_proxy.server.errors import error_response
 from memory_proxy.server.ingress import authorized
 from memory_proxy.server.relay import BodyTooLarge, read_body
 from memory_proxy.server.runtime import Runtime
 from memory_proxy.usage import report as ur
 
-UI_PREFIX = "/ui"
 COOKIE = "memory_proxy_ui"
 HTML, JS = "text/html; charset=utf-8", "text/javascript; charset=utf-8"
 PAGES = {"": ("usage", "app.js"), "memory": ("memory", "memory.js")}  # path under /ui/ -> name, script
@@ -43,10 +43,6 @@ SECURITY_HEADERS = {"cache-control": "no-store", "x-content-type-options": "nosn
                                                "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"}
 LOGIN_BODY_BYTES = 4096
 RANGES = {"today": ("hourly", 0), "7d": ("daily", 6), "30d": ("daily", 29), "90d": ("daily", 89)}
-
-
-def is_dashboard_path(path: str) -> bool:
-    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 def _token(runtime: Runtime, key: str) -> str:

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory_proxy.config.model import ProxySettings, is_loopback
+from memory_proxy.names import UI_PREFIX
 from memory_proxy.server.errors import error_response
 
 _BASE_ROUTES = ("/chat/completions", "/completions", "/embeddings", "/models", "/messages",
@@ -114,7 +115,9 @@ class FrontDoor:
                                   code="host_not_allowed"), None
         if origin is None and site not in (b"cross-site", b"same-site"):
             return None, None
-        listed = origin is not None and origin.lower() in self.origins
+        # a listed origin (a browser-based AI client) may use the model routes, never the pages and
+        # their API (what each memory holds, forgetting): those answer the proxy's own origin only
+        listed = origin is not None and origin.lower() in self.origins and not is_page(scope["path"])
         if not listed and not (origin is not None and host is not None and site not in (b"cross-site", b"same-site")
                                and origin.lower() == b"http://" + host.lower() and self.host_allowed(host)):
             self.refused["origin_not_allowed"] += 1
@@ -171,6 +174,11 @@ class FrontDoor:
                                    f"model routes AI clients use (chat/completions, completions, embeddings, "
                                    f"models, messages, responses). {self.admin_hint}",
                               code="route_not_served", headers=headers)
+
+
+def is_page(path: str) -> bool:
+    """The memory proxy's own pages and their JSON API (``/ui``)."""
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 class Guard:

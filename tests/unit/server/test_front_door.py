@@ -21,8 +21,8 @@ def door(**settings) -> FrontDoor:
     return FrontDoor(ProxySettings(**settings))
 
 
-def http_scope(headers: dict[str, str], method: str = "POST") -> dict:
-    return {"type": "http", "method": method,
+def http_scope(headers: dict[str, str], method: str = "POST", path: str = "/v1/chat/completions") -> dict:
+    return {"type": "http", "method": method, "path": path,
             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
 
 
@@ -81,7 +81,8 @@ def test_a_host_origin_or_fetch_site_sent_twice_is_refused_whatever_the_order():
     """Parsers differ on which of two values counts: neither does. (A browser cannot send
     this; a crafted request can, and with the last value winning it got past the door.)"""
     def twice(*pairs: tuple[str, str]) -> str | None:
-        scope = {"type": "http", "method": "POST", "headers": [(k.encode(), v.encode()) for k, v in pairs]}
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+                 "headers": [(k.encode(), v.encode()) for k, v in pairs]}
         refusal, _ = door().screen(scope)
         return None if refusal is None else json.loads(refusal.body)["error"]["code"]
 
@@ -110,6 +111,19 @@ def test_listed_origins_get_a_preflight_and_their_cors_headers():
     other, _ = d.screen(http_scope({**headers, "origin": "http://evil.example",
                                     "access-control-request-method": "POST"}, "OPTIONS"))
     assert other.status_code == 403 and not any(n.startswith(b"access-control-") for n, _ in other.raw_headers)
+
+
+def test_a_listed_origin_never_gets_the_proxys_pages_or_their_api():
+    """What each memory holds and forgetting it answer the proxy's own origin only."""
+    d = door(cors_origins=("http://localhost:3000",))
+    headers = {"host": "127.0.0.1:8764", "origin": "http://localhost:3000", "sec-fetch-site": "cross-site"}
+    for path in ("/ui", "/ui/", "/ui/memory", "/ui/api/memory/list", "/ui/api/memory/forget", "/ui/api/summary"):
+        for method, extra in (("GET", {}), ("POST", {}), ("OPTIONS", {"access-control-request-method": "POST"})):
+            refusal, origin = d.screen(http_scope({**headers, **extra}, method, path))
+            assert refusal is not None and refusal.status_code == 403 and origin is None, (path, method)
+            assert json.loads(refusal.body)["error"]["code"] == "origin_not_allowed"
+    own = {"host": "127.0.0.1:8764", "origin": "http://127.0.0.1:8764", "sec-fetch-site": "same-origin"}
+    assert d.screen(http_scope(own, "POST", "/ui/api/memory/forget")) == (None, None)
 
 
 def test_cors_send_replaces_upstream_cors_headers():
