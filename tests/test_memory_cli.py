@@ -79,7 +79,16 @@ def test_each_id_sees_only_its_own_memory(setup):
     shown = cli("memory", "show", bobs, "--id", "alice")
     assert shown.returncode == 1 and "no memory" in shown.stderr and "Traceback" not in shown.stderr
     forgot = cli("memory", "forget", bobs, "--id", "alice", "--json")
-    assert forgot.returncode == 1 and json.loads(forgot.stdout)["forgotten"] == []
+    assert forgot.returncode == 1 and json.loads(forgot.stdout)["not_found"] == [bobs]
+    # ...nor with one of its own named beside it (nothing is forgotten), nor through the URL's path
+    alices = alice["memories"][0]["id"]
+    mixed = cli("memory", "forget", alices, bobs, "--id", "alice", "--json")
+    assert mixed.returncode == 1 and json.loads(mixed.stdout)["not_found"] == [bobs]
+    assert [m["id"] for m in ok_json(cli("memory", "list", "--id", "alice", "--json"))["memories"]] == [alices]
+    for trick in (f"../../bob/memories/{bobs}", f"{bobs}?include=x", "a/b"):
+        refused = cli("memory", "show", trick, "--id", "alice", "--json")
+        assert refused.returncode == 2 and json.loads(refused.stdout)["kind"] == "usage", refused.stdout
+        assert "Bob" not in refused.stdout + refused.stderr
     assert say("bob", "What is my name?") == "Your name is Bob."
     shown = ok_json(cli("memory", "show", bobs, "--id", "bob", "--json"))
     assert shown["memory"]["memory"] == "My name is Bob and I like tea"
@@ -156,7 +165,9 @@ def test_profile(setup):
 def test_bad_input_is_refused_with_exit_2(setup, tmp_path):
     cli, _, _ = setup
     for args in (["memory", "list", "--id", "bad id!"], ["memory", "list", "-H", "nonsense"],
-                 ["memory", "list", "--id", "x", "--limit", "0"], ["memory", "search", " ", "--id", "x"]):
+                 ["memory", "list", "--id", "x", "--limit", "0"], ["memory", "search", " ", "--id", "x"],
+                 ["memory", "search", "q", "--id", "x", "--limit", "0"],
+                 ["memory", "list", "--id", "x", "-A", CLAUDE_UA], ["memory", "forget", "../x", "--id", "x"]):
         result = cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr and result.stderr.strip()
@@ -167,6 +178,13 @@ def test_bad_input_is_refused_with_exit_2(setup, tmp_path):
     bad.write_text("{torn")
     result = cli("memory", "import", str(bad), "--id", "x")
     assert result.returncode == 2 and "is not JSON" in result.stderr
+    # one bad item anywhere: refused before the first memory is added
+    bad.write_text(json.dumps({"format": "litellm-memory-proxy/memory-export", "memories": [
+        {"memory": "fine"}, {"memory": "also fine", "metadata": "oops"}]}))
+    result = cli("memory", "import", str(bad), "--id", "x")
+    assert result.returncode == 2 and "memories[1].metadata is not a mapping" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ok_json(cli("memory", "list", "--id", "x", "--json"))["memories"] == []
     env = cli_env()
     env.pop("SUPERMEMORY_API_KEY")
     result = cli("memory", "list", "--id", "x", env=env)
@@ -219,3 +237,34 @@ def test_the_cookie_jar_is_shared_and_never_torn(setup, emu):
     jar.write_text('{"version": 1, "cookies": [{"name": "cf_cl')
     ok_json(cli("memory", "list", "--id", "alice", "--json"))
     assert {c["name"] for c in json.loads(jar.read_text())["cookies"]} >= {"cf_clearance"}
+
+
+def test_list_pages_through_more_than_one_page_without_repeats(setup, emu):
+    """130 memories: a limit past the first page (100) gives distinct memories, newest first."""
+    cli, _, _ = setup
+    with httpx.Client(base_url=emu.url, headers={"authorization": f"Bearer {SM_KEY}"}) as api:
+        for i in range(130):  # the Memory API's add, as `memory import` calls it
+            answer = api.post("/ns/many/document", json={"content": f"note number {i}"})
+            assert answer.status_code < 300, answer.text
+    for limit in (130, 150, 101):
+        found = ok_json(cli("memory", "list", "--id", "many", "--limit", str(limit), "--json"))["memories"]
+        texts = [m["memory"] for m in found]
+        assert len(texts) == min(limit, 130) == len(set(texts)), limit
+        assert texts[:2] == ["note number 129", "note number 128"]
+
+
+def test_a_partial_import_says_how_many_went_in(setup, emu, tmp_path):
+    cli, _, _ = setup
+    dump = tmp_path / "three.json"
+    dump.write_text(json.dumps({"format": "litellm-memory-proxy/memory-export", "user_id": "src",
+                                "memories": [{"memory": f"fact {i}", "metadata": {"n": i, "bad": 1e400}}
+                                             for i in range(3)]}))
+    httpx.post(emu.url + "/_emulator/faults", json={"mode": "error_500", "count": 1, "after": 2})
+    result = cli("memory", "import", str(dump), "--id", "dest", "--json")
+    answer = json.loads(result.stdout)
+    assert result.returncode == 1 and answer["ok"] is False and answer["imported"] == 2, result.stdout
+    assert "imported 2 of 3" in result.stderr
+    done = ok_json(cli("memory", "import", str(dump), "--id", "dest", "--json"))  # again: completes it
+    assert done["imported"] == 3
+    assert sorted(m["memory"] for m in ok_json(cli("memory", "list", "--id", "dest", "--json"))["memories"]) == [
+        "fact 0", "fact 1", "fact 2"]

@@ -182,6 +182,12 @@ def test_bad_ids_and_input_are_refused_before_supermemory(two_ids):
     as_form = httpx.post(c.url + "/ui/api/memory/forget", data={"id": "alice", "memory_id": "mem_000001"})
     assert as_form.status_code == 400 and "application/json" in as_form.json()["error"]["message"]
     assert forget(c, "alice", "").status_code == 400
+    for trick in ("../../bob/memories/mem_000002", "mem_000001?x=1", "a b"):  # never put in a request
+        assert forget(c, "alice", trick).status_code == 400, trick
+    huge = httpx.post(c.url + "/ui/api/memory/forget", content=b'{"id": "alice", "x": "' + b"y" * 10_000 + b'"}',
+                      headers={"content-type": "application/json"})
+    assert huge.status_code == 400 and "larger than" in huge.json()["error"]["message"]
+    assert huge.headers["cache-control"] == "no-store"  # input errors carry the page's headers too
     assert httpx.get(c.url + "/ui/api/memory/forget").status_code == 404  # POST only
     assert len(httpx.get(c.emu.url + "/_emulator/requests").json()) == before
 
@@ -237,6 +243,7 @@ def test_supermemory_failures_are_a_clear_message(two_ids):
     httpx.post(c.emu.url + "/_emulator/faults", json={"mode": "error_429", "count": 1})
     limited = get(c, "search", id="alice", q="name")
     assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+    assert limited.headers["retry-after"] == "5" and limited.headers["cache-control"] == "no-store"
     httpx.post(c.emu.url + "/_emulator/cloudflare", json={"refuse_next": 2})
     edge = get(c, "list", id="alice")
     assert edge.status_code == 503 and edge.json()["error"]["code"] == "cloudflare"
@@ -261,6 +268,7 @@ def test_with_keys_the_memory_api_needs_the_cookie_or_the_key(tmp_path):
         c.say("alice", "My name is Alice")
         for answer in (get(c, "list", id="alice"), get(c, "ids"), forget(c, "alice", "mem_000001")):
             assert answer.status_code == 401 and answer.json()["error"]["code"] == "login_required"
+            assert answer.headers["cache-control"] == "no-store"
         assert "My name is Alice" in c.memories("alice")
         with httpx.Client(base_url=c.url) as browser:
             assert browser.post("/ui/api/login", json={"key": FRONT_KEY}).status_code == 200

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,9 @@ class Who:
 
 
 class _Stop(Exception):
-    def __init__(self, code: int, message: str, kind: str = "usage") -> None:
+    def __init__(self, code: int, message: str, kind: str = "usage", **more: Any) -> None:
         super().__init__(message)
-        self.code, self.message, self.kind = code, message, kind
+        self.code, self.message, self.kind, self.more = code, message, kind, more  # more: for --json
 
 
 def _resolve(ctx: Context, who: Who):
@@ -43,6 +44,8 @@ def _resolve(ctx: Context, who: Who):
     from memory_proxy.config.model import ConfigError, load_config
     from memory_proxy.server.routing import InvalidClientId, resolve, validate_id
 
+    if who.id is not None and (who.user_agent is not None or who.headers):
+        raise _Stop(2, "--id names the id; --user-agent and --header resolve one: give one or the other")
     try:
         config = load_config(ctx.config)
     except ConfigError as exc:
@@ -66,11 +69,11 @@ def _run(ctx: Context, who: Who, as_json: bool, action) -> int:
         with session(config, ctx.state) as api:
             return action(api, user_id, why)
     except _Stop as stop:
-        code, message, kind = stop.code, stop.message, stop.kind
+        code, message, kind, more = stop.code, stop.message, stop.kind, stop.more
     except MemoryApiError as exc:
-        code, message, kind = (2 if exc.kind == "no_key" else 1), str(exc), exc.kind
+        code, message, kind, more = (2 if exc.kind == "no_key" else 1), str(exc), exc.kind, {}
     if as_json:
-        print_json({"ok": False, "error": message, "kind": kind})
+        print_json({"ok": False, "error": message, "kind": kind, **more})
     else:
         fail(message)
     return code
@@ -121,6 +124,8 @@ def list_memories(ctx: Context, who: Who, limit: int, as_json: bool) -> int:
 def search(ctx: Context, who: Who, query: str, limit: int, as_json: bool) -> int:
     if not query.strip():
         return _usage("the search query is empty", as_json)
+    if limit < 1:
+        return _usage("--limit must be at least 1", as_json)
 
     def action(api, user_id, why):
         answer = api.call(api.client.search, user_id, query=query, limit=limit, search_mode="memories")
@@ -139,7 +144,10 @@ def search(ctx: Context, who: Who, query: str, limit: int, as_json: bool) -> int
 
 
 def show(ctx: Context, who: Who, memory_id: str, as_json: bool) -> int:
-    from memory_proxy.supermemory.memory_api import MemoryApiError, memory_record
+    from memory_proxy.supermemory.memory_api import MemoryApiError, memory_record, valid_memory_id
+
+    if not valid_memory_id(memory_id):
+        return _usage(f"{memory_id[:80]!r} is not a memory id (letters, digits, _ and -)", as_json)
 
     def action(api, user_id, why):
         try:
@@ -192,13 +200,26 @@ def profile(ctx: Context, who: Who, as_json: bool) -> int:
 
 
 def forget(ctx: Context, who: Who, ids: list[str], everything: bool, yes: bool, as_json: bool) -> int:
-    from memory_proxy.supermemory.memory_api import PAGE, all_memories
+    from memory_proxy.supermemory.memory_api import PAGE, MemoryApiError, all_memories, valid_memory_id
 
     if everything == bool(ids):
         return _usage("name the memory ids to forget, or --all (not both)", as_json)
+    if bad := [i for i in ids if not valid_memory_id(i)]:
+        return _usage(f"not a memory id (letters, digits, _ and -): {', '.join(repr(i[:80]) for i in bad)}", as_json)
 
     def action(api, user_id, why):
         chosen = list(dict.fromkeys(ids))
+        foreign = []
+        for memory_id in chosen:  # every named id first: one not in this memory, and nothing is forgotten
+            try:
+                api.call(api.client.memories.get, user_id, memory_id)
+            except MemoryApiError as exc:
+                if exc.kind != "not_found":
+                    raise
+                foreign.append(memory_id)
+        if foreign:
+            raise _Stop(1, f"not in {user_id!r}'s memory: {', '.join(foreign)}; nothing forgotten", "not_found",
+                        not_found=foreign)
         if everything:
             chosen = [m.id for m in all_memories(api, user_id)]
             if not chosen:
@@ -267,9 +288,11 @@ def _read_export(path: Path) -> tuple[str | None, list[dict]]:
     if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT or not isinstance(data.get("memories"), list):
         raise _Stop(2, f"{path} is not a `memory export` file (format {EXPORT_FORMAT!r} with a memories list)")
     memories = data["memories"]
-    for index, item in enumerate(memories):
+    for index, item in enumerate(memories):  # every item checked before the first is added
         if not isinstance(item, dict) or not isinstance(item.get("memory"), str) or not item["memory"].strip():
             raise _Stop(2, f"{path}: memories[{index}] has no memory text")
+        if item.get("metadata") is not None and not isinstance(item["metadata"], dict):
+            raise _Stop(2, f"{path}: memories[{index}].metadata is not a mapping")
     source = data.get("user_id") if isinstance(data.get("user_id"), str) else None
     return source, memories
 
@@ -277,13 +300,16 @@ def _read_export(path: Path) -> tuple[str | None, list[dict]]:
 def _metadata(item: dict, source: str | None) -> dict[str, Any]:
     """What the Memory API takes as metadata (strings, numbers, booleans, lists of strings), plus provenance."""
     kept = {k: v for k, v in (item.get("metadata") or {}).items() if isinstance(k, str) and (
-        isinstance(v, (str, bool, int, float)) or (isinstance(v, list) and all(isinstance(x, str) for x in v)))}
+        isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))
+        or (isinstance(v, list) and all(isinstance(x, str) for x in v)))}
     if source:
         kept["imported_from"] = source
     return kept
 
 
 def import_(ctx: Context, who: Who, path: Path, as_json: bool) -> int:
+    from memory_proxy.supermemory.memory_api import MemoryApiError
+
     def action(api, user_id, why):
         source, memories = _read_export(path)
         added = 0
@@ -291,10 +317,10 @@ def import_(ctx: Context, who: Who, path: Path, as_json: bool) -> int:
             for item in memories:
                 api.call(api.client.add, user_id, content=item["memory"], metadata=_metadata(item, source))
                 added += 1
-        except Exception:
+        except MemoryApiError as exc:
             if added:
                 warn(f"imported {added} of {len(memories)} memories into {user_id!r} before the failure")
-            raise
+            raise _Stop(2 if exc.kind == "no_key" else 1, str(exc), exc.kind, imported=added) from None
         if as_json:
             print_json({"ok": True, "user_id": user_id, "imported": added, "from": source})
         else:

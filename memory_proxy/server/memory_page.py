@@ -32,14 +32,22 @@ from memory_proxy.server.dashboard import (
     store_unavailable,
 )
 from memory_proxy.server.errors import error_response
+from memory_proxy.server.relay import BodyTooLarge, read_body
 from memory_proxy.server.routing import InvalidClientId, validate_id
 from memory_proxy.server.runtime import Runtime
-from memory_proxy.supermemory.memory_api import AsyncSession, MemoryApiError, async_session, memory_record
+from memory_proxy.supermemory.memory_api import (
+    AsyncSession,
+    MemoryApiError,
+    async_session,
+    memory_record,
+    valid_memory_id,
+)
 from memory_proxy.usage import report as ur
 
 log = logging.getLogger("memory_proxy")
 API = UI_PREFIX + "/api/memory"
 SUMMARY = 160  # characters of a memory shown in the list
+FORGET_BODY_BYTES = 4096
 # A failed Supermemory call: (status, what the page calls the failure). Never a 401: that means
 # "log in to the dashboard" to the page.
 FAILURES = {"no_key": 503, "unreachable": 502, "unauthorised": 502, "rate_limited": 429, "cloudflare": 503,
@@ -78,10 +86,9 @@ async def _session(runtime: Runtime) -> AsyncSession:
 
 
 def _failed(exc: MemoryApiError) -> Response:
-    headers = {"retry-after": "5"} if exc.kind == "rate_limited" else None
-    response = error_response(FAILURES.get(exc.kind, 502), str(exc), code=exc.kind, headers=headers)
-    response.headers.update(SECURITY_HEADERS)
-    return response
+    headers = {**SECURITY_HEADERS, "retry-after": exc.retry_after or "5"} if exc.kind == "rate_limited" \
+        else SECURITY_HEADERS
+    return error_response(FAILURES.get(exc.kind, 502), str(exc), code=exc.kind, headers=headers)
 
 
 def _guarded(handler):
@@ -89,12 +96,13 @@ def _guarded(handler):
     async def endpoint(request: Request) -> Response:
         runtime: Runtime = request.state.runtime
         if not allowed(runtime, request):
-            return error_response(401, "the dashboard needs a memory proxy key", code="login_required")
+            return error_response(401, "the dashboard needs a memory proxy key", code="login_required",
+                                  headers=SECURITY_HEADERS)
         try:
             answer = await handler(runtime, request)
             return answer if isinstance(answer, Response) else JSONResponse(answer, headers=SECURITY_HEADERS)
         except _BadInput as exc:
-            return error_response(400, str(exc), code="invalid_input")
+            return error_response(400, str(exc), code="invalid_input", headers=SECURITY_HEADERS)
         except MemoryApiError as exc:
             return _failed(exc)
     return endpoint
@@ -167,15 +175,17 @@ async def forget(runtime: Runtime, request: Request) -> dict:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise _BadInput("send the memory to forget as JSON (content-type: application/json)")
     try:
-        body = json.loads(await request.body())
+        body = json.loads(await read_body(request, FORGET_BODY_BYTES))
+    except BodyTooLarge:
+        raise _BadInput(f"the body is larger than {FORGET_BODY_BYTES} bytes") from None
     except ValueError:
         raise _BadInput("the body is not JSON") from None
     if not isinstance(body, dict):
         raise _BadInput("the body must be a JSON object")
     client_id = _client_id(body.get("id"))
     memory_id = body.get("memory_id")
-    if not isinstance(memory_id, str) or not 0 < len(memory_id) <= 256 or not memory_id.isprintable():
-        raise _BadInput("name the memory to forget (memory_id)")
+    if not valid_memory_id(memory_id):
+        raise _BadInput("name the memory to forget (memory_id: letters, digits, _ and -)")
     api = await _session(runtime)
     answer = await api.call(api.client.memories.forget, client_id, ids=[memory_id])
     forgotten = [m.id for m in answer.matches]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -33,17 +34,22 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 PAGE = 100  # the Memory API's largest page
+# A memory id as Supermemory gives them. Checked before one goes into a request: the SDK puts it
+# in the URL's path as it is, so "../../<other id>/memories/<m>" would read another id's memory.
+MEMORY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class MemoryApiError(Exception):
     """A call that failed, as one sentence a user can act on; ``kind`` for scripts."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None, fix: str | None = None) -> None:
+    def __init__(self, kind: str, message: str, status: int | None = None, fix: str | None = None,
+                 retry_after: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind  # unauthorised | unreachable | rate_limited | cloudflare | not_found | refused | no_key
         self.message = message
         self.status = status
         self.fix = fix  # what to do, where there is something
+        self.retry_after = retry_after  # Supermemory's Retry-After on a 429
 
     def __str__(self) -> str:
         return self.message + (f"; {self.fix}" if self.fix else "")
@@ -95,7 +101,7 @@ class _Caller:
         if status == 429:
             wait = headers.get("retry-after")
             return MemoryApiError("rate_limited", "Supermemory is rate-limiting this key (429)" + detail, status,
-                                  fix="retry " + (f"in {wait} s" if wait else "later"))
+                                  fix="retry " + (f"in {wait} s" if wait else "later"), retry_after=wait)
         if status == 404:
             return MemoryApiError("not_found", "not found" + detail, status)
         return MemoryApiError("refused", f"Supermemory answered {status}" + detail, status)
@@ -105,7 +111,8 @@ class _Caller:
             body = body.get("details") or body.get("error") or body.get("message")
         if not isinstance(body, str) or not body.strip():
             return ""
-        text = " ".join(body.split())[:200].replace(self.secret, "***") if self.secret else body[:200]
+        text = " ".join(body.split())
+        text = (text.replace(self.secret, "***") if self.secret else text)[:200]  # redacted, then cut
         return f": {text}"
 
 
@@ -232,15 +239,18 @@ def all_memories(api: Session, namespace: str, limit: int | None = None) -> list
     """The namespace's live memories, newest first, paged through (at most ``limit``)."""
     found: list[Any] = []
     page = 1
-    while limit is None or len(found) < limit:
-        size = PAGE if limit is None else min(PAGE, limit - len(found))
-        answer = api.call(api.client.list, namespace, "memories", page=page, limit=size, sort="createdAt",
+    while limit is None or len(found) < limit:  # pages of one size: page N of size S starts at (N-1)*S
+        answer = api.call(api.client.list, namespace, "memories", page=page, limit=PAGE, sort="createdAt",
                           order="desc")
         found += answer.memories
         if not answer.memories or page >= answer.pagination.total_pages:
             break
         page += 1
-    return found
+    return found if limit is None else found[:limit]
+
+
+def valid_memory_id(value: Any) -> bool:
+    return isinstance(value, str) and MEMORY_ID.fullmatch(value) is not None
 
 
 def memory_record(memory: Any) -> dict[str, Any]:

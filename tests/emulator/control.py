@@ -49,7 +49,8 @@ async def control_stats(request: Request) -> Response:
 
 
 async def control_faults(request: Request) -> Response:
-    """{"mode": M, "count": n, "delay": s}; mode null/"none" or count 0 clears the fault."""
+    """{"mode": M, "count": n, "delay": s, "after": k}; mode null/"none" or count 0 clears the fault;
+    ``after``: the next k requests it would hit are spared first."""
     st = state_of(request)
     try:
         data = await _control_body(request)
@@ -57,9 +58,11 @@ async def control_faults(request: Request) -> Response:
         if mode not in (None, "none") + FAULT_MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(FAULT_MODES)}")
         delay = float(data.get("delay", DEFAULT_FAULT_DELAY.get(mode, 0.0)))
+        after = int(data.get("after", 0))
     except (TypeError, ValueError) as exc:
         return JSONResponse({"error": str(exc)}, 400)
-    st.fault = {"mode": mode, "count": count, "delay": delay} if mode not in (None, "none") and count > 0 else None
+    st.fault = {"mode": mode, "count": count, "delay": delay, "after": after} \
+        if mode not in (None, "none") and count > 0 else None
     return JSONResponse({"fault": st.fault})
 
 

@@ -151,8 +151,7 @@ async def _memory_answer(st: EmulatorState, request: Request, raw: bytes, handle
     if scheme.lower() != "bearer" or not st.key_accepted(token.strip()):
         return _api_error(401, "Unauthorized: missing or invalid API key")
     fault = st.fault
-    if fault and fault["mode"].startswith("error_"):
-        st.take_fault()
+    if fault and fault["mode"].startswith("error_") and st.take_fault() is not None:
         return _api_error(int(fault["mode"][-3:]), f"Emulated fault: {fault['mode']}")
     try:
         body = json.loads(raw) if raw.strip() else {}

@@ -32,7 +32,7 @@ class EmulatorState:
         self.conversations: dict[str, list[str]] = {}  # user id -> x-sm-conversation-id values
         self.cloudflare = Cloudflare()
         self.supermemory_keys: set[str] | None = None  # None: any non-empty key is accepted
-        self.fault: dict[str, Any] | None = None  # {"mode", "count", "delay"}
+        self.fault: dict[str, Any] | None = None  # {"mode", "count", "delay", "after"}
         self.client_disconnects = 0
         self.ids = itertools.count(1)
 
@@ -59,7 +59,11 @@ class EmulatorState:
         return render(self.requests.since(since))
 
     def take_fault(self) -> dict[str, Any] | None:
+        """The pending fault for this request (None: none, or one still sparing requests)."""
         fault = self.fault
+        if fault is not None and fault.get("after", 0) > 0:
+            fault["after"] -= 1
+            return None
         if fault is not None:
             fault["count"] -= 1
             if fault["count"] <= 0:
