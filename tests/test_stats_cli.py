@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from memory_proxy.usage import report as ur
 from memory_proxy.usage.record import derive
 from memory_proxy.usage.store import SqliteStore
@@ -104,3 +106,19 @@ def test_stats_with_recording_off_names_the_setting(tmp_path):
     done = run_stats(config, tmp_path, "--json")
     assert done.returncode == 0 and json.loads(done.stdout) == {
         "reports": [], "note": "usage recording is off (memory_proxy.usage.enabled: false)"}
+
+
+@pytest.mark.parametrize("store", ["garbage", "empty", "folder"])
+def test_a_store_that_cannot_be_read_is_one_line_not_a_traceback(tmp_path, store):
+    config = tmp_path / "config.yaml"
+    config.write_text("model_list: []\n")
+    path = tmp_path / "state" / "usage.sqlite3"
+    path.parent.mkdir()
+    if store == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"garbage, not a database" * 50 if store == "garbage" else b"")
+    done = run_stats(config, tmp_path / "state")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"cannot read the usage store {path}: ")

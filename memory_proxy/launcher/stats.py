@@ -50,7 +50,7 @@ def stats(config_path, state: StateDir, *, period: str | None, by: str, since: s
           key: str | None, breakdown: bool, as_json: bool, as_csv: bool) -> int:
     from memory_proxy.config.model import ConfigError, load_config
     from memory_proxy.usage import report as ur
-    from memory_proxy.usage.store import database_file, open_store
+    from memory_proxy.usage.store import database_file
 
     try:
         config = load_config(config_path)
@@ -72,7 +72,30 @@ def stats(config_path, state: StateDir, *, period: str | None, by: str, since: s
     except ValueError as exc:
         err.line((str(exc), "red"))
         return 2
-    store = open_store(settings.database_url, state.root, readonly=True)
+    try:
+        reports = _read_reports(settings.database_url, state.root, period=period, by=by, since_ms=since_ms,
+                                until_ms=until_ms, key=key, breakdown=breakdown)
+    except Exception as exc:  # the store's own errors (sqlite3, psycopg): one line, never a traceback
+        from urllib.parse import urlsplit
+
+        where = "PostgreSQL (memory_proxy.usage.database_url)" if settings.database_url else \
+            str(database_file(state.root))
+        detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        password = urlsplit(settings.database_url).password if settings.database_url else None
+        err.line((f"cannot read the usage store {where}: {detail.replace(password, '***') if password else detail}",
+                  "red"))
+        return 1
+    data = [{"report": name, "by": by, "rows": [r.as_dict() for r in rows], "total": ur.totals(rows).as_dict()}
+            for name, rows in reports]
+    return _print(data, by, breakdown, as_json, as_csv)
+
+
+def _read_reports(database_url, state_root, *, period, by, since_ms, until_ms, key, breakdown) -> list[tuple]:
+    """(name, rows) of each report asked for, read from the store the config names."""
+    from memory_proxy.usage import report as ur
+    from memory_proxy.usage.store import open_store
+
+    store = open_store(database_url, state_root, readonly=True)
     try:
         if period is None:  # today and the last 7 days, by client
             today = ur.today_start_ms()
@@ -86,8 +109,10 @@ def stats(config_path, state: StateDir, *, period: str | None, by: str, since: s
                                           key=key, breakdown=breakdown))]
     finally:
         store.close()
-    data = [{"report": name, "by": by, "rows": [r.as_dict() for r in rows], "total": ur.totals(rows).as_dict()}
-            for name, rows in reports]
+    return reports
+
+
+def _print(data: list[dict], by: str, breakdown: bool, as_json: bool, as_csv: bool) -> int:
     if as_json:
         print(json.dumps({"reports": data, "generated_at": int(time.time())}, indent=1))
         return 0
