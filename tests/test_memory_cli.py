@@ -178,6 +178,9 @@ def test_bad_input_is_refused_with_exit_2(setup, tmp_path):
     bad.write_text("{torn")
     result = cli("memory", "import", str(bad), "--id", "x")
     assert result.returncode == 2 and "is not JSON" in result.stderr
+    bad.write_text("[" * 100_000)
+    result = cli("memory", "import", str(bad), "--id", "x")
+    assert result.returncode == 2 and "nested too deeply" in result.stderr and "Traceback" not in result.stderr
     # one bad item anywhere: refused before the first memory is added
     bad.write_text(json.dumps({"format": "litellm-memory-proxy/memory-export", "memories": [
         {"memory": "fine"}, {"memory": "also fine", "metadata": "oops"}]}))

@@ -285,6 +285,8 @@ def _read_export(path: Path) -> tuple[str | None, list[dict]]:
         raise _Stop(2, f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise _Stop(2, f"{path} is not JSON ({exc})") from None
+    except RecursionError:
+        raise _Stop(2, f"{path} is not a `memory export` file (nested too deeply)") from None
     if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT or not isinstance(data.get("memories"), list):
         raise _Stop(2, f"{path} is not a `memory export` file (format {EXPORT_FORMAT!r} with a memories list)")
     memories = data["memories"]

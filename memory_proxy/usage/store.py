@@ -7,6 +7,7 @@ an older store up to date when a writer opens it.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -294,15 +295,18 @@ class SqliteStore(SqlStore):
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # created 0600 before SQLite opens it: its -wal and -shm files take the database's mode
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             self.db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new file only
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses no committed batch's integrity
             self._migrate()
-            try:
-                path.chmod(0o600)
-            except OSError:
-                pass
+            for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                try:  # a store made before the file was created 0600
+                    name.chmod(0o600)
+                except OSError:
+                    pass
 
     def prune(self, retention_days: int, max_bytes: int | None) -> int:
         deleted = super().prune(retention_days, max_bytes)

@@ -287,6 +287,9 @@ def test_schema_version_and_indexes(tmp_path):
     names = {r[0] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"usage_ts", "usage_client_ts", "usage_model_ts"} <= names
     assert store.query("PRAGMA journal_mode") == [("wal",)]
+    store.upsert([ingress_row("r1")])
+    for name in ("usage.sqlite3", "usage.sqlite3-wal", "usage.sqlite3-shm"):  # records are nobody else's
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
     store.close()
     SqliteStore(tmp_path / "usage.sqlite3").close()  # opening again migrates nothing, fails nothing
 
