@@ -2,7 +2,9 @@
 every key path, so that a problem can name ``file:line``.
 
 Duplicate keys, keys that are lists or mappings and merge keys that name no mapping are
-problems here; text that is not YAML, or nested deeper than any config needs, is a ConfigError.
+problems here; text that is not YAML, nested deeper than any config needs, or whose aliases
+expand to more values than any config needs (an "alias bomb": a few hundred bytes of ``*alias``
+references that would take minutes and gigabytes to build) is a ConfigError.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from memory_proxy.config.problems import ConfigError, Problem, dotted
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 MAX_DEPTH = 100
+MAX_VALUES = 100_000  # the values the document expands to through its aliases (a large config has a few thousand)
 
 
 def read_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, int], list[Problem]]:
@@ -24,7 +27,11 @@ def read_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, int], list[Proble
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None:
-            _depth_ok(node)
+            sizes = _sizes(node)
+            if sizes[id(node)] > MAX_VALUES:
+                line, key = _where_too_large(node, sizes)
+                raise ConfigError(path, [Problem(line, key, f"expands to more than {MAX_VALUES:,} values through "
+                                                            "its aliases (*name); refused")])
     except RecursionError:
         raise ConfigError(path, [Problem(None, "<yaml>", "nested too deeply")]) from None
     except yaml.YAMLError as exc:
@@ -83,15 +90,61 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: 
     return loader.construct_object(node, deep=True)
 
 
-def _depth_ok(node: yaml.Node, limit: int = MAX_DEPTH) -> None:
-    """Raise RecursionError for a document nested deeper than any config needs (the
-    reader above recurses once per level)."""
-    stack = [(node, 0)]
+def _sizes(root: yaml.Node) -> dict[int, int]:
+    """The number of values each node expands to (itself and everything under it, aliases
+    expanded), memoised per node object so that shared anchors are walked once. Raise
+    RecursionError for a document nested deeper than MAX_DEPTH, or one that contains itself
+    (the reader recurses once per level)."""
+    sizes: dict[int, int] = {}
+    heights: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
-        item, depth = stack.pop()
-        if depth > limit:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            heights[key] = 1 + max((heights[id(c)] for c in children), default=0)
+            if heights[key] > MAX_DEPTH:
+                raise RecursionError
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:  # an alias inside its own anchor: endless
             raise RecursionError
-        if isinstance(item, yaml.MappingNode):
-            stack.extend((n, depth + 1) for pair in item.value for n in pair)
-        elif isinstance(item, yaml.SequenceNode):
-            stack.extend((n, depth + 1) for n in item.value)
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _where_too_large(node: yaml.Node, sizes: dict[int, int]) -> tuple[int, str]:
+    """The line and key path of the first value written in the file that expands past
+    MAX_VALUES on its own (descending into an alias no further); the top level if none does."""
+    path: tuple = ()
+    line = node.start_mark.line + 1
+    while isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if isinstance(node, yaml.MappingNode):  # a key: named by its text, at its own line
+            items = [(k.value if isinstance(k, yaml.ScalarNode) else "<key>", k.start_mark.line + 1, v)
+                     for k, v in node.value]
+        else:
+            items = [(i, v.start_mark.line + 1, v) for i, v in enumerate(node.value)]
+        child = next((item for item in items if sizes[id(item[2])] > MAX_VALUES), None)
+        if child is None:
+            break
+        path += (child[0],)
+        line = child[1]
+        if child[2].start_mark.index < node.start_mark.index:  # an alias: its anchor is elsewhere
+            break
+        node = child[2]
+    return line, dotted(path)

@@ -430,3 +430,22 @@ def test_the_schema_accepts_what_the_loader_accepts(entry):
             assert loader and not schema
         else:
             assert schema == loader, f"{entry.key}: {value!r}: the loader says {loader}, the schema {schema}"
+
+
+def test_an_alias_bomb_is_refused_at_once_naming_its_key():
+    """A few hundred bytes of ``*alias`` references would expand to billions of values: refused
+    from the composed node graph (each anchor counted once), not built."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    [problem] = problems("\n".join(lines) + "\n")
+    assert problem == "6:a5: expands to more than 100,000 values through its aliases (*name); refused"
+    [problem] = problems("x: &x [a, *x]\n")
+    assert problem.endswith("<yaml>: nested too deeply")
+
+
+def test_shared_anchors_still_work():
+    text = """shared: &params {model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}
+model_list:
+""" + "".join(f"  - {{model_name: m{i}, litellm_params: *params}}\n" for i in range(50))
+    config = parse(text)
+    assert len(config.models) == 50
