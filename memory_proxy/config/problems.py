@@ -1,9 +1,12 @@
-"""What is wrong with a config: ``file:line: key.path: what is wrong``, every problem at once."""
+"""What is wrong with a config: ``file:line: key.path: what is wrong``, every problem at once.
+A value quoted back has its secrets masked (a URL's password, a key in a query string, ...)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from memory_proxy.config.secrets import mask_text
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class Problem:
 class ConfigError(Exception):
     def __init__(self, path: Path, problems: list[Problem]) -> None:
         self.path = path
-        self.problems = problems
+        self.problems = [Problem(p.line, p.key, mask_text(p.message)) for p in problems]
         super().__init__(self.render())
 
     def render(self) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -12,6 +13,19 @@ SECRET_WORDS = frozenset({"key", "apikey", "secret", "token", "password", "passw
                           "authorization", "cookie"})
 URL_PASSWORD_RE = re.compile(r"://[^/@\s:]*:([^/@\s]+)@")
 _SECRET_KEY = r"(key|secret|token|password|credential)"  # compiled on first use: only `check` masks
+_ENV_SECRET_NAME = r"(pass|secret|token|key|credential)"  # environment_variables.MY_PASS, DB_PASSWD, ...
+MASK = "****"
+# Secrets inside a longer text (a URL, a header string): group 1 is the secret, masked; what names
+# it stays.
+_SECRET_TEXT = (
+    URL_PASSWORD_RE.pattern,  # http://user:<password>@host
+    r"[?&;][^=&#\s]*(?:key|token|secret|passw(?:or)?d|pwd|signature|sig|auth|credential)[^=&#\s]*"
+    r"=([^&#\s'\"]+)",  # ?api_key=<secret>&...
+    r"(?:hooks\.slack\.com/services|discord(?:app)?\.com/api/webhooks)/([^\s'\",]+)",  # webhook URLs
+    r"\b(?:proxy-)?authorization\s*[=:]\s*([^,;\n'\"]+)",  # "Authorization=Bearer <token>"
+    r"\b(?:bearer|basic)\s+([^\s,;'\"]+)",  # "Bearer <token>" on its own
+    r"\b(?:x-)?api-key\s*[=:]\s*([^,;\s'\"]+)",  # "x-api-key: <key>"
+)
 PREFER_REFERENCE = "an os.environ/NAME reference"
 
 
@@ -45,15 +59,38 @@ def literal_secrets(value: Any, path: tuple = ()) -> list[tuple]:
     return found
 
 
-def mask_secrets(value: Any, key: str = "") -> Any:
+def mask_text(text: str) -> str:
+    """``text`` with the secrets it carries replaced by ``****``: a URL's password, query
+    parameters named like a key, token, secret, password or signature, a Slack or Discord
+    webhook's path, and header strings with ``Authorization``, ``Bearer`` or ``api-key``. For
+    anything that quotes a configured value back (``check``, config errors, messages naming a URL)."""
+    for regex in _secret_text_res():
+        text = regex.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + MASK + m.group(0)[m.end(1) - m.start(0):],
+                         text)
+    return text
+
+
+@functools.cache
+def _secret_text_res() -> tuple[re.Pattern[str], ...]:
+    """Compiled on first use: ``status`` imports this module, and rarely masks anything."""
+    return tuple(re.compile(pattern, re.IGNORECASE) for pattern in _SECRET_TEXT)
+
+
+def mask_secrets(value: Any, key: str = "", path: tuple = ()) -> Any:
     """A copy with literal secrets replaced by ``****`` (``os.environ/`` references are kept):
-    values under a secret-sounding name (``is_secret_name``) and URL passwords."""
+    values (text or numbers) under a secret-sounding name (``is_secret_name``), names with
+    PASS, SECRET, TOKEN or KEY under ``environment_variables``, and the secrets inside a text
+    (``mask_text``: URL passwords and query keys, webhook URLs, ``Authorization`` header strings)."""
     if isinstance(value, dict):
-        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+        return {k: mask_secrets(v, str(k), path + (k,)) for k, v in value.items()}
     if isinstance(value, list):
-        return [mask_secrets(v, key) for v in value]
+        return [mask_secrets(v, key, path) for v in value]
+    secret_name = is_secret_name(key) or (
+        path[:1] == ("environment_variables",) and re.search(_ENV_SECRET_NAME, key, re.IGNORECASE))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and secret_name:
+        return MASK
     if isinstance(value, str) and env_reference(value) is None:
-        if is_secret_name(key) or re.search(_SECRET_KEY, key, re.IGNORECASE):
-            return "****"
-        return URL_PASSWORD_RE.sub(lambda m: m.group(0).replace(m.group(1), "****"), value)
+        if secret_name or re.search(_SECRET_KEY, key, re.IGNORECASE):
+            return MASK
+        return mask_text(value)
     return value

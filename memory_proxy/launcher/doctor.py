@@ -194,9 +194,10 @@ def process_findings(ctx: Context) -> list[Finding]:
 
 
 def supermemory_findings(config: Config, state: StateDir) -> list[Finding]:
+    from memory_proxy.config.secrets import mask_text
     from memory_proxy.supermemory.memory_api import MemoryApiError, key_variable, session
 
-    base = config.proxy.supermemory.base_url
+    base = mask_text(config.proxy.supermemory.base_url)  # as shown: a password in it is masked
     needed = bool(config.supermemory_groups)
     if not config.proxy.supermemory.api_key:
         return [Finding("supermemory", "fail" if needed else "warn",

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from memory_proxy.config.model import ENV_PREFIX, env_reference
+from memory_proxy.config.secrets import mask_text
 from memory_proxy.supermemory import cookie_jar
 
 if TYPE_CHECKING:
@@ -76,10 +77,10 @@ class _Caller:
         transport = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
         where = "check the network and memory_proxy.supermemory.base_url"
         if isinstance(transport, httpx.TimeoutException):
-            return MemoryApiError("unreachable", f"Supermemory at {self.base_url} did not answer in time "
+            return MemoryApiError("unreachable", f"Supermemory at {mask_text(self.base_url)} did not answer in time "
                                                  f"({type(transport).__name__})", fix=where)
         if isinstance(transport, httpx.HTTPError):
-            return MemoryApiError("unreachable", f"cannot reach Supermemory at {self.base_url} "
+            return MemoryApiError("unreachable", f"cannot reach Supermemory at {mask_text(self.base_url)} "
                                                  f"({type(transport).__name__})", fix=where)
         status = getattr(exc, "status_code", None)
         if status is None:

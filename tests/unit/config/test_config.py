@@ -449,3 +449,29 @@ model_list:
 """ + "".join(f"  - {{model_name: m{i}, litellm_params: *params}}\n" for i in range(50))
     config = parse(text)
     assert len(config.models) == 50
+
+
+def test_check_masks_secrets_inside_values():
+    masked = litellm_config.mask_secrets({
+        "model_list": [{"litellm_params": {"api_base": "https://h/v1?key=QSECRET&x=1", "api_key": 123456789012,
+                                           "max_tokens": 100, "rpm": 5}}],
+        "environment_variables": {"MY_PASS": "ENVSECRET", "DB_TOKEN_X": 42, "REGION": "eu"},
+        "litellm_settings": {"success_callback": ["https://hooks.slack.com/services/T0/B0/SLACKSECRET"]},
+        "callback_settings": {"otel": {"headers": "Authorization=Bearer HDRSECRET,x-tenant=a"},
+                              "other": {"url": "http://u:URLSECRET@h/x?sig=SIGSECRET", "note": "Bearer BRSECRET"}},
+    })
+    text = json.dumps(masked)
+    assert "SECRET" not in text and "123456789012" not in text
+    params = masked["model_list"][0]["litellm_params"]
+    assert params == {"api_base": "https://h/v1?key=****&x=1", "api_key": "****", "max_tokens": 100, "rpm": 5}
+    assert masked["environment_variables"] == {"MY_PASS": "****", "DB_TOKEN_X": "****", "REGION": "eu"}
+    assert masked["callback_settings"]["otel"]["headers"] == "Authorization=****,x-tenant=a"
+    assert masked["callback_settings"]["other"]["url"] == "http://u:****@h/x?sig=****"
+
+
+def test_config_errors_mask_a_password_they_quote():
+    text = ("memory_proxy:\n  supermemory: {base_url: 'ftp://u:URLSECRET@h'}\n  otel: {endpoint: 'ftp://u:OTSECRET@h'}\n"
+            "  cors_origins: ['http://u:CORSSECRET@h']\n")
+    found = problems(text)
+    assert len(found) == 3 and "SECRET" not in " ".join(found)
+    assert "2:memory_proxy.supermemory.base_url: must be an http(s) URL, got 'ftp://u:****@h'" in found

@@ -46,3 +46,10 @@ def test_memory_ids_that_may_go_into_a_request_path():
 def test_a_transport_failure_names_the_server_not_the_key():
     error = caller()._failure(httpx.ConnectError("refused"), 1)
     assert error.kind == "unreachable" and "127.0.0.1:9" in str(error) and KEY not in str(error)
+
+
+def test_a_transport_failure_masks_a_password_in_the_base_url():
+    session = Session(base_url="http://user:URLPASSWORD@127.0.0.1:9", secret=KEY, retry_delay=0)
+    for exc in (httpx.ConnectError("refused"), httpx.ReadTimeout("slow")):
+        error = session._failure(exc, 1)
+        assert "URLPASSWORD" not in str(error) and "http://user:****@127.0.0.1:9" in str(error)
