@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+from memory_proxy.config.fields import HEADER_NAME_PATTERN
 from memory_proxy.config.hosts import connect_host
 from memory_proxy.launcher.context import Context
 from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
 from memory_proxy.launcher.term import fail, out, print_json, warn
+
+HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
 
 
 def check(ctx: Context, as_json: bool) -> int:
@@ -46,14 +51,19 @@ def check(ctx: Context, as_json: bool) -> int:
 
 
 def client_headers(user_agent: str | None, headers: list[str]) -> dict[str, str]:
-    """``--user-agent`` and ``--header NAME:VALUE`` options as a request's headers (lower-case
-    names); ValueError names a malformed one."""
+    """``--user-agent`` and ``--header NAME:VALUE`` options as the server would read a request
+    carrying them (lower-case names): a header given twice counts by its first value, as the
+    server's ``request.headers.get`` reads it; a name that is not an HTTP token (a space in it),
+    which the server refuses with 400 ``invalid_http``, is a ValueError naming it."""
     given: dict[str, str] = {}
     for item in headers:
         name, sep, value = item.partition(":")
-        if not sep or not name.strip():
+        if not sep or not name:
             raise ValueError(f"--header wants NAME:VALUE, got {item!r}")
-        given[name.strip().lower()] = value.strip()
+        if not HEADER_NAME_RE.fullmatch(name):
+            raise ValueError(f"--header {name!r} is not a valid HTTP header name (the server would answer 400 "
+                             "invalid_http): letters, digits and !#$%&'*+.^_`|~- only, no spaces")
+        given.setdefault(name.lower(), value.strip(" \t"))
     if user_agent is not None:
         given["user-agent"] = user_agent
     return given
@@ -61,25 +71,18 @@ def client_headers(user_agent: str | None, headers: list[str]) -> dict[str, str]
 
 def route(ctx: Context, user_agent: str | None, headers: list[str], path: str, as_json: bool) -> int:
     from memory_proxy.config.model import ConfigError, load_config
-    from memory_proxy.server.routing import InvalidClientId, resolve
+    from memory_proxy.server.routing import resolve
 
     try:
         config = load_config(ctx.config)
-    except ConfigError as exc:
-        fail(exc.render())
-        return 2
-    try:
         given = client_headers(user_agent, headers)
-    except ValueError as exc:
-        fail(str(exc))
-        return 2
-    try:
         resolution = resolve(config.user_id_mappings, given, path)
-    except InvalidClientId as exc:
+    except (ConfigError, ValueError) as exc:  # InvalidClientId is a ValueError
+        message = exc.render() if isinstance(exc, ConfigError) else str(exc)
         if as_json:
-            print_json({"ok": False, "error": str(exc)})
+            print_json({"ok": False, "error": message})
         else:
-            fail(str(exc))
+            fail(message)
         return 2
     dropped = sorted(n for n in given if n.startswith(("x-sm-", "x-supermemory-")))
     if as_json:
