@@ -151,7 +151,8 @@ TABLE: tuple[Field, ...] = (
     Field("memory_proxy.supermemory.api_key", Type.STRING, SUPERMEMORY_KEY_REFERENCE,
           "sent as `x-supermemory-api-key` by the egress; a reference to an unset variable disables exactly the "
           "Supermemory-backed models; `null` while a model is Supermemory-backed is an error",
-          env=Env.OPTIONAL, null=True, allowed="a reference recommended (a literal is warned about)"),
+          env=Env.OPTIONAL, null=True,
+          allowed="a non-empty string; a reference recommended (a literal is warned about)"),
     Field("memory_proxy.supermemory.cloudflare_retry_delay", Type.SECONDS, 0.5,
           "the pause before the one retry of a Cloudflare refusal (`error code: 1200`)",
           low=0, high=60, env=Env.REQUIRED),

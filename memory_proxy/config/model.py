@@ -258,7 +258,11 @@ def _supermemory_settings(c: Checker, raw: Any, needs_key: bool) -> SupermemoryS
     raw_key = section.get("api_key", SUPERMEMORY_KEY_REFERENCE)
     # Unset, it disables the Supermemory-backed models (litellm_checks.py) like any missing provider key.
     api_key = c.resolved(raw_key, path + ("api_key",), required=False)
-    if api_key is not None and env_reference(raw_key) is None:
+    if api_key is not None and (not isinstance(api_key, str) or not api_key):
+        got = "an empty one" if api_key == "" else type(api_key).__name__  # not its value: it may be the key
+        c.fail(path + ("api_key",), f"must be a string, got {got} (prefer {SUPERMEMORY_KEY_REFERENCE})")
+        api_key = None
+    elif api_key is not None and env_reference(raw_key) is None:
         c.warnings.append(literal_warning(dotted(path + ("api_key",)), prefer=SUPERMEMORY_KEY_REFERENCE))
     if needs_key and api_key is None and env_reference(raw_key) is None:
         c.fail(path + ("api_key",), "is required because a model is Supermemory-backed")

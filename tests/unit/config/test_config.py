@@ -402,7 +402,7 @@ def _environment(entry) -> dict[str, str]:
 
 
 # Where the loader is more lenient than the schema, which describes the form the docs show.
-SCHEMA_STRICTER = {("memory_proxy.supermemory.api_key", "''"), ("memory_proxy.supermemory.api_key", "5")}
+SCHEMA_STRICTER: set[tuple[str, str]] = set()
 
 
 @pytest.mark.parametrize("entry", [e for e in TABLE if e.parent and not e.parent.endswith("[]")], ids=repr)
@@ -475,3 +475,10 @@ def test_config_errors_mask_a_password_they_quote():
     found = problems(text)
     assert len(found) == 3 and "SECRET" not in " ".join(found)
     assert "2:memory_proxy.supermemory.base_url: must be an http(s) URL, got 'ftp://u:****@h'" in found
+
+
+@pytest.mark.parametrize(("value", "got"), [("5", "int"), ("{a: b}", "dict"), ("true", "bool"), ("''", "an empty one")])
+def test_a_supermemory_key_that_is_no_string_is_refused_without_quoting_it(value, got):
+    [problem] = problems(f"memory_proxy:\n  supermemory:\n    api_key: {value}\n", {})
+    assert problem == (f"3:memory_proxy.supermemory.api_key: must be a string, got {got} "
+                       "(prefer os.environ/SUPERMEMORY_API_KEY)")
