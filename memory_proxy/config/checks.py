@@ -15,6 +15,7 @@ from typing import Any
 from memory_proxy.config.env import env_reference
 from memory_proxy.config.fields import Env, Field, Type, keys
 from memory_proxy.config.problems import Problem, dotted
+from memory_proxy.config.secrets import literal_warning
 
 
 class Checker:
@@ -26,13 +27,17 @@ class Checker:
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
 
+    def line(self, path: tuple) -> int | None:
+        """The line of ``path``, else of the nearest key above it that has one."""
+        return next((self.lines[path[:cut]] for cut in range(len(path), -1, -1) if self.lines.get(path[:cut])), None)
+
     def fail(self, path: tuple, message: str) -> None:
-        line = None
-        for cut in range(len(path), -1, -1):
-            line = self.lines.get(path[:cut])
-            if line:
-                break
-        self.problems.append(Problem(line, dotted(path), message))
+        self.problems.append(Problem(self.line(path), dotted(path), message))
+
+    def warn_literal(self, path: tuple, **kwargs: str) -> None:
+        """Warn about a secret written into the config at ``path``, naming its line."""
+        line = self.line(path)
+        self.warnings.append(literal_warning(f"{dotted(path)}{f' (line {line})' if line else ''}", **kwargs))
 
     def mapping(self, value: Any, path: tuple, allowed: tuple[str, ...]) -> dict:
         if value is None:

@@ -61,7 +61,8 @@ def check_models(c: Checker, raw: Any, supermemory_base: str, supermemory_missin
             continue
         name = item.get("model_name")
         if not isinstance(name, str) or not name:
-            c.fail(path + ("model_name",), "is required")
+            c.fail(path + ("model_name",), "is required" if name is None else
+                   f"must be a non-empty string, got {name!r}")
             continue
         params = item["litellm_params"]
         if not params.get("model"):
@@ -90,12 +91,18 @@ def check_models(c: Checker, raw: Any, supermemory_base: str, supermemory_missin
     return models
 
 
+MAPPING_SECTIONS = ("general_settings", "litellm_settings", "router_settings", "callback_settings",
+                    "environment_variables")
+
+
 def check_litellm_settings(c: Checker, raw: dict, models: list[ModelInfo]) -> None:
     """``general_settings`` and ``litellm_settings``: nothing there may forward the memory headers
     to an ordinary model; LiteLLM's master key is ours to set."""
+    for section in MAPPING_SECTIONS:  # LiteLLM reads each with .get()/.items(): a list there breaks it
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            c.fail((section,), f"must be a mapping, got {type(raw[section]).__name__}")
     general = raw.get("general_settings")
     if general is not None and not isinstance(general, dict):
-        c.fail(("general_settings",), "must be a mapping")
         return
     general = general or {}
     if general.get("forward_client_headers_to_llm_api"):
@@ -107,7 +114,6 @@ def check_litellm_settings(c: Checker, raw: dict, models: list[ModelInfo]) -> No
                           "LITELLM_MASTER_KEY or is generated once into the state folder")
     litellm_settings = raw.get("litellm_settings")
     if litellm_settings is not None and not isinstance(litellm_settings, dict):
-        c.fail(("litellm_settings",), "must be a mapping")
         return
     group_settings = (litellm_settings or {}).get("model_group_settings") or {}
     listed = group_settings.get("forward_client_headers_to_llm_api") if isinstance(group_settings, dict) else None

@@ -29,8 +29,8 @@ from memory_proxy.config.litellm_checks import (
     supermemory_base,
     supermemory_key_missing,
 )
-from memory_proxy.config.problems import ConfigError, Problem, dotted
-from memory_proxy.config.secrets import URL_PASSWORD_RE, literal_secrets, literal_warning
+from memory_proxy.config.problems import ConfigError, Problem
+from memory_proxy.config.secrets import URL_PASSWORD_RE, literal_secrets
 from memory_proxy.config.yaml_lines import read_yaml
 
 __all__ = [  # what other packages import from here
@@ -224,7 +224,7 @@ def _front_door_keys(c: Checker, raw: Any, path: tuple) -> list[str]:
             c.fail(path + (i,), f"must be a string of at least {shortest:g} characters")
             continue
         if env_reference(key) is None:
-            c.warnings.append(literal_warning(dotted(path + (i,))))
+            c.warn_literal(path + (i,))
         found.append(value)
     return found
 
@@ -263,7 +263,7 @@ def _supermemory_settings(c: Checker, raw: Any, needs_key: bool) -> SupermemoryS
         c.fail(path + ("api_key",), f"must be a string, got {got} (prefer {SUPERMEMORY_KEY_REFERENCE})")
         api_key = None
     elif api_key is not None and env_reference(raw_key) is None:
-        c.warnings.append(literal_warning(dotted(path + ("api_key",)), prefer=SUPERMEMORY_KEY_REFERENCE))
+        c.warn_literal(path + ("api_key",), prefer=SUPERMEMORY_KEY_REFERENCE)
     if needs_key and api_key is None and env_reference(raw_key) is None:
         c.fail(path + ("api_key",), "is required because a model is Supermemory-backed")
     retry = c.read(section, FIELDS["memory_proxy.supermemory.cloudflare_retry_delay"])
@@ -276,7 +276,7 @@ def _usage_settings(c: Checker, raw: Any) -> UsageSettings:
     values = _values(c, section, parent, ("enabled", "retention_days", "max_mb", "queue_size", "database_url"))
     url = values["database_url"]
     if url is not None and env_reference(section.get("database_url")) is None and URL_PASSWORD_RE.search(url):
-        c.warnings.append(literal_warning(f"{parent}.database_url", what="password"))
+        c.warn_literal(("memory_proxy", "usage", "database_url"), what="password")
     return UsageSettings(**values)
 
 
@@ -289,12 +289,10 @@ def _otel_config(c: Checker, raw: Any) -> OtelConfig:
 # --- loading ----------------------------------------------------------------------------------
 
 
-def _warn_literal_secrets(c: Checker, raw: dict, lines: dict[tuple, int]) -> None:
+def _warn_literal_secrets(c: Checker, raw: dict) -> None:
     """Literal secrets in LiteLLM's sections (ours are warned about where they are read)."""
-    litellm_sections = {k: v for k, v in raw.items() if k not in OUR_SECTIONS}
-    for where in literal_secrets(litellm_sections):
-        line = next((lines[where[:cut]] for cut in range(len(where), 0, -1) if where[:cut] in lines), None)
-        c.warnings.append(literal_warning(f"{dotted(where)}{f' (line {line})' if line else ''}"))
+    for where in literal_secrets({k: v for k, v in raw.items() if k not in OUR_SECTIONS}):
+        c.warn_literal(where)
 
 
 def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -311,7 +309,7 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     check_fallbacks(c, raw, models)
     mappings = _user_id_mappings(c, raw.get("user_id_mappings"))
     proxy = _proxy_settings(c, raw.get("memory_proxy"), any(m.supermemory_backed for m in models))
-    _warn_literal_secrets(c, raw, lines)
+    _warn_literal_secrets(c, raw)
     if c.problems:
         raise ConfigError(path, c.problems)
     return Config(path, raw, mappings, proxy, tuple(models), tuple(c.warnings))

@@ -34,6 +34,11 @@ def read_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, int], list[Proble
                                                             "its aliases (*name); refused")])
     except RecursionError:
         raise ConfigError(path, [Problem(None, "<yaml>", "nested too deeply")]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ...): at its line
+        line = text[:exc.position].count("\n") + 1
+        shown = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ConfigError(path, [Problem(line, "<yaml>", f"not valid YAML: character {shown} is not "
+                                                         "allowed")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None

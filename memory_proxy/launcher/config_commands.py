@@ -20,8 +20,8 @@ def check(ctx: Context, as_json: bool) -> int:
         config = load_config(ctx.config)
     except ConfigError as exc:
         if as_json:
-            print_json({"ok": False, "problems": [f"{p.key}: {p.message}" for p in exc.problems],
-                         "message": exc.render()})
+            print_json({"ok": False, "message": exc.render(),
+                         "problems": [{"line": p.line, "key": p.key, "message": p.message} for p in exc.problems]})
         else:
             fail(exc.render())
         return 2
@@ -31,10 +31,11 @@ def check(ctx: Context, as_json: bool) -> int:
         config, litellm_config.egress_base(config.proxy.port, connect_host(config.proxy.host)))
     masked = litellm_config.mask_secrets(generated)
     binary = find_litellm()
-    problems = [] if binary else [litellm_missing()]
+    problems = [] if binary else [litellm_missing()]  # (no key, no line: the config is fine)
     missing = config.missing_keys()
     if as_json:
-        print_json({"ok": not problems, "problems": problems, "warnings": list(config.warnings),
+        listed = [{"line": None, "key": None, "message": p} for p in problems]
+        print_json({"ok": not problems, "problems": listed, "warnings": list(config.warnings),
                      "litellm": str(binary) if binary else None, "models_missing_keys": missing,
                      "supermemory_backed": config.supermemory_groups, "generated_config": masked})
         return 0 if not problems else 1
@@ -46,7 +47,7 @@ def check(ctx: Context, as_json: bool) -> int:
     out.line(f"Supermemory-backed model groups: {', '.join(config.supermemory_groups) or '(none)'}")
     out.line(f"litellm executable: {binary or '(not found)'}")
     out.line(("# generated LiteLLM config (secrets masked; written to the state folder by `up`):", "dim"))
-    out.line(litellm_config.render(masked).rstrip())
+    out.line(litellm_config.render(masked, config.path).rstrip())
     return 0 if not problems else 1
 
 

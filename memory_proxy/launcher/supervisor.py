@@ -299,7 +299,7 @@ class Supervisor:
             generated = litellm_config.build_litellm_config(
                 config, litellm_config.egress_base(proxy.port, url_host(proxy.host)), self.environ)
             otel_env = tracing.litellm_setup(generated, config, self.environ)  # {} unless tracing is on
-            atomic_write(self.state.litellm_config, litellm_config.render(generated), mode=0o600)
+            atomic_write(self.state.litellm_config, litellm_config.render(generated, config.path), mode=0o600)
             binary = find_litellm()
             assert binary is not None  # preflight checked
             base = f"http://127.0.0.1:{proxy.litellm_port}"

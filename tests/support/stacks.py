@@ -379,7 +379,7 @@ def both_backends(tmp: Path, env: dict[str, str], config_for: Callable[[Ports], 
                  **(litellm_env(generated) if litellm_env else {})}
         path = tmp / "state" / "litellm_config.yaml"
         path.parent.mkdir(exist_ok=True)
-        path.write_text(render(generated))
+        path.write_text(render(generated, config.path))
         with open(tmp / "litellm.log", "w") as log:
             litellm = subprocess.Popen(
                 [str(Path(sys.executable).parent / "litellm"), "--config", str(path), "--host", "127.0.0.1",

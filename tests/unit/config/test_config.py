@@ -227,7 +227,7 @@ def test_generated_litellm_config():
     assert "extra_headers" not in models["gpt-4o-mini"] and "api_base" not in models["gpt-4o-mini"]
     forwarding = generated["litellm_settings"]["model_group_settings"]["forward_client_headers_to_llm_api"]
     assert forwarding == ["claude-sonnet-4-5", "memory/gpt-4o-mini"]
-    rendered = litellm_config.render(generated)
+    rendered = litellm_config.render(generated, "cfg.yaml")
     for secret in ENV.values():
         assert secret not in rendered
 
@@ -482,3 +482,29 @@ def test_a_supermemory_key_that_is_no_string_is_refused_without_quoting_it(value
     [problem] = problems(f"memory_proxy:\n  supermemory:\n    api_key: {value}\n", {})
     assert problem == (f"3:memory_proxy.supermemory.api_key: must be a string, got {got} "
                        "(prefer os.environ/SUPERMEMORY_API_KEY)")
+
+
+def test_a_nul_byte_is_a_one_line_problem_at_its_line():
+    [problem] = problems("memory_proxy:\n  port: 1\n  host: \"a\x00b\"\n")
+    assert problem == "3:<yaml>: not valid YAML: character U+0000 is not allowed"
+
+
+def test_a_model_name_that_is_no_string_says_so():
+    [problem] = problems("model_list:\n  - model_name: 5\n    litellm_params: {model: x}\n")
+    assert problem == "2:model_list[0].model_name: must be a non-empty string, got 5"
+    [problem] = problems("model_list:\n  - litellm_params: {model: x}\n")
+    assert problem == "2:model_list[0].model_name: is required"
+
+
+@pytest.mark.parametrize("section", ["general_settings", "litellm_settings", "router_settings", "callback_settings",
+                                     "environment_variables"])
+def test_litellms_mapping_sections_must_be_mappings(section):
+    assert problems(f"{section}: [1]\n") == [f"1:{section}: must be a mapping, got list"]
+
+
+def test_literal_secrets_in_our_sections_are_warned_about_with_their_line():
+    config = parse("memory_proxy:\n  api_keys: [front-door-key-0123456789]\n  supermemory:\n    api_key: sm-literal\n"
+                   "  usage: {database_url: 'postgresql://u:pw@db/x'}\n", {})
+    assert [w.split(":")[0] for w in config.warnings] == [
+        "memory_proxy.api_keys[0] (line 2)", "memory_proxy.supermemory.api_key (line 4)",
+        "memory_proxy.usage.database_url (line 5)"]
