@@ -202,3 +202,28 @@ def test_a_dead_child_is_restarted_with_back_off(tmp_path):
     finally:
         sup.shutdown()
     assert child.proc.poll() is not None
+
+
+def ports_of(config: Path) -> tuple[int, int]:
+    text = config.read_text()
+    return int(text.split("  port: ")[1].split()[0]), int(text.split("litellm_port: ")[1].split()[0])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sdk-port", "70000"], "--sdk-port 70000 is not a port"),
+    (["--sdk-port", "0", "--backend", "both"], "--sdk-port 0 is not a port"),
+    (["--sdk-port", "{memory}", "--backend", "both"], "--sdk-port {memory} is memory_proxy.port too"),
+    (["--sdk-port", "{litellm}", "--backend", "both"], "--sdk-port {litellm} is memory_proxy.litellm_port too"),
+    (["--timeout", "-5"], "--timeout must be a positive number of seconds, not -5"),
+    (["--timeout", "nan"], "--timeout must be a positive number of seconds, not nan"),
+    (["--timeout", "0"], "--timeout must be a positive number of seconds, not 0"),
+    (["--litellm-url", "http://127.0.0.1:9"], "--litellm-url needs LITELLM_MASTER_KEY"),
+])
+def test_up_refuses_bad_options_before_starting_anything(tmp_path, config, args, message):
+    memory_port, litellm_port = ports_of(config)
+    args = [a.format(memory=memory_port, litellm=litellm_port) for a in args]
+    result = cli(tmp_path, config, "up", "--detach", *args, LITELLM_MASTER_KEY="")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("✘ " + message.format(memory=memory_port, litellm=litellm_port)), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state" / "logs" / "supervisor.log").exists()

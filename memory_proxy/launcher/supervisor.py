@@ -8,6 +8,7 @@ never signalled. Standard library plus psutil only at import time (the launcher'
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
@@ -218,6 +219,9 @@ class Supervisor:
             config = load_config(self.config_path, self.environ)
         except ConfigError as exc:
             raise LaunchError(exc.render(), exit_code=2) from None
+        problem = self.usage_problem(config)
+        if problem:
+            raise LaunchError(problem, exit_code=2)
         problems = []
         proxy = config.proxy
         problem = port_problem(proxy.port, proxy.host, "memory proxy, memory_proxy.port")
@@ -235,16 +239,34 @@ class Supervisor:
                 problems.append(problem)
             if find_litellm() is None:
                 problems.append(litellm_missing())
-        elif not self.environ.get(MASTER_KEY_ENV):
-            problems.append(f"--litellm-url needs {MASTER_KEY_ENV} set to your key for that LiteLLM server "
-                            "(the memory proxy sends it in place of each client's key)")
         if problems:
             raise LaunchError("; ".join(problems) if len(problems) == 1 else
                               "\n".join(f"- {p}" for p in problems))
         return config
 
+    def usage_problem(self, config: Config) -> str | None:
+        """What is wrong with the options of this run (exit 2), before anything is bound or started."""
+        if not (math.isfinite(self.startup_timeout) and self.startup_timeout > 0):
+            return f"--timeout must be a positive number of seconds, not {self.startup_timeout:g}"
+        if self.sdk_port is not None and not 1 <= self.sdk_port <= 65535:
+            return f"--sdk-port {self.sdk_port} is not a port (1-65535)"
+        if self.backend == "both":
+            sdk_port = self.sdk_port_for(config)
+            others = {config.proxy.port: "memory_proxy.port"}
+            if not self.litellm_url:
+                others[config.proxy.litellm_port] = "memory_proxy.litellm_port"
+            what = "--sdk-port" if self.sdk_port is not None else "the SDK-backed proxy's port (memory_proxy.port + 2)"
+            if sdk_port in others:
+                return f"{what} {sdk_port} is {others[sdk_port]} too; choose another with --sdk-port"
+            if sdk_port > 65535:
+                return f"{what} {sdk_port} is not a port (1-65535); choose one with --sdk-port"
+        if self.litellm_url and self.backend != "sdk" and not self.environ.get(MASTER_KEY_ENV):
+            return (f"--litellm-url needs {MASTER_KEY_ENV} set to your key for that LiteLLM server "
+                    "(the memory proxy sends it in place of each client's key)")
+        return None
+
     def sdk_port_for(self, config: Config) -> int:
-        return self.sdk_port or config.proxy.port + 2
+        return config.proxy.port + 2 if self.sdk_port is None else self.sdk_port
 
     def _sdk_child(self, name: str, port: int, base_env: dict[str, str], master_key: str) -> Child:
         env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True")
