@@ -61,13 +61,42 @@ def _file(name: str) -> property:
     return property(lambda state: state.root / name, doc=f"``<state folder>/{name}``")
 
 
+class StateDirError(Exception):
+    """The state folder (or its ``logs`` folder) cannot be one: a file is there, or it cannot be made."""
+
+
 @dataclass(frozen=True)
 class StateDir:
     root: Path
 
     def ensure(self) -> StateDir:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create the folder and its ``logs`` folder; StateDirError, naming the path, when they cannot be."""
+        problem = self.problem()
+        if problem:
+            raise StateDirError(problem)
+        for folder in (self.root, self.logs):
+            try:
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise StateDirError(f"cannot create the state folder {folder}: {exc.strerror or exc}") from None
         return self
+
+    def problem(self) -> str | None:
+        """Why this cannot be a state folder, found without creating anything (None: it can be)."""
+        for folder in (self.root, self.logs):
+            if folder.exists() and not folder.is_dir():
+                return (f"the state folder {folder} is not a folder" if folder == self.root else
+                        f"the state folder's {folder} is not a folder (move it away)")
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return f"the state folder {self.root} cannot be made: {existing} is not a folder"
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            return f"the state folder {self.root} cannot be written: {existing} is not writable"
+        return None
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
 
     cookie_jar = _file("supermemory_cookies.json")
     master_key_file = _file("litellm_master_key")
@@ -90,7 +119,7 @@ class StateDir:
         return self.log_file(LOG_FILES[process])
 
     def log_file(self, name: str) -> Path:
-        return self.root / "logs" / f"{name}.log"
+        return self.logs / f"{name}.log"
 
     def master_key(self, environ: dict[str, str] | None = None) -> str:
         """``LITELLM_MASTER_KEY`` if set, else a strong key generated once and kept (mode 0600)."""

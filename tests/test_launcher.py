@@ -227,3 +227,33 @@ def test_up_refuses_bad_options_before_starting_anything(tmp_path, config, args,
     assert result.stderr.startswith("✘ " + message.format(memory=memory_port, litellm=litellm_port)), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "state" / "logs" / "supervisor.log").exists()
+
+
+def test_an_unusable_state_folder_is_named(tmp_path, config):
+    (tmp_path / "file").write_text("")
+    for state in (tmp_path / "file", tmp_path / "file" / "below", Path("/proc/no-state-here")):
+        result = subprocess.run([sys.executable, str(ROOT / "start_proxies.py"), "--config", str(config),
+                                 "--state-dir", str(state), "up"], capture_output=True, text=True, timeout=60,
+                                env=dict(os.environ, MEMORY_PROXY_VENV=sys.prefix))
+        assert result.returncode == 2 and str(state) in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "logs").write_text("")  # a file where the logs folder belongs
+    for command in (["up"], ["logs"]):
+        result = cli(tmp_path, config, *command)
+        assert result.returncode == 2 and str(tmp_path / "state" / "logs") in result.stderr, result.stderr
+    doctor = json.loads(cli(tmp_path, config, "doctor", "--json").stdout)
+    assert doctor["ok"] is False
+    assert [c["level"] for c in doctor["checks"] if c["area"] == "state"] == ["fail"]
+
+
+def test_logs_lines_zero_negative_and_none_yet(tmp_path, config):
+    missing = cli(tmp_path, config, "logs", "litellm")
+    assert missing.returncode == 0 and missing.stdout == ""
+    assert f"no log yet at {tmp_path / 'state' / 'logs' / 'litellm.log'}" in missing.stderr
+    assert "no log yet at" in cli(tmp_path, config, "logs").stderr
+    log = StateDir(tmp_path / "state").ensure().log_file("litellm")
+    log.write_text("".join(f"line {i}\n" for i in range(5)))
+    assert cli(tmp_path, config, "logs", "litellm", "-n", "0").stdout == ""
+    negative = cli(tmp_path, config, "logs", "litellm", "-n", "-2")
+    assert negative.returncode == 2 and negative.stdout == "" and "-n" in negative.stderr

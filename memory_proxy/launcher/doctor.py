@@ -77,6 +77,9 @@ def collect(ctx: Context) -> list[Finding]:
     if config is not None:
         findings.append(Finding("config", "ok", f"{ctx.config} is valid"))
         findings += config_findings(config)
+    problem = ctx.state.problem()
+    if problem:
+        findings.append(Finding("state", "fail", problem, "point --state-dir (or MEMORY_PROXY_STATE_DIR) at a folder"))
     findings += process_findings(ctx)
     findings += cookie_jar_findings(ctx.state)  # as found, before doctor's own call may refresh it
     if config is not None:

@@ -19,7 +19,7 @@ from memory_proxy.launcher.record import exited, read_record, remove_record, run
 from memory_proxy.launcher.status import collect_status, stop_recorded
 from memory_proxy.launcher.term import duration, err, fail, out, print_json, warn
 from memory_proxy.names import BACKENDS, LITELLM, LOG_ALIASES, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
-from memory_proxy.state import StateDir, atomic_write
+from memory_proxy.state import StateDir, StateDirError, atomic_write
 
 if TYPE_CHECKING:
     from memory_proxy.config.model import Config
@@ -87,15 +87,21 @@ def _already_running(ctx: Context, as_json: bool) -> int:
 
 def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, as_json: bool,
        backend: str | None = None, sdk_port: int | None = None) -> int:
-    state = ctx.state.ensure()
+    def refuse(message: str, code: int) -> int:
+        print_json({"ok": False, "error": message}) if as_json else fail(message)
+        return code
+
+    try:
+        state = ctx.state.ensure()
+    except StateDirError as exc:
+        return refuse(f"{exc}; choose another with --state-dir", 2)
     if running_supervisor(state) is not None:
         return _already_running(ctx, as_json)
     remove_record(state)  # stale: nothing of it runs any more
     backend = backend or remembered_backend(state) or "binary"
     if backend == "sdk" and litellm_url:
-        message = "--litellm-url needs --backend binary or both (with sdk LiteLLM runs inside the memory proxy)"
-        print_json({"ok": False, "error": message}) if as_json else fail(message)
-        return 2
+        return refuse("--litellm-url needs --backend binary or both (with sdk LiteLLM runs inside the memory proxy)",
+                      2)
     from memory_proxy.launcher.supervisor import LaunchError, Supervisor  # `up` only: not `status`
 
     sup = Supervisor(ctx.config, state, detached=detach,
@@ -123,12 +129,11 @@ def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout:
     state = ctx.state
     argv = [sys.executable, str(LAUNCHER), "--config", str(ctx.config), "--state-dir", str(state.root),
             "_supervise", "--timeout", str(timeout), "--backend", backend]
-    if sdk_port:
+    if sdk_port is not None:
         argv += ["--sdk-port", str(sdk_port)]
     if litellm_url:
         argv += ["--litellm-url", litellm_url]
     log_path = state.process_log(SUPERVISOR)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=ROOT, start_new_session=True, close_fds=True)
@@ -324,16 +329,24 @@ def down(ctx: Context, as_json: bool) -> int:
 
 
 def logs(ctx: Context, which: str, follow: bool, lines: int) -> int:
+    """The last ``lines`` lines of each log (0: none, e.g. to follow only what comes), then follow."""
+    if lines < 0:
+        fail(f"-n/--lines must be 0 or more, not {lines}")
+        return 2
+    problem = ctx.state.problem()
+    if problem:
+        fail(problem)
+        return 2
     which = LOG_ALIASES.get(which, which)
     names = [SUPERVISOR, LITELLM, MEMORY_PROXY] if which == "all" else [which]
     if which == "all" and ctx.state.process_log(MEMORY_PROXY_SDK).exists():
         names.append(MEMORY_PROXY_SDK)
     multiple = len(names) > 1
+    if not any(ctx.state.process_log(name).exists() for name in names):
+        warn(f"no log yet at {ctx.state.process_log(names[0]) if not multiple else ctx.state.logs}")
     for name in names:
         path = ctx.state.process_log(name)
         if not path.exists():
-            if not multiple:
-                warn(f"no {name} log yet ({path})")
             continue
         text = tail(path, lines)
         for line in text.splitlines():

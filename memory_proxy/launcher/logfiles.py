@@ -10,7 +10,9 @@ from typing import Any
 
 
 def tail(path: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of a text file ('' if there is none)."""
+    """The last ``lines`` lines of a text file ('' if there is none, or ``lines`` is 0 or less)."""
+    if lines <= 0:
+        return ""  # (a slice [-0:] would be the whole file)
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)

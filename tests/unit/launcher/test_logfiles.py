@@ -3,7 +3,7 @@
 import threading
 import time
 
-from memory_proxy.launcher.logfiles import follow
+from memory_proxy.launcher.logfiles import follow, tail
 
 
 def test_follow_sees_appended_created_and_truncated_files(tmp_path):
@@ -31,3 +31,10 @@ def test_follow_sees_appended_created_and_truncated_files(tmp_path):
     thread.join(timeout=2)
     assert ("a", "old line") not in seen
     assert ("a", "new line") in seen and ("b", "b appeared") in seen and ("a", "after truncation") in seen
+
+
+def test_tail_of_zero_or_fewer_lines_is_empty(tmp_path):
+    log = tmp_path / "a.log"
+    log.write_text("one\ntwo\nthree\n")
+    assert tail(log, 2) == "two\nthree"
+    assert tail(log, 0) == "" and tail(log, -2) == ""  # not the whole file, nor all but the first lines
