@@ -20,7 +20,7 @@ from memory_proxy.launcher.supervisor import BACKOFF_FIRST, Child, Supervisor
 from memory_proxy.state import StateDir
 from tests.support import ROOT
 from tests.support.configs import launcher_config
-from tests.support.ports import free_port
+from tests.support.ports import free_port, port_taken
 
 
 @pytest.fixture
@@ -207,6 +207,75 @@ def test_a_dead_child_is_restarted_with_back_off(tmp_path):
 def ports_of(config: Path) -> tuple[int, int]:
     text = config.read_text()
     return int(text.split("  port: ")[1].split()[0]), int(text.split("litellm_port: ")[1].split()[0])
+
+
+def http_server(port: int) -> subprocess.Popen:
+    """A child holding ``port`` in its own session, as LiteLLM and the memory proxy run."""
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not port_taken(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
+def test_children_left_by_a_killed_supervisor_are_reported_refused_and_stopped(tmp_path, config):
+    memory_port, litellm_port = ports_of(config)
+    dead = sleeper()
+    supervisor = {"pid": dead.pid, "create_time": psutil.Process(dead.pid).create_time()}
+    dead.kill()
+    dead.wait()
+    children = {"memory_proxy": http_server(memory_port), "litellm": http_server(litellm_port)}
+    try:
+        entries = {name: {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "port": port}
+                   for (name, proc), port in zip(children.items(), (memory_port, litellm_port), strict=True)}
+        write_record(StateDir(tmp_path / "state"), {
+            "version": RECORD_VERSION, "state": "running", "memory_proxy_url": f"http://127.0.0.1:{memory_port}",
+            "processes": {"supervisor": supervisor, **entries}})
+        status = cli(tmp_path, config, "status", "--json")
+        data = json.loads(status.stdout)
+        assert status.returncode == 1 and data["state"] == "orphaned" and data["running"] is True
+        assert data["processes"]["litellm"]["pid"] == children["litellm"].pid
+        assert not data["processes"]["supervisor"]["running"]
+        assert any("supervisor is gone" in p and " down" in p for p in data["problems"]), data["problems"]
+        up = cli(tmp_path, config, "up", "--detach")
+        assert up.returncode == 1 and "supervisor" in up.stderr and " down` first" in up.stderr, up.stderr
+        assert (tmp_path / "state" / "processes.json").exists(), "up must keep the record of live children"
+        down = cli(tmp_path, config, "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert f"litellm (pid {children['litellm'].pid})" in down.stdout
+        for proc in children.values():
+            assert proc.wait(10) is not None
+        assert not port_taken(memory_port) and not port_taken(litellm_port)
+    finally:
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.parametrize("text", ['{"version": 1, "processes": []}', '{"version": 1, "processes": {"litellm": "x"}}',
+                                  '{"version": 1, "proc', "garbage"])
+def test_an_unreadable_record_is_reported_and_down_checks_the_configured_ports(tmp_path, config, text):
+    memory_port, _ = ports_of(config)
+    record = tmp_path / "state" / "processes.json"
+    record.parent.mkdir()
+    record.write_text(text)
+    up = cli(tmp_path, config, "up", "--detach")
+    assert up.returncode == 1 and "process record" in up.stderr and "Traceback" not in up.stderr, up.stderr
+    assert len(up.stderr.strip().splitlines()) == 1
+    holder = http_server(memory_port)  # what runs while the record cannot say
+    try:
+        down = cli(tmp_path, config, "down", "--json")
+        data = json.loads(down.stdout)
+        assert down.returncode == 1 and data["ok"] is False and "process record" in data["unreadable"]
+        assert data["ports_busy"] == [f"port {memory_port} is still taken by pid {holder.pid} "
+                                      f"({sys.executable} -m http.server {memory_port} --bind 127.0.0.1)"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / "state" / "processes.json.unreadable").read_text() == text  # kept, out of the way
+    assert cli(tmp_path, config, "down").returncode == 0  # and the next `down` finds nothing
 
 
 @pytest.mark.parametrize(("args", "message"), [

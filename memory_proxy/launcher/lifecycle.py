@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 from memory_proxy.launcher.context import LAUNCHER, Context
 from memory_proxy.launcher.hints import client_hints, print_hints, proxy_base
 from memory_proxy.launcher.logfiles import follow, tail
-from memory_proxy.launcher.record import exited, read_record, remove_record, running_supervisor, stop_groups
+from memory_proxy.launcher.record import (
+    RecordUnreadable,
+    describe_live,
+    exited,
+    live_processes,
+    load_record,
+    read_record,
+    remove_record,
+    stop_groups,
+)
 from memory_proxy.launcher.status import collect_status, stop_recorded
 from memory_proxy.launcher.term import duration, err, fail, out, print_json, warn
 from memory_proxy.names import BACKENDS, LITELLM, LOG_ALIASES, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
@@ -93,10 +102,17 @@ def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, a
 
     try:
         state = ctx.state.ensure()
+        record = load_record(state)
     except StateDirError as exc:
         return refuse(f"{exc}; choose another with --state-dir", 2)
-    if running_supervisor(state) is not None:
+    except RecordUnreadable as exc:
+        return refuse(f"{exc}; run `{ctx.command} down` (it checks the ports and sets the record aside)", 1)
+    live = live_processes(record)
+    if SUPERVISOR in live:
         return _already_running(ctx, as_json)
+    if live:  # the supervisor was killed; its children hold the ports and only the record can stop them
+        return refuse(f"the supervisor of {state.root} is gone but {describe_live(live)} still "
+                      f"{'runs' if len(live) == 1 else 'run'}; run `{ctx.command} down` first", 1)
     remove_record(state)  # stale: nothing of it runs any more
     backend = backend or remembered_backend(state) or "binary"
     if backend == "sdk" and litellm_url:
@@ -310,14 +326,29 @@ def status(ctx: Context, as_json: bool) -> int:
     return 0 if result["healthy"] else 1
 
 
+def _configured_ports(ctx: Context) -> list[int]:
+    """The ports the config gives this installation (the SDK proxy's default too, after `up --backend
+    both`): what `down` checks when the record cannot say. None when the config cannot be read."""
+    from memory_proxy.config.model import ConfigError, load_config
+
+    try:
+        proxy = load_config(ctx.config).proxy
+    except ConfigError:
+        return []
+    ports = [proxy.port, proxy.litellm_port]
+    return ports + [proxy.port + 2] if remembered_backend(ctx.state) == "both" else ports
+
+
 def down(ctx: Context, as_json: bool) -> int:
-    report = stop_recorded(ctx.state)
-    ok = not report.ports_busy
+    report = stop_recorded(ctx.state, configured_ports=_configured_ports(ctx))
+    ok = not report.ports_busy and report.unreadable is None
     if as_json:
         print_json({"ok": ok, "nothing_running": report.nothing, "stopped": report.stopped,
-                     "killed": report.killed, "ports_busy": report.ports_busy})
+                     "killed": report.killed, "ports_busy": report.ports_busy, "unreadable": report.unreadable})
         return 0 if ok else 1
-    if report.nothing and not report.stopped:
+    if report.unreadable is not None:
+        fail(report.unreadable)
+    elif report.nothing and not report.stopped:
         out.line(f"Nothing was running from {ctx.state.root}.")
     else:
         out.line(("✔ ", "bold green"), "stopped " + ", ".join(report.stopped))

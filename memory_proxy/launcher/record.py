@@ -12,7 +12,6 @@ from typing import Any
 
 import psutil
 
-from memory_proxy.names import SUPERVISOR
 from memory_proxy.state import StateDir, atomic_write
 
 # --- process records ---------------------------------------------------------------------
@@ -21,14 +20,41 @@ RECORD_VERSION = 1
 STOP_GRACE = 10.0  # seconds a process has between SIGTERM and SIGKILL
 
 
-def read_record(state: StateDir) -> dict | None:
+class RecordUnreadable(Exception):
+    """``processes.json`` is there but is no record of this launcher (garbage, torn by hand, another
+    shape): what runs cannot be told from it."""
+
+
+def _well_formed(data: object) -> bool:
+    if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+        return False
+    processes = data.get("processes", {})
+    return isinstance(processes, dict) and all(e is None or isinstance(e, dict) for e in processes.values())
+
+
+def load_record(state: StateDir) -> dict | None:
+    """The record, or None when there is none; raises RecordUnreadable when it cannot be read."""
+    path = state.processes
     try:
-        data = json.loads(state.processes.read_text())
-    except FileNotFoundError:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError):  # (no state folder: `up` and `doctor` say so)
         return None
-    except (OSError, ValueError):
+    except OSError as exc:
+        raise RecordUnreadable(f"cannot read the process record {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise RecordUnreadable(f"the process record {path} is not JSON (written by hand, or damaged)") from None
+    if not _well_formed(data):
+        raise RecordUnreadable(f"the process record {path} is not one this launcher writes "
+                               f"(version {RECORD_VERSION}, processes by name)")
+    return data
+
+
+def read_record(state: StateDir) -> dict | None:
+    """The record, or None when there is none or it is unreadable (see :func:`load_record`)."""
+    try:
+        return load_record(state)
+    except RecordUnreadable:
         return None
-    return data if isinstance(data, dict) and data.get("version") == RECORD_VERSION else None
 
 
 def write_record(state: StateDir, record: dict) -> None:
@@ -57,9 +83,15 @@ def live_process(entry: Mapping[str, Any] | None) -> psutil.Process | None:
         return None
 
 
-def running_supervisor(state: StateDir) -> psutil.Process | None:
-    record = read_record(state)
-    return live_process((record or {}).get("processes", {}).get(SUPERVISOR)) if record else None
+def live_processes(record: Mapping[str, Any] | None) -> dict[str, psutil.Process]:
+    """The recorded processes still running (pid and creation time), by name."""
+    entries = (record or {}).get("processes") or {}
+    found = {name: live_process(entry) for name, entry in entries.items()}
+    return {name: proc for name, proc in found.items() if proc is not None}
+
+
+def describe_live(procs: Mapping[str, psutil.Process]) -> str:
+    return ", ".join(f"{name} (pid {proc.pid})" for name, proc in procs.items())
 
 
 def create_time(pid: int) -> float | None:

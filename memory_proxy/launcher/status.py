@@ -6,7 +6,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,15 @@ import psutil
 
 from memory_proxy.launcher.ports import port_holder, port_in_use
 from memory_proxy.launcher.probe import http_get
-from memory_proxy.launcher.record import live_process, read_record, remove_record, stop_groups
+from memory_proxy.launcher.record import (
+    RecordUnreadable,
+    describe_live,
+    live_process,
+    live_processes,
+    load_record,
+    remove_record,
+    stop_groups,
+)
 from memory_proxy.names import LITELLM, LITELLM_READY_PATH, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
 from memory_proxy.state import StateDir
 
@@ -92,14 +100,23 @@ def _probe_all(rows: Mapping[str, tuple]) -> dict[str, dict]:
 
 def collect_status(state: StateDir, config_path: Path) -> dict:
     """Everything ``status`` shows, as plain data; ``healthy`` only when every part is."""
-    record = read_record(state)
     result: dict[str, Any] = {"healthy": False, "state_dir": str(state.root), "config": str(config_path),
                               "running": False, "state": None, "processes": {}, "models_missing_keys": {},
                               "problems": []}
-    if record and record.get("state") in ("running", "starting", "stopping") and live_process(
-            record.get("processes", {}).get(SUPERVISOR)):
+    try:
+        record = load_record(state)
+    except RecordUnreadable as exc:
+        record = None
+        result["problems"].append(f"{exc}; `down` checks the ports and sets it aside")
+    live = live_processes(record)
+    orphans = {name: proc for name, proc in live.items() if name != SUPERVISOR} if SUPERVISOR not in live else {}
+    if record and (orphans or (record.get("state") in ("running", "starting", "stopping") and SUPERVISOR in live)):
         result["running"] = True
-        result["state"] = record.get("state")
+        result["state"] = "orphaned" if orphans else record.get("state")
+        if orphans:  # the supervisor was killed (SIGKILL): nothing restarts or stops its children now
+            result["problems"].append(f"the supervisor is gone but {describe_live(orphans)} still "
+                                      f"{'runs' if len(orphans) == 1 else 'run'}; stop "
+                                      f"{'it' if len(orphans) == 1 else 'them'} with: python3 start_proxies.py down")
         result["phase"] = record.get("phase")
         result["detached"] = record.get("detached")
         result["backend"] = record.get("backend") or "binary"
@@ -141,7 +158,7 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         if record and record.get("state") == "failed" and record.get("error"):
             result["state"] = "failed"
             result["problems"].append("the last start failed: " + record["error"]["message"])
-        else:
+        elif not result["problems"]:  # (an unreadable record cannot tell)
             result["problems"].append("not running (start it with: python3 start_proxies.py up)")
         from memory_proxy.config.model import ConfigError, load_config
 
@@ -170,6 +187,7 @@ class DownReport:
     killed: list[str] = field(default_factory=list)
     ports_busy: list[str] = field(default_factory=list)
     nothing: bool = False
+    unreadable: str | None = None  # why the record could not be read (it was set aside)
 
 
 def _gone(proc: psutil.Process, seconds: float) -> bool:
@@ -186,20 +204,47 @@ def _gone(proc: psutil.Process, seconds: float) -> bool:
         return True
 
 
-def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
+def set_aside(state: StateDir) -> Path:
+    """Move an unreadable record out of the way, kept for a look: ``processes.json.unreadable``."""
+    aside = state.processes.with_name(state.processes.name + ".unreadable")
+    state.processes.replace(aside)
+    return aside
+
+
+def _busy(ports: Iterable[int], wait: float) -> list[str]:
+    """Each of ``ports`` still taken after up to ``wait`` seconds, and by what."""
+    busy = []
+    deadline = time.monotonic() + wait
+    for port in dict.fromkeys(filter(None, ports)):
+        while port_in_use(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if port_in_use(port):
+            busy.append(f"port {port} is still taken by {port_holder(port) or 'another process'}")
+    return busy
+
+
+def stop_recorded(state: StateDir, grace: float = 20.0, configured_ports: Iterable[int] = ()) -> DownReport:
     """Stop what the record names: the supervisor first (it stops its children in order), then
-    any recorded child still alive, by pid and group; SIGKILL after ``grace``; ports checked."""
+    any recorded child still alive, by pid and group; SIGKILL after ``grace``; ports checked.
+    An unreadable record names nothing to stop: it is set aside and ``configured_ports`` checked."""
     report = DownReport()
-    record = read_record(state)
+    try:
+        record = load_record(state)
+    except RecordUnreadable as exc:
+        try:
+            aside = set_aside(state)
+        except OSError as error:
+            report.unreadable = f"{exc} (and could not be moved aside: {error.strerror or error})"
+        else:
+            report.unreadable = f"{exc}; moved it aside to {aside}"
+        report.ports_busy = _busy(configured_ports, 0.0)
+        return report
     if record is None:
         report.nothing = True
         return report
     entries = record.get("processes", {})
-    procs: dict[str, psutil.Process] = {}
-    for name in (SUPERVISOR, MEMORY_PROXY, MEMORY_PROXY_SDK, LITELLM):
-        proc = live_process(entries.get(name))
-        if proc is not None:
-            procs[name] = proc
+    live = live_processes(record)
+    procs = {name: live[name] for name in (SUPERVISOR, MEMORY_PROXY, MEMORY_PROXY_SDK, LITELLM) if name in live}
     descendants: list[psutil.Process] = []
     for proc in procs.values():
         try:
@@ -235,12 +280,7 @@ def stop_recorded(state: StateDir, grace: float = 20.0) -> DownReport:
                 report.killed.append(f"pid {proc.pid} (child of a recorded process)")
         except psutil.Error:
             pass
-    ports = [(entries.get(n) or {}).get("port") for n in (MEMORY_PROXY, MEMORY_PROXY_SDK, LITELLM)]
-    deadline = time.monotonic() + 5.0
-    for port in filter(None, ports):
-        while port_in_use(port) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if port_in_use(port):
-            report.ports_busy.append(f"port {port} is still taken by {port_holder(port) or 'another process'}")
+    report.ports_busy = _busy([(entries.get(n) or {}).get("port") for n in (MEMORY_PROXY, MEMORY_PROXY_SDK, LITELLM)],
+                              5.0)
     remove_record(state)
     return report
