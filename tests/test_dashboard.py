@@ -305,8 +305,11 @@ class DevTools:
         return answer["result"].get("value")
 
     def wait_for(self, session: str, expression: str, seconds: float = 10) -> None:
+        """Until ``expression`` is true in the page; false while it throws (a new tab may not
+        have a document.body yet when the first check runs)."""
         deadline = time.monotonic() + seconds
-        while not self.evaluate(session, f"Boolean({expression})"):
+        while not self.evaluate(session, f"(() => {{ try {{ return Boolean({expression}); }} "
+                                         f"catch (e) {{ return false; }} }})()"):
             assert time.monotonic() < deadline, f"never true in the page: {expression}"
             time.sleep(0.1)
 
