@@ -17,12 +17,12 @@ from memory_proxy.launcher.hints import client_hints, print_hints, proxy_base
 from memory_proxy.launcher.logfiles import follow, tail
 from memory_proxy.launcher.record import (
     RecordUnreadable,
-    describe_live,
     exited,
     live_processes,
     load_record,
     read_record,
     remove_record,
+    still_running,
     stop_groups,
 )
 from memory_proxy.launcher.status import collect_status, stop_recorded
@@ -111,8 +111,8 @@ def up(ctx: Context, *, detach: bool, litellm_url: str | None, timeout: float, a
     if SUPERVISOR in live:
         return _already_running(ctx, as_json)
     if live:  # the supervisor was killed; its children hold the ports and only the record can stop them
-        return refuse(f"the supervisor of {state.root} is gone but {describe_live(live)} still "
-                      f"{'runs' if len(live) == 1 else 'run'}; run `{ctx.command} down` first", 1)
+        return refuse(f"the supervisor of {state.root} is gone but {still_running(live)}; "
+                      f"run `{ctx.command} down` first", 1)
     remove_record(state)  # stale: nothing of it runs any more
     backend = backend or remembered_backend(state) or "binary"
     if backend == "sdk" and litellm_url:
@@ -328,7 +328,7 @@ def status(ctx: Context, as_json: bool) -> int:
 
 def _configured_ports(ctx: Context) -> list[int]:
     """The ports the config gives this installation (the SDK proxy's default too, after `up --backend
-    both`): what `down` checks when the record cannot say. None when the config cannot be read."""
+    both`): what `down` checks when the record cannot say; none when the config cannot be read."""
     from memory_proxy.config.model import ConfigError, load_config
 
     try:

@@ -90,8 +90,10 @@ def live_processes(record: Mapping[str, Any] | None) -> dict[str, psutil.Process
     return {name: proc for name, proc in found.items() if proc is not None}
 
 
-def describe_live(procs: Mapping[str, psutil.Process]) -> str:
-    return ", ".join(f"{name} (pid {proc.pid})" for name, proc in procs.items())
+def still_running(procs: Mapping[str, psutil.Process]) -> str:
+    """"litellm (pid 12) still runs", "memory_proxy (pid 13), litellm (pid 12) still run"."""
+    names = ", ".join(f"{name} (pid {proc.pid})" for name, proc in procs.items())
+    return f"{names} still {'runs' if len(procs) == 1 else 'run'}"
 
 
 def create_time(pid: int) -> float | None:

@@ -17,11 +17,11 @@ from memory_proxy.launcher.ports import port_holder, port_in_use
 from memory_proxy.launcher.probe import http_get
 from memory_proxy.launcher.record import (
     RecordUnreadable,
-    describe_live,
     live_process,
     live_processes,
     load_record,
     remove_record,
+    still_running,
     stop_groups,
 )
 from memory_proxy.names import LITELLM, LITELLM_READY_PATH, MEMORY_PROXY, MEMORY_PROXY_SDK, SUPERVISOR
@@ -114,8 +114,7 @@ def collect_status(state: StateDir, config_path: Path) -> dict:
         result["running"] = True
         result["state"] = "orphaned" if orphans else record.get("state")
         if orphans:  # the supervisor was killed (SIGKILL): nothing restarts or stops its children now
-            result["problems"].append(f"the supervisor is gone but {describe_live(orphans)} still "
-                                      f"{'runs' if len(orphans) == 1 else 'run'}; stop "
+            result["problems"].append(f"the supervisor is gone but {still_running(orphans)}; stop "
                                       f"{'it' if len(orphans) == 1 else 'them'} with: python3 start_proxies.py down")
         result["phase"] = record.get("phase")
         result["detached"] = record.get("detached")
