@@ -137,6 +137,12 @@ def check_fallbacks(c: Checker, raw: dict, models: list[ModelInfo]) -> None:
     backed = {m.model_name for m in models if m.supermemory_backed}
     if not backed:
         return
+
+    def ordinary(targets: Any) -> list:
+        """The targets that are not Supermemory-backed groups (anything but a group name is not one)."""
+        listed = targets if isinstance(targets, list) else [targets]
+        return [t for t in listed if not (isinstance(t, str) and t in backed)]
+
     for section in ("router_settings", "litellm_settings"):
         settings = raw.get(section)
         if not isinstance(settings, dict):
@@ -144,16 +150,16 @@ def check_fallbacks(c: Checker, raw: dict, models: list[ModelInfo]) -> None:
         for key in FALLBACK_KEYS:
             for i, entry in enumerate(settings.get(key) if isinstance(settings.get(key), list) else []):
                 for group, targets in (entry.items() if isinstance(entry, dict) else ()):
-                    ordinary = [t for t in (targets if isinstance(targets, list) else [targets]) if t not in backed]
                     if group in backed:
-                        for target in ordinary:
+                        for target in ordinary(targets):
                             c.fail((section, key, i, group), f"falls back from the Supermemory-backed {group!r} "
                                    f"to {target!r}, which is not: LiteLLM would send it the memory headers")
-                    elif group == "*" and ordinary:
-                        c.warnings.append(f"{section}.{key}: the fallback for every group ({', '.join(ordinary)}) "
-                                          "also serves the Supermemory-backed ones, and would get their memory headers")
+                    elif group == "*" and ordinary(targets):
+                        c.warnings.append(f"{section}.{key}: the fallback for every group "
+                                          f"({', '.join(map(str, ordinary(targets)))}) also serves the "
+                                          "Supermemory-backed ones, and would get their memory headers")
         defaults = settings.get("default_fallbacks")
-        ordinary = [t for t in defaults if t not in backed] if isinstance(defaults, list) else []
-        if ordinary:
-            c.warnings.append(f"{section}.default_fallbacks ({', '.join(map(str, ordinary))}) also serve the "
+        ordinary_defaults = ordinary(defaults) if isinstance(defaults, list) else []
+        if ordinary_defaults:
+            c.warnings.append(f"{section}.default_fallbacks ({', '.join(map(str, ordinary_defaults))}) also serve the "
                               "Supermemory-backed groups, and would get their memory headers")

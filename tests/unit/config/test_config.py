@@ -176,6 +176,20 @@ litellm_settings:
         "memory headers"]
 
 
+def test_fallback_targets_that_are_not_group_names_are_not_supermemory_backed():
+    """A number or a list where a group name belongs is no Supermemory-backed group: refused or
+    warned about like an ordinary one, never a crash."""
+    assert problems(FALLBACK_MODELS + "router_settings:\n  fallbacks: [{mem: [[a], 7]}]\n") == [
+        f"9:router_settings.fallbacks[0].mem: falls back from the Supermemory-backed 'mem' to {target}, which "
+        "is not: LiteLLM would send it the memory headers" for target in ("['a']", "7")]
+    config = parse(FALLBACK_MODELS + "router_settings:\n  fallbacks: [{'*': [1, mem]}]\n  default_fallbacks: [[a]]\n")
+    assert [w for w in config.warnings if "memory headers" in w] == [
+        "router_settings.fallbacks: the fallback for every group (1) also serves the Supermemory-backed ones, "
+        "and would get their memory headers",
+        "router_settings.default_fallbacks (['a']) also serve the Supermemory-backed groups, and would get their "
+        "memory headers"]
+
+
 def test_mixed_model_group_is_refused():
     text = """model_list:
   - model_name: g
