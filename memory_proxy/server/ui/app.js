@@ -14,9 +14,11 @@ function color(key) {
 
 const money = (n) => "$" + n.toFixed(n && n < 1 ? 4 : 2);
 const UNKNOWN_COST = "no price for this model: cost unknown, not free";
+// A row or point none of whose requests has a known cost: "n/a", never $0.
+const costUnknown = (p) => p.requests > 0 && p.unpriced_requests === p.requests;
 
 function cost(row) {
-  if (row.unpriced_requests && row.unpriced_requests === row.requests) return "n/a";
+  if (costUnknown(row)) return "n/a";
   return "$" + row.cost_usd.toFixed(4) + (row.unpriced_requests ? "*" : "");
 }
 
@@ -149,7 +151,7 @@ function renderCostChart(series, periods, keys, at, band) {
     let pen = "M";
     periods.forEach((period, i) => {
       const point = at(period, key) || { requests: 0, unpriced_requests: 0, cost_usd: 0 };
-      if (point.requests && point.unpriced_requests === point.requests) {
+      if (costUnknown(point)) {
         pen = "M";
         const k = marked.get(period) || 0;
         marked.set(period, k + 1);
@@ -195,7 +197,7 @@ function renderCharts(series) {
   }
   const unknown = new Map();  // period -> keys whose requests there all lack a price
   for (const p of series.points) {
-    if (p.requests && p.unpriced_requests === p.requests) unknown.set(p.period, (unknown.get(p.period) || 0) + 1);
+    if (costUnknown(p)) unknown.set(p.period, (unknown.get(p.period) || 0) + 1);
   }
   const band = Math.max(0, ...unknown.values());
   renderRequestsChart(series, periods, keys, at, band);
