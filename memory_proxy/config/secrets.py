@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memory_proxy.config.env import env_reference
+
+if TYPE_CHECKING:
+    from memory_proxy.config.model import Config
 
 SECRET_WORDS = frozenset({"key", "apikey", "secret", "token", "password", "passwd", "credential", "credentials",
                           "authorization", "cookie"})
@@ -94,3 +97,19 @@ def mask_secrets(value: Any, key: str = "", path: tuple = ()) -> Any:
             return MASK
         return mask_text(value)
     return value
+
+
+def without_config_secrets(text: str, config: Config | None) -> str:
+    """``text`` without the secrets the config holds (the Supermemory key, a database URL and its
+    password): for an error quoted from a library, which may repeat what it was given."""
+    if config is None:
+        return text
+    from urllib.parse import urlsplit
+
+    secrets = [config.proxy.supermemory.api_key, config.proxy.usage.database_url]
+    if config.proxy.usage.database_url:
+        secrets.append(urlsplit(config.proxy.usage.database_url).password)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from memory_proxy.config.hosts import url_host
+from memory_proxy.config.secrets import without_config_secrets
 from memory_proxy.launcher.context import Context
 from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
 from memory_proxy.launcher.status import collect_status
@@ -324,7 +325,8 @@ def usage_log_findings(config: Config | None, state: StateDir, now: float | None
     try:
         incidents = _read_incidents(url, state, now)
     except Exception as exc:  # the store's own errors (sqlite3, psycopg): one line, never a traceback
-        detail = _redact(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", config)
+        detail = without_config_secrets(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                                        config)
         return [Finding("usage log", "warn", f"the usage store {where} cannot be read ({detail})",
                         "check memory_proxy.usage.database_url and that the server runs" if url else
                         f"check {path} (owner, permissions, disk)")]
@@ -342,7 +344,7 @@ def usage_log_findings(config: Config | None, state: StateDir, now: float | None
             text += f", last {duration(max(0.0, now - last))} ago"
         text += "; by client: " + ", ".join(f"{cid or '-'} {n}" for cid, n in list(found["clients"].items())[:5])
         if found.get("last_message"):
-            text += f"; Supermemory said: {_redact(found['last_message'][:160], config)}"
+            text += f"; Supermemory said: {without_config_secrets(found['last_message'][:160], config)}"
         findings.append(Finding("egress", "warn" if recent else "ok", text, fix if recent else None))
     return findings
 
@@ -358,21 +360,6 @@ def _read_incidents(url: str | None, state: StateDir, now: float) -> dict[str, d
         return report.memory_incidents(store, since_ms, CLOUDFLARE_REFUSED)
     finally:
         store.close()
-
-
-def _redact(text: str, config: Config | None) -> str:
-    """``text`` without the secrets the config holds (a database URL with its password, the key)."""
-    if config is None:
-        return text
-    from urllib.parse import urlsplit
-
-    secrets = [config.proxy.supermemory.api_key, config.proxy.usage.database_url]
-    if config.proxy.usage.database_url:
-        secrets.append(urlsplit(config.proxy.usage.database_url).password)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def memory_log_findings(state: StateDir, now: float | None = None) -> list[Finding]:

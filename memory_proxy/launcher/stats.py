@@ -76,14 +76,12 @@ def stats(config_path, state: StateDir, *, period: str | None, by: str, since: s
         reports = _read_reports(settings.database_url, state.root, period=period, by=by, since_ms=since_ms,
                                 until_ms=until_ms, key=key, breakdown=breakdown)
     except Exception as exc:  # the store's own errors (sqlite3, psycopg): one line, never a traceback
-        from urllib.parse import urlsplit
+        from memory_proxy.config.secrets import without_config_secrets
 
         where = "PostgreSQL (memory_proxy.usage.database_url)" if settings.database_url else \
             str(database_file(state.root))
         detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        password = urlsplit(settings.database_url).password if settings.database_url else None
-        err.line((f"cannot read the usage store {where}: {detail.replace(password, '***') if password else detail}",
-                  "red"))
+        err.line((f"cannot read the usage store {where}: {without_config_secrets(detail, config)}", "red"))
         return 1
     data = [{"report": name, "by": by, "rows": [r.as_dict() for r in rows], "total": ur.totals(rows).as_dict()}
             for name, rows in reports]
