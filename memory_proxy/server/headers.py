@@ -98,6 +98,12 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     return [(n, v) for n, v in headers if n not in drop]
 
 
+def media_type(content_type: str) -> str:
+    """A content-type's media type, without its parameters: ``application/json; charset=utf-8`` ->
+    ``application/json``."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def as_bytes(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """Header pairs as the bytes they arrived as (ASGI servers decode them as latin-1), so a
     non-ASCII value (``user-agent: José's IDE``) is relayed instead of failing httpx's ASCII check."""

@@ -331,7 +331,7 @@ async def _request_content(runtime: Runtime, request: Request):
     limit = runtime.config.proxy.max_body_bytes
     if request.method not in BODY_METHODS:
         return None, None
-    if request.headers.get("content-type", "").split(";", 1)[0].strip().lower() in NOT_JSON:
+    if h.media_type(request.headers.get("content-type", "")) in NOT_JSON:
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         return (stream_body(request, limit) if has_body else None), None
     body, data = clean_json_body(await read_body(request, limit), runtime.backed)

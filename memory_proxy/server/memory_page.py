@@ -32,6 +32,7 @@ from memory_proxy.server.dashboard import (
     store_unavailable,
 )
 from memory_proxy.server.errors import error_response
+from memory_proxy.server.headers import media_type
 from memory_proxy.server.relay import BodyTooLarge, read_body
 from memory_proxy.server.routing import InvalidClientId, validate_id
 from memory_proxy.server.runtime import Runtime
@@ -172,7 +173,7 @@ async def search(runtime: Runtime, request: Request) -> dict:
 
 async def forget(runtime: Runtime, request: Request) -> dict:
     """Forget one memory of one id: a JSON POST (a form or a no-cors fetch cannot send it)."""
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+    if media_type(request.headers.get("content-type", "")) != "application/json":
         raise _BadInput("send the memory to forget as JSON (content-type: application/json)")
     try:
         body = json.loads(await read_body(request, FORGET_BODY_BYTES))
