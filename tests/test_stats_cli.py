@@ -96,6 +96,8 @@ def test_stats_periods_groupings_and_ranges(tmp_path):
     assert [(r["period"], r["requests"]) for r in stats("daily", "--until", day(old))] == [(day(old), 1)]
     sessions = stats("session", "--id", "alpha")
     assert sorted((r["period"], r["key"], r["requests"]) for r in sessions) == [("-", "alpha", 1), ("s1", "alpha", 2)]
+    s1 = next(r for r in sessions if r["period"] == "s1")
+    assert abs(s1["p50_latency_ms"] - 100) <= 5 and abs(s1["p95_latency_ms"] - 200) <= 10
     weekly = stats("weekly", "--by", "model", "--since", day(recent))
     assert sorted((r["key"], r["requests"]) for r in weekly) == [("claude", 2), ("gpt-4o-mini", 1)]
 

@@ -12,7 +12,14 @@ from memory_proxy.usage import report as ur
 from memory_proxy.usage.record import UsageLog, from_supermemory
 from memory_proxy.usage.store import SCHEMA_VERSION
 from tests.support.postgres import TABLES, throwaway_cluster
-from tests.unit.usage.test_usage import NOW_MS, cost_kinds, ingress_row, unknown_costs, wait_for
+from tests.unit.usage.test_usage import (
+    NOW_MS,
+    check_version_2_migration,
+    cost_kinds,
+    ingress_row,
+    unknown_costs,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +79,12 @@ def test_version_1_rollups_are_summed_again(url):
     assert unknown_costs(store) == 2
     assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     store.close()
+
+
+def test_version_2_latency_buckets_get_the_session(url):
+    from memory_proxy.usage.pg import PostgresStore
+
+    check_version_2_migration(lambda: PostgresStore(url))
 
 
 def test_pruning_keeps_the_retention_and_ignores_the_size_cap(url):

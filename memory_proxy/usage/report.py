@@ -1,7 +1,7 @@
 """Reports over the usage record, for ``start_proxies.py stats`` and the dashboard's API.
 
 Reports read the rollup the writer keeps beside the records (sums per quarter hour, latency
-buckets 10 % wide per local day; ``usage_store``), so a report over a million records reads
+buckets 10 % wide per local day; ``store.py``), so a report over a million records reads
 thousands of rows, not a million. Days are local days (the machine's UTC offset now); weeks start on Monday.
 """
 
@@ -122,10 +122,10 @@ def report(store, *, period: str = "daily", by: str = "client", since_ms: int | 
     group = ", ".join(keys)
     main = store.query(f"SELECT {group}, {', '.join(f'SUM({c})' for c in ROLLUP_SUMS)} FROM {table} "
                        f"WHERE {' AND '.join(where)} GROUP BY {group}", tuple(params))
-    if period in ("daily", "weekly", "monthly", "total"):  # latency buckets are counted per local day
+    if period != "hourly":  # latency buckets are counted per local day
         buckets = store.query(f"SELECT {group}, kind, bucket, SUM(n) FROM {HISTOGRAM} WHERE {' AND '.join(where)} "
                               f"GROUP BY {group}, kind, bucket", tuple(params))
-    else:  # hourly and per session: no percentiles (docs/usage.md)
+    else:  # the dashboard's time series: shows no percentiles (none are kept per quarter hour)
         buckets = []
     width = len(keys)
     rows: dict[tuple, Row] = {}

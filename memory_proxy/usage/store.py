@@ -7,6 +7,7 @@ an older store up to date when a writer opens it.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -15,13 +16,15 @@ from typing import Any
 from memory_proxy.usage.record import ADDED, ASKED, COLUMNS, DAY_MS, EARLIEST, FOLLOWS_TS, INGRESS_MARK, local_day
 
 TABLE = "usage_requests"
-SCHEMA_VERSION = 2
+log = logging.getLogger("memory_proxy")
+
+SCHEMA_VERSION = 3
 INDEXES = {"usage_ts": "ts_ms", "usage_client_ts": "client_id, ts_ms", "usage_model_ts": "model_group, ts_ms"}
 
 # Two rollups of the same sums: per quarter hour (any UTC offset is a whole number of them;
 # hourly reports) and per local day (this machine's time zone, DST included; every other
-# report). Latency buckets are counted per local day and without the session: finer, they
-# would outnumber the records.
+# report). Latency buckets are counted per local day with the same keys (a session's
+# percentiles); per quarter hour they would outnumber the records (the hourly time series has none).
 SLOT_MS = 900_000
 ROLLUP = "usage_rollup"  # by slot
 DAILY = "usage_rollup_daily"  # by day
@@ -29,12 +32,18 @@ HISTOGRAM = "usage_rollup_latency"  # by day
 GROUP_KEYS = ("client_id", "project", "model_group", "provider", "session_id")
 ROLLUP_KEYS = ("slot",) + GROUP_KEYS
 DAILY_KEYS = ("day",) + GROUP_KEYS
-HISTOGRAM_KEYS = ("day", "client_id", "project", "model_group", "provider")
+HISTOGRAM_KEYS = DAILY_KEYS
 ROLLUP_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                "cost_usd", "unpriced", "memory_errors", "context_modified", "cloudflare_retries")
 
 def _keys_sql(keys: tuple[str, ...]) -> str:
     return ", ".join(f"{k} {'BIGINT' if k in ('slot', 'day') else 'TEXT'} NOT NULL" for k in keys)
+
+
+def create_histogram() -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {HISTOGRAM} ({_keys_sql(HISTOGRAM_KEYS)}, kind TEXT NOT NULL, "
+            f"bucket INTEGER NOT NULL, n BIGINT NOT NULL DEFAULT 0, "
+            f"PRIMARY KEY ({', '.join(HISTOGRAM_KEYS)}, kind, bucket))")
 
 
 def create_statements() -> list[str]:
@@ -46,9 +55,7 @@ def create_statements() -> list[str]:
     for table, keys in ((ROLLUP, ROLLUP_KEYS), (DAILY, DAILY_KEYS)):
         statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({_keys_sql(keys)}, {sums}, "
                           f"PRIMARY KEY ({', '.join(keys)}))")
-    statements.append(f"CREATE TABLE IF NOT EXISTS {HISTOGRAM} ({_keys_sql(HISTOGRAM_KEYS)}, kind TEXT NOT NULL, "
-                      f"bucket INTEGER NOT NULL, n BIGINT NOT NULL DEFAULT 0, "
-                      f"PRIMARY KEY ({', '.join(HISTOGRAM_KEYS)}, kind, bucket))")
+    statements.append(create_histogram())
     statements += [f"CREATE INDEX IF NOT EXISTS {name} ON {TABLE} ({cols})" for name, cols in INDEXES.items()]
     return statements
 
@@ -82,7 +89,7 @@ def rollup_statements(sign: int, ids: str = BATCH) -> list[str]:
             f"SELECT {time_sql}, {', '.join(groups)}, {', '.join(f'{sign} * {s}' for s in _SUMS_SQL)} "
             f"FROM {TABLE} WHERE {in_batch} GROUP BY {time_sql}, {', '.join(groups)} "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}")
-    hist_groups = ", ".join(["day"] + groups[:4])
+    hist_groups = ", ".join(["day"] + groups)
     for kind, column in (("latency", "latency_bucket"), ("first_event", "first_event_bucket")):
         statements.append(
             f"INSERT INTO {HISTOGRAM} ({', '.join(HISTOGRAM_KEYS)}, kind, bucket, n) "
@@ -101,9 +108,11 @@ def rebuild_rollups() -> list[str]:
             + rollup_statements(1, every))
 
 
-# version -> statements that bring the version before it up to it
+# version -> statements that bring the version before it up to it. Each is written against
+# today's tables: a migration that a later one's rebuild covers is left empty.
 MIGRATIONS: dict[int, list[str]] = {
-    2: rebuild_rollups(),  # "unpriced" counts answered requests without LiteLLM's figures too
+    2: [],  # "unpriced" counts answered requests without LiteLLM's figures too: 3's rebuild sums it
+    3: [f"DROP TABLE {HISTOGRAM}", create_histogram()] + rebuild_rollups(),  # latency buckets per session
 }
 
 
@@ -225,6 +234,8 @@ class SqlStore:
                 self.execute(statement)
             row = self.query("SELECT value FROM usage_meta WHERE key = 'schema_version'")
             version = int(row[0][0]) if row else SCHEMA_VERSION
+            if version < SCHEMA_VERSION:  # a rebuild takes seconds per million records: say why the writer waits
+                log.warning("usage store: bringing schema version %d up to %d", version, SCHEMA_VERSION)
             for target in sorted(v for v in MIGRATIONS if v > version):
                 for statement in MIGRATIONS[target]:
                     self.execute(statement)

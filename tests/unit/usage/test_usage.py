@@ -281,6 +281,34 @@ def test_version_1_rollups_are_summed_again(tmp_path):
     assert_rollup_matches(path)
 
 
+def check_version_2_migration(open_store) -> None:
+    """Version 2 counted latency buckets without the session (session reports had no
+    percentiles): a store turned back into version 2, opened again, has them rebuilt from the
+    records. ``open_store``: () -> a writer's store (SQLite or PostgreSQL)."""
+    from memory_proxy.usage.record import derive
+
+    store = open_store()
+    store.upsert([derive(ingress_row("s1", latency_ms=100.0, session_id="one"), frozenset()),
+                  derive(ingress_row("s2", latency_ms=400.0), frozenset())])
+    keys = "day, client_id, project, model_group, provider"
+    store.execute("DROP TABLE usage_rollup_latency")
+    store.execute(f"CREATE TABLE usage_rollup_latency (day BIGINT NOT NULL, client_id TEXT NOT NULL, "
+                  f"project TEXT NOT NULL, model_group TEXT NOT NULL, provider TEXT NOT NULL, kind TEXT NOT NULL, "
+                  f"bucket INTEGER NOT NULL, n BIGINT NOT NULL DEFAULT 0, PRIMARY KEY ({keys}, kind, bucket))")
+    store.execute("UPDATE usage_meta SET value = '2' WHERE key = 'schema_version'")
+    store.close()
+    store = open_store()
+    assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    found = {r.period: (r.requests, r.as_dict()["p50_latency_ms"]) for r in ur.report(store, period="session")}
+    assert found.keys() == {"one", "-"} and found["one"][0] == found["-"][0] == 1
+    assert abs(found["one"][1] - 100) <= 5 and abs(found["-"][1] - 400) <= 20
+    store.close()
+
+
+def test_version_2_latency_buckets_get_the_session(tmp_path):
+    check_version_2_migration(lambda: SqliteStore(tmp_path / "usage.sqlite3"))
+
+
 def test_schema_version_and_indexes(tmp_path):
     store = SqliteStore(tmp_path / "usage.sqlite3")
     assert store.query("SELECT value FROM usage_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
@@ -410,8 +438,10 @@ def test_reports_sum_group_and_mark_unpriced(tmp_path):
     monthly = ur.report(store, period="monthly", by="model", breakdown=True)
     assert [(r.period, r.key, r.model, r.requests) for r in monthly] == [
         ("2026-03", "gpt-4o-mini", "gpt-4o-mini", 2), ("2026-03", "claude", "claude", 1)]
-    sessions = ur.report(store, period="session", key="c1")
-    assert sorted((r.period, r.requests) for r in sessions) == [("-", 1), ("s1", 1)]
+    sessions = {r.period: r.as_dict() for r in ur.report(store, period="session", key="c1")}
+    assert {k: r["requests"] for k, r in sessions.items()} == {"-": 1, "s1": 1}
+    assert abs(sessions["s1"]["p50_latency_ms"] - 100) <= 5 and abs(sessions["s1"]["p50_first_event_ms"] - 20) < 1
+    assert abs(sessions["-"]["p95_latency_ms"] - 300) <= 15 and sessions["-"]["p50_first_event_ms"] is None
     assert [r.requests for r in ur.report(store, period="total", since_ms=day + ur.DAY_MS)] == [1]
     assert [r["request_id"] for r in ur.latest(store, limit=2)] == ["b1", "a2"]
     store.close()
