@@ -100,9 +100,13 @@ def test_up_refuses_a_taken_port_and_names_the_holder(tmp_path, config):
         sock.bind(("127.0.0.1", port))
         sock.listen()
         result = cli(tmp_path, config, "up", "--detach")
-    assert result.returncode == 1
-    assert f"port {port}" in result.stderr and f"pid {os.getpid()}" in result.stderr, result.stderr
-    assert not (tmp_path / "state" / "processes.json").exists()
+        assert result.returncode == 1
+        assert f"port {port}" in result.stderr and f"pid {os.getpid()}" in result.stderr, result.stderr
+        assert not (tmp_path / "state" / "processes.json").exists()
+        down = cli(tmp_path, config, "down")  # no record: the port is not this state folder's to free
+        assert down.returncode == 1 and "Nothing was running" in down.stdout
+        assert f"port {port} is still taken by" in down.stderr and f"pid {os.getpid()}" in down.stderr
+        assert "nothing recorded in" in down.stderr, down.stderr
     down = cli(tmp_path, config, "down")
     assert down.returncode == 0 and "Nothing was running" in down.stdout
 

@@ -210,7 +210,7 @@ def set_aside(state: StateDir) -> Path:
     return aside
 
 
-def _busy(ports: Iterable[int], wait: float) -> list[str]:
+def _busy(ports: Iterable[int], wait: float, why: str = "") -> list[str]:
     """Each of ``ports`` still taken after up to ``wait`` seconds, and by what."""
     busy = []
     deadline = time.monotonic() + wait
@@ -218,14 +218,15 @@ def _busy(ports: Iterable[int], wait: float) -> list[str]:
         while port_in_use(port) and time.monotonic() < deadline:
             time.sleep(0.1)
         if port_in_use(port):
-            busy.append(f"port {port} is still taken by {port_holder(port) or 'another process'}")
+            busy.append(f"port {port} is still taken by {port_holder(port) or 'another process'}{why}")
     return busy
 
 
 def stop_recorded(state: StateDir, grace: float = 20.0, configured_ports: Iterable[int] = ()) -> DownReport:
     """Stop what the record names: the supervisor first (it stops its children in order), then
     any recorded child still alive, by pid and group; SIGKILL after ``grace``; ports checked.
-    An unreadable record names nothing to stop: it is set aside and ``configured_ports`` checked."""
+    An unreadable record names nothing to stop: it is set aside and ``configured_ports`` checked;
+    so are they when there is no record."""
     report = DownReport()
     try:
         record = load_record(state)
@@ -238,8 +239,10 @@ def stop_recorded(state: StateDir, grace: float = 20.0, configured_ports: Iterab
             report.unreadable = f"{exc}; moved it aside to {aside}"
         report.ports_busy = _busy(configured_ports, 0.0)
         return report
-    if record is None:
+    if record is None:  # nothing to stop; a port taken anyway is not this state folder's
         report.nothing = True
+        report.ports_busy = _busy(configured_ports, 0.0, f", which nothing recorded in {state.root} started "
+                                  "(another --state-dir, or not this project)")
         return report
     entries = record.get("processes", {})
     live = live_processes(record)
