@@ -105,6 +105,8 @@ def report(store, *, period: str = "daily", by: str = "client", since_ms: int | 
            until_ms: int | None = None, key: str | None = None, breakdown: bool = False,
            offset_ms: int | None = None) -> list[Row]:
     """Rows of one report from the rollup, newest period first, then by requests."""
+    if period not in PERIODS or by not in GROUPS:
+        raise ValueError(f"no {period!r} report by {by!r}: periods {', '.join(PERIODS)}; by {', '.join(GROUPS)}")
     offset = utc_offset_ms() if offset_ms is None else offset_ms  # hourly reports only
     column = GROUPS[by]
     since, until = since_ms or 0, until_ms or 2**62

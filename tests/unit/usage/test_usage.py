@@ -444,6 +444,8 @@ def test_reports_sum_group_and_mark_unpriced(tmp_path):
     assert abs(sessions["-"]["p95_latency_ms"] - 300) <= 15 and sessions["-"]["p50_first_event_ms"] is None
     assert [r.requests for r in ur.report(store, period="total", since_ms=day + ur.DAY_MS)] == [1]
     assert [r["request_id"] for r in ur.latest(store, limit=2)] == ["b1", "a2"]
+    with pytest.raises(ValueError, match="no 'yearly' report"):
+        ur.report(store, period="yearly")
     store.close()
 
 
