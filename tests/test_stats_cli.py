@@ -97,6 +97,9 @@ def test_stats_periods_groupings_and_ranges(tmp_path):
     sessions = stats("session", "--id", "alpha")
     assert sorted((r["period"], r["key"], r["requests"]) for r in sessions) == [("-", "alpha", 1), ("s1", "alpha", 2)]
     s1 = next(r for r in sessions if r["period"] == "s1")
+    one = stats("session", "--id", "s1", "--breakdown")  # a session id, as ccusage's `session --id`
+    assert sorted((r["period"], r["key"], r["model"], r["requests"]) for r in one) == [
+        ("s1", "alpha", "claude", 1), ("s1", "alpha", "gpt-4o-mini", 1)]
     assert abs(s1["p50_latency_ms"] - 100) <= 5 and abs(s1["p95_latency_ms"] - 200) <= 10
     weekly = stats("weekly", "--by", "model", "--since", day(recent))
     assert sorted((r["key"], r["requests"]) for r in weekly) == [("claude", 2), ("gpt-4o-mini", 1)]

@@ -132,7 +132,8 @@ def stats(
     by: GroupBy = typer.Option(GroupBy.client, "--by", help="client, project, model or provider."),
     since: str | None = typer.Option(None, "--since", metavar="YYYY-MM-DD", help="First day (local)."),
     until: str | None = typer.Option(None, "--until", metavar="YYYY-MM-DD", help="Last day (local)."),
-    key: str | None = typer.Option(None, "--id", metavar="ID", help="Only this client/project/model/provider."),
+    key: str | None = typer.Option(None, "--id", metavar="ID", help="Only this client/project/model/provider "
+                                   "(session: or this session id)."),
     breakdown: bool = typer.Option(False, "--breakdown", help="One line per model inside each row."),
     as_json: bool = AS_JSON,
     as_csv: bool = typer.Option(False, "--csv", help="CSV."),

@@ -118,9 +118,9 @@ def report(store, *, period: str = "daily", by: str = "client", since_ms: int | 
         period_sql = {"session": "session_id", "total": "(day * 0)"}.get(period, "day")  # PostgreSQL: no constant
         where, params = ["day >= ?", "day < ?"], [local_day(since), local_day(until - 1) + 1 if until_ms else 2**40]
     keys = [period_sql, column] + (["model_group"] if breakdown else [])
-    if key is not None:
-        where.append(f"{column} = ?")
-        params.append(key)
+    if key is not None:  # per session, ``key`` may name the session itself (ccusage's `session --id`)
+        where.append(f"({column} = ? OR session_id = ?)" if period == "session" else f"{column} = ?")
+        params += [key, key] if period == "session" else [key]
     group = ", ".join(keys)
     main = store.query(f"SELECT {group}, {', '.join(f'SUM({c})' for c in ROLLUP_SUMS)} FROM {table} "
                        f"WHERE {' AND '.join(where)} GROUP BY {group}", tuple(params))
