@@ -424,3 +424,135 @@ def test_chromium_asks_for_the_key(keyed_dashboard, tmp_path):
     assert "hidden" not in form["attrs"] and "enter one" in form["text"]
     assert "hidden" in dom.find(id="main")[0]["attrs"]
     assert not [e for e in dom.elements if e["attrs"].get("class") == "card"]
+    (key,) = dom.find(id="login-key")  # named for a screen reader, not by its placeholder only
+    assert any(p["tag"] == "label" for p in key["parents"])
+    assert dom.find(id="login-error")[0]["attrs"].get("role") == "alert"
+
+
+# --- many keys, large figures, narrow windows (found by a visual audit) ---------------------------
+
+DAY_MS = 86_400_000
+LONG_IDS = [f"project-{'x' * 40}-{i:02d}-long-suffix" for i in range(26)]  # 60 characters each
+LONG_MODEL = "claude-sonnet-4-5-20250929-with-a-model-name-far-too-long-for-its-column"
+
+
+def crowded_store(state: Path) -> int:
+    """Through the writer's own upsert: 26 clients with 60-character ids over 40 days, a 27th
+    with billions of tokens and $10k, a model without a price. Returns the requests."""
+    from memory_proxy.usage.record import derive
+    from memory_proxy.usage.store import SqliteStore
+
+    now = int(time.time() * 1000)
+    rows = []
+    for i in range(400):
+        big = i < 3
+        model = LONG_MODEL if big else ("local-llama" if i % 3 == 0 else "mem")
+        rows.append(derive({
+            "request_id": f"{i:032x}", "ts_ms": now - (i % 40) * DAY_MS - i * 1000,
+            "client_id": "big-client" if big else LONG_IDS[i % 26],
+            "client_source": "custom_header", "method": "POST", "path": "/v1/chat/completions",
+            "model_group": model, "deployment": model, "provider": "openai", "status": 500 if i % 50 == 7 else 200,
+            "completed": 1, "streamed": 0, "latency_ms": 125_000.0 if big else 800.0 + i,
+            "input_tokens": 2_500_000_000 if big else 1000, "output_tokens": 200, "cache_read_tokens": 0,
+            "cache_write_tokens": 0, "cost_usd": 3_456.78 if big else (0.0 if model == "local-llama" else 0.01),
+            "priced": 0 if model == "local-llama" else 1, "sm_error": None, "sm_context_modified": 0,
+            "cf_retries": 0, "session_id": None}, frozenset({"mem"})))
+    state.mkdir(parents=True)
+    store = SqliteStore(state / "usage.sqlite3")
+    store.upsert(rows)
+    store.close()
+    return len(rows)
+
+
+@pytest.fixture
+def crowded_dashboard(emu, tmp_path):
+    requests = crowded_store(tmp_path / "state")
+    with running_proxy(emu.url, state_dir=tmp_path / "state") as proxy:
+        proxy.requests = requests
+        yield proxy
+
+
+def pick_range(browser: DevTools, page: str, value: str) -> None:
+    browser.evaluate(page, f"(() => {{ const s = document.getElementById('range'); s.value = '{value}'; "
+                           "document.body.dataset.loaded = ''; s.dispatchEvent(new Event('change')); })()")
+    browser.wait_for(page, "document.body.dataset.loaded === 'reports'")
+
+
+def test_chromium_many_long_keys_big_figures(crowded_dashboard, tmp_path):
+    browser = DevTools(tmp_path)
+    try:
+        page = browser.open(crowded_dashboard.url + "/ui/")
+        browser.wait_for(page, "document.body.dataset.loaded === 'reports' && "
+                               "document.querySelectorAll('#live tr[data-request-id]').length === 50")
+        pick_range(browser, page, "90d")
+        # 27 clients: the 9 with the most requests a colour each, the 18 others one grey series;
+        # no two series share a colour, and the bars still add up to every request.
+        legend = browser.evaluate(page, "[...document.querySelectorAll('#legend .legend-item')].map((e) => "
+                                        "[e.dataset.key, e.dataset.others || '', "
+                                        "e.querySelector('.swatch').style.background])")
+        assert len(legend) == 10 and legend[-1][:2] == ["", "18"]
+        assert len({colour for _, _, colour in legend}) == 10
+        bars = browser.evaluate(page, "[...document.querySelectorAll('#requests-chart .bar')]"
+                                      ".reduce((n, b) => n + Number(b.dataset.requests), 0)")
+        assert bars == crowded_dashboard.requests
+        # 90 days: the cost chart's n/a marks under one day never run into the next day's.
+        boxes = browser.evaluate(page, "[...document.querySelectorAll('#cost-chart .unpriced-mark')].map((m) => { "
+                                       "const b = m.getBBox(); return [b.x, b.y, b.width, b.height]; })")
+        assert len(boxes) > 20
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                apart = a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1]
+                assert apart, (a, b)
+        # The axis labels stay inside the chart, the money is readable: $10k is not $10370.3400.
+        assert browser.evaluate(page, "Math.min(...[...document.querySelectorAll('#cost-chart text')]"
+                                      ".map((t) => t.getBBox().x))") >= 0
+        big = "document.querySelector('#cards .card[data-key=\"big-client\"] [data-field=cost]').textContent"
+        assert browser.evaluate(page, big) == "$10,370.34"
+        # Latency: a long model name is cut short before its bar, the figures end inside the picture.
+        rows = browser.evaluate(page, "[...document.querySelectorAll('#latency .latency-row')].map((g) => { "
+                                      "const name = g.querySelector('text.name').getBBox(), "
+                                      "figures = g.querySelector('text.figures').getBBox(); "
+                                      "return [g.querySelector('text.name').firstChild.nodeValue, name.x + name.width, "
+                                      "Number(g.querySelector('rect.p95').getAttribute('x')), "
+                                      "figures.x + figures.width, figures.x, "
+                                      "Number(g.querySelector('rect.p95').getAttribute('x')) + "
+                                      "g.querySelector('rect.p95').getBBox().width, "
+                                      "g.querySelector('text.figures').textContent]; })")
+        (long_row,) = [r for r in rows if r[0].startswith("claude-sonnet")]
+        assert "…" in long_row[0] and long_row[0].endswith("(3 requests)") and "p95 123.4 s" in long_row[6]
+        for _, name_end, bar_x, figures_end, figures_x, bar_end, _ in rows:
+            assert name_end < bar_x and bar_end < figures_x and figures_end <= 900
+        # The live table: the zone in its head, the day of a request that is not today's, long ids and
+        # model names cut short (whole on hover), so that they do not push the figures out of view.
+        assert browser.evaluate(page, "document.getElementById('live-time').textContent").startswith("time (UTC")
+        stamps = browser.evaluate(page, "[...document.querySelectorAll('#live tbody tr')]"
+                                        ".map((r) => r.cells[0].textContent)")
+        assert len(stamps[0]) == 8 and any(len(s) == 19 and s[4] == "-" for s in stamps), stamps
+        titles = browser.evaluate(page, "[...document.querySelectorAll('#live tbody td.long')].map((c) => c.title)")
+        assert LONG_IDS[4] in titles and LONG_MODEL in titles
+        widths = browser.evaluate(page, "[...document.querySelectorAll('#live tbody td.long')].map((c) => "
+                                        "c.getBoundingClientRect().width)")
+        assert max(widths) < 280  # a 60-character id alone took 420 px
+        shown = browser.evaluate(page, "[...document.querySelectorAll('#live tbody td.long')]"
+                                       ".map((c) => c.textContent)")
+        assert "project-xxxx…xx-04-long-suffix" in shown  # cut in the middle: its end tells it apart
+        # Muted text is readable on the page's background: WCAG AA's 4.5:1.
+        assert contrast(*browser.evaluate(page, "[getComputedStyle(document.querySelector('.muted')).color, "
+                                                "getComputedStyle(document.body).backgroundColor]")) >= 4.5
+        # A 390 px wide window: nothing wider than it (the tables scroll in their own box).
+        browser.call("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 900, "deviceScaleFactor": 1,
+                                                            "mobile": True}, page)
+        browser.wait_for(page, "document.documentElement.clientWidth === 390")
+        assert browser.evaluate(page, "document.documentElement.scrollWidth") == 390
+    finally:
+        browser.close()
+
+
+def contrast(*colours: str) -> float:
+    """WCAG's contrast ratio of two CSS ``rgb(r, g, b)`` colours."""
+    def luminance(css: str) -> float:
+        channels = [int(c) / 255 for c in css[css.index("(") + 1:css.index(")")].split(",")[:3]]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted((luminance(c) for c in colours), reverse=True)
+    return (high + 0.05) / (low + 0.05)

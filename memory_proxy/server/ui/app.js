@@ -3,23 +3,47 @@
 
 const COLORS = ["#3b6fd8", "#d8813b", "#2f9e6b", "#b54bb0", "#c9a227", "#d64541", "#4aa3b5", "#7a6fd8",
                 "#8c6d46", "#5d6b7a"];
+const NA_WIDTH = 20;  // an "n/a" mark's width in the charts' units, about
 const LIVE_EVERY_MS = 2000;
 const REPORT_EVERY_MS = 10000;
-const state = { range: "today", by: "client", colors: new Map(), newest: 0, timer: null };
+const OTHERS = "\u0000others";  // the series of the keys past the coloured ones (no key has a NUL)
+const OTHERS_COLOR = "#9aa1a9";
+const state = { range: "today", by: "client", colors: new Map(), top: new Set(), others: [], newest: 0,
+                timer: null };
 
-function color(key) {
-  if (!state.colors.has(key)) state.colors.set(key, COLORS[state.colors.size % COLORS.length]);
-  return state.colors.get(key);
+function rankKeys(rows) {
+  // The keys with the most requests (``rows`` come most first) get a colour each, kept while they
+  // stay among them; past COLORS.length keys the rest share one grey series, "N others", so no two
+  // series ever share a colour.
+  const keys = rows.map((r) => r.key);
+  const top = keys.length <= COLORS.length ? keys : keys.slice(0, COLORS.length - 1);
+  state.top = new Set(top);
+  state.others = keys.filter((key) => !state.top.has(key));
+  for (const key of [...state.colors.keys()]) if (!state.top.has(key)) state.colors.delete(key);
+  for (const key of top) {
+    const used = new Set(state.colors.values());
+    if (!state.colors.has(key)) state.colors.set(key, COLORS.find((c) => !used.has(c)));
+  }
 }
 
-const money = (n) => "$" + n.toFixed(n && n < 1 ? 4 : 2);
+const color = (key) => state.colors.get(key) || OTHERS_COLOR;
+const keyName = (key) => (key === OTHERS ? `${state.others.length} others` : key || "-");
+
+const compact = (n) => new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 }).format(n);
+// Dollars with thousands separators; four decimals below a dollar, where cents would say $0.00.
+const dollars = (n) => "$" + n.toLocaleString("en-US", n && Math.abs(n) < 1
+  ? { minimumFractionDigits: 4, maximumFractionDigits: 4 } : { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const money = (n) => (n >= 1000 ? "$" + compact(n) : dollars(n));  // an axis label: short
+// A duration in ms, with its unit: seconds from 10 s on.
+const duration = (ms) => (ms === null || ms === undefined ? "-" : ms >= 10000 ? (ms / 1000).toFixed(1) + " s"
+  : int(ms) + " ms");
 const UNKNOWN_COST = "no price for this model: cost unknown, not free";
 // A row or point none of whose requests has a known cost: "n/a", never $0.
 const costUnknown = (p) => p.requests > 0 && p.unpriced_requests === p.requests;
 
 function cost(row) {
   if (costUnknown(row)) return "n/a";
-  return "$" + row.cost_usd.toFixed(4) + (row.unpriced_requests ? "*" : "");
+  return dollars(row.cost_usd) + (row.unpriced_requests ? "*" : "");
 }
 
 function renderCards(summary) {
@@ -78,10 +102,14 @@ function renderLegend(series, keys) {
     const points = series.points.filter((p) => p.key === key);
     const requests = points.reduce((n, p) => n + p.requests, 0);
     const unpriced = points.reduce((n, p) => n + p.unpriced_requests, 0);
-    const item = el("span", { class: "legend-item", "data-key": key });
+    const item = el("span", { class: "legend-item", "data-key": key === OTHERS ? "" : key });
+    if (key === OTHERS) {
+      item.dataset.others = state.others.length;
+      item.title = state.others.join(", ");
+    }
     const swatch = el("span", { class: "swatch" });
     swatch.style.background = color(key);
-    item.append(swatch, document.createTextNode(key || "-"));
+    item.append(swatch, document.createTextNode(keyName(key)));
     if (unpriced) {
       item.append(el("span", { class: "unpriced", title: `${unpriced} of ${requests} requests: ${UNKNOWN_COST}` },
                      unpriced === requests ? "cost n/a" : "cost *"));
@@ -120,14 +148,15 @@ function renderRequestsChart(series, periods, keys, at, band) {
   const f = chartFrame(svg, series, periods, Math.max(1, ...totals), int, band);
   const base = periods.map(() => 0);
   for (const key of keys) {
-    const group = el("svg:g", { class: "series", "data-key": key, fill: color(key) });
+    const group = el("svg:g", { class: "series", "data-key": key === OTHERS ? "" : key, fill: color(key) });
+    if (key === OTHERS) group.dataset.others = state.others.length;
     periods.forEach((period, i) => {
       const point = at(period, key);
       if (!point || !point.requests) return;
       const bar = el("svg:rect", { x: f.x(i) - f.slot * 0.35, width: Math.max(1, f.slot * 0.7),
         y: f.y(base[i] + point.requests), height: f.y(base[i]) - f.y(base[i] + point.requests),
-        class: "bar", "data-key": key, "data-period": period, "data-requests": point.requests });
-      bar.append(el("svg:title", {}, `${period} ${key || "-"}: ${point.requests} requests, ${point.errors} errors`));
+        class: "bar", "data-key": key === OTHERS ? "" : key, "data-period": period, "data-requests": point.requests });
+      bar.append(el("svg:title", {}, `${period} ${keyName(key)}: ${point.requests} requests, ${point.errors} errors`));
       group.append(bar);
       base[i] += point.requests;
     });
@@ -144,7 +173,8 @@ function renderCostChart(series, periods, keys, at, band) {
   const f = chartFrame(svg, series, periods, max || 1, (v) => (max ? money(v) : v ? "" : "$0"), band);
   const marked = new Map();  // period -> n/a marks under it so far
   for (const key of keys) {
-    const group = el("svg:g", { class: "series", "data-key": key });
+    const group = el("svg:g", { class: "series", "data-key": key === OTHERS ? "" : key });
+    if (key === OTHERS) group.dataset.others = state.others.length;
     // A key none of whose requests had a price gets its n/a marks only, no line along zero.
     const priced = series.points.some((p) => p.key === key && p.requests > p.unpriced_requests);
     const path = [];
@@ -155,10 +185,16 @@ function renderCostChart(series, periods, keys, at, band) {
         pen = "M";
         const k = marked.get(period) || 0;
         marked.set(period, k + 1);
-        const mark = el("svg:text", { x: f.x(i), y: f.row(k), "text-anchor": "middle", class: "unpriced-mark",
-          "data-key": key, "data-period": period }, "n/a");
+        // "n/a" where a slot has room for it; a short bar in the key's colour where it has not
+        // (30 or 90 days), so that neighbouring marks never run into each other.
+        const attrs = { class: "unpriced-mark", "data-key": key === OTHERS ? "" : key, "data-period": period };
+        const mark = f.slot >= NA_WIDTH
+          ? el("svg:text", { ...attrs, x: f.x(i), y: f.row(k), "text-anchor": "middle" }, "n/a")
+          : el("svg:rect", { ...attrs, x: f.x(i) - f.slot * 0.35, y: f.row(k) - 8, width: Math.max(1, f.slot * 0.7),
+                             height: 8 });
         mark.style.fill = color(key);
-        mark.append(el("svg:title", {}, `${period} ${key || "-"}: ${point.requests} requests, ${UNKNOWN_COST}`));
+        mark.append(el("svg:title", {}, `${f.slot >= NA_WIDTH ? "" : "n/a "}${period} ${keyName(key)}: ` +
+                                        `${point.requests} requests, ${UNKNOWN_COST}`));
         group.append(mark);
         return;
       }
@@ -168,24 +204,39 @@ function renderCostChart(series, periods, keys, at, band) {
       if (!point.requests) return;
       const partial = point.unpriced_requests > 0;
       const dot = el("svg:circle", { cx: f.x(i), cy: f.y(point.cost_usd), r: 3.5, stroke: color(key),
-        fill: partial ? "#fff" : color(key), class: "cost-point", "data-key": key, "data-period": period,
-        "data-cost": point.cost_usd });
-      dot.append(el("svg:title", {}, `${period} ${key || "-"}: $${point.cost_usd.toFixed(4)}` +
+        fill: partial ? "#fff" : color(key), class: "cost-point", "data-key": key === OTHERS ? "" : key,
+        "data-period": period, "data-cost": point.cost_usd });
+      dot.append(el("svg:title", {}, `${period} ${keyName(key)}: ${dollars(point.cost_usd)}` +
         (partial ? ` + ${point.unpriced_requests} requests with no price (unknown)` : "")));
       group.append(dot);
     });
     if (path.length) {
       group.prepend(el("svg:path", { d: path.join(" "), fill: "none", stroke: color(key), "stroke-width": 1.8,
-                                     class: "cost-line", "data-key": key }));
+                                     class: "cost-line", "data-key": key === OTHERS ? "" : key }));
     }
     svg.append(group);
   }
 }
 
-function renderCharts(series) {
+function folded(series) {
+  // The points of the keys past the coloured ones summed into one "others" point per period.
+  const points = [], others = new Map();
+  for (const p of series.points) {
+    if (state.top.has(p.key)) { points.push(p); continue; }
+    const sum = others.get(p.period) || { period: p.period, key: OTHERS, requests: 0, cost_usd: 0, errors: 0,
+                                          unpriced_requests: 0 };
+    for (const name of ["requests", "cost_usd", "errors", "unpriced_requests"]) sum[name] += p[name];
+    others.set(p.period, sum);
+  }
+  return { ...series, points: [...points, ...others.values()] };
+}
+
+function renderCharts(reported) {
   // Requests and cost over time per key: two charts over the same periods, in the same colours.
+  const series = folded(reported);
   const periods = [...new Set([...allPeriods(series), ...series.points.map((p) => p.period)])].sort();
-  const keys = [...new Set(series.points.map((p) => p.key))];
+  const present = new Set(series.points.map((p) => p.key));  // the most requests first, "others" last
+  const keys = [...state.top, OTHERS].filter((key) => present.has(key));
   const byPeriod = new Map(series.points.map((p) => [p.period + "\n" + p.key, p]));
   const at = (period, key) => byPeriod.get(period + "\n" + key);
   renderLegend(series, keys);
@@ -204,30 +255,50 @@ function renderCharts(series) {
   renderCostChart(series, periods, keys, at, band);
 }
 
+function fitText(node, text, suffix, room) {
+  // ``text`` and ``suffix`` in the SVG text ``node``, the text cut short with "…" until the whole
+  // is at most ``room`` wide (the node must be in the page to be measured); all of it on hover.
+  node.textContent = text + suffix;
+  for (let keep = text.length - 1; node.getComputedTextLength() > room && keep > 1; keep--) {
+    node.textContent = text.slice(0, keep) + "…" + suffix;
+  }
+  if (node.textContent !== text + suffix) node.append(el("svg:title", {}, text + suffix));
+}
+
 function renderLatency(latency) {
+  // One row per model: its name and request count, the p95 bar with the p50 one inside, and the
+  // figures at the right, each with its unit. Names too long for their column are cut short, and
+  // the bars take the room the longest figures leave, so that no text runs under a bar or out.
   const svg = document.getElementById("latency");
   svg.replaceChildren();
   const rows = latency.rows.filter((r) => r.p50_latency_ms !== null);
-  const H = 20 + rows.length * 26;
-  svg.setAttribute("viewBox", `0 0 900 ${Math.max(H, 40)}`);
+  const W = 900, H = 20 + rows.length * 26;
+  svg.setAttribute("viewBox", `0 0 ${W} ${Math.max(H, 40)}`);
   if (!rows.length) { svg.append(el("svg:text", { x: 20, y: 25 }, "no requests in this period")); return; }
   const max = Math.max(...rows.map((r) => r.p95_latency_ms || r.p50_latency_ms));
-  const left = 210, width = 900 - left - 150;
-  rows.forEach((r, i) => {
+  const groups = rows.map((r, i) => {
     const y = 10 + i * 26;
     const group = el("svg:g", { class: "latency-row", "data-model": r.key, "data-requests": r.requests });
-    group.append(el("svg:text", { x: 6, y: y + 13 }, `${r.key || "-"} (${int(r.requests)})`));
+    const name = el("svg:text", { x: 6, y: y + 13, class: "name" });
+    const figures = el("svg:text", { x: W - 6, y: y + 13, "text-anchor": "end", class: "figures" },
+      `p50 ${duration(r.p50_latency_ms)} · p95 ${duration(r.p95_latency_ms)}` +
+      (r.p50_first_event_ms !== null ? ` · 1st event ${duration(r.p50_first_event_ms)}` : ""));
+    group.append(name, figures);
+    svg.append(group);
+    fitText(name, r.key || "-", ` (${int(r.requests)} requests)`, 260);
+    return [r, y, group, name, figures];
+  });
+  const left = 6 + 12 + Math.max(...groups.map((g) => g[3].getComputedTextLength()));
+  const width = W - 6 - 12 - left - Math.max(...groups.map((g) => g[4].getComputedTextLength()));
+  for (const [r, y, group] of groups) {
     const p95 = el("svg:rect", { x: left, y, height: 16, width: Math.max(1, width * (r.p95_latency_ms || 0) / max),
       fill: "#c9d6f2", class: "p95", "data-model": r.key });
-    p95.append(el("svg:title", {}, `${r.key}: p95 ${int(r.p95_latency_ms)} ms`));
+    p95.append(el("svg:title", {}, `${r.key}: p95 ${duration(r.p95_latency_ms)}`));
     const p50 = el("svg:rect", { x: left, y: y + 4, height: 8, width: Math.max(1, width * r.p50_latency_ms / max),
       fill: "#3b6fd8", class: "p50", "data-model": r.key });
-    p50.append(el("svg:title", {}, `${r.key}: p50 ${int(r.p50_latency_ms)} ms`));
-    group.append(p95, p50, el("svg:text", { x: left + width + 8, y: y + 13, class: "figures" },
-      `p50 ${int(r.p50_latency_ms)} · p95 ${int(r.p95_latency_ms)} ms` +
-      (r.p50_first_event_ms !== null ? ` · 1st ${int(r.p50_first_event_ms)}` : "")));
-    svg.append(group);
-  });
+    p50.append(el("svg:title", {}, `${r.key}: p50 ${duration(r.p50_latency_ms)}`));
+    group.append(p95, p50);
+  }
 }
 
 function memoryCell(row) {
@@ -238,20 +309,34 @@ function memoryCell(row) {
   return parts.join(", ");
 }
 
+// A long id or model name cut in its middle: ids of one installation often share their start
+// and differ at the end. Keeps the live table's figures in view.
+const middle = (text, most = 30) => (text.length <= most ? text : text.slice(0, 12) + "…" + text.slice(13 - most));
+
+function stamp(ms) {
+  // A request's local time (the table's head names the zone), its day too when it is not today's.
+  const d = new Date(ms);
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return day(d) === day(new Date()) ? time : `${day(d)} ${time}`;
+}
+
 function renderLive(rows) {
   const body = document.querySelector("#live tbody");
   const previous = state.newest;
   body.replaceChildren();
   for (const row of rows) {
-    const time = new Date(row.ts_ms);
     const tr = el("tr", { "data-request-id": row.request_id, "data-client": row.client_id,
       class: (row.status >= 400 ? "error " : "") + (previous && row.ts_ms > previous ? "fresh" : "") });
     const priced = row.priced === 0 ? "n/a" : row.cost_usd === null ? "-" : "$" + row.cost_usd.toFixed(5);
-    const cells = [time.toLocaleTimeString(), row.client_id || "-", row.model_group || "-", row.api_shape || "-",
+    const cells = [stamp(row.ts_ms), middle(row.client_id || "-"), middle(row.model_group || "-"), row.api_shape || "-",
       String(row.status) + (row.completed === 0 ? " (left)" : ""), row.streamed ? "yes" : "", int(row.latency_ms),
       int(row.first_event_ms), int(row.input_tokens), int(row.output_tokens), int(row.cache_read_tokens),
       int(row.cache_write_tokens), priced, memoryCell(row)];
     for (const cell of cells) tr.append(el("td", {}, cell));
+    for (const [i, whole] of [[1, row.client_id], [2, row.model_group]]) {  // whole on hover
+      tr.cells[i].className = "long";
+      tr.cells[i].title = whole || "";
+    }
     if (row.priced === 0) {
       tr.cells[12].className = "unpriced";
       tr.cells[12].title = UNKNOWN_COST;
@@ -275,6 +360,7 @@ async function refreshReports() {
   const params = { range: state.range, by: state.by };
   const [summary, series, latency] = await Promise.all([api("summary", params), api("timeseries", params),
                                                          api("latency", params)]);
+  rankKeys(summary.rows);
   renderCharts(series);
   renderLatency(latency);
   renderCards(summary);
@@ -293,6 +379,7 @@ function refreshAll() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("live-time").textContent = `time (${zone()})`;
   setupLogin(refreshAll);
   for (const id of ["range", "by"]) {
     document.getElementById(id).addEventListener("change", (event) => {

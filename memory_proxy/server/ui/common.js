@@ -11,6 +11,13 @@ function el(tag, attrs = {}, text) {
   return node;
 }
 
+// This browser's time zone as UTC±hh:mm, for the heads of columns of local times.
+function zone() {
+  const minutes = -new Date().getTimezoneOffset();
+  const abs = Math.abs(minutes);
+  return `UTC${minutes < 0 ? "−" : "+"}${String(Math.floor(abs / 60)).padStart(2, "0")}:${String(abs % 60).padStart(2, "0")}`;
+}
+
 const int = (n) => (n === null || n === undefined ? "-" : Math.round(n).toLocaleString("en-US"));
 
 class ApiError extends Error {
@@ -40,7 +47,11 @@ async function api(what, params = {}, init = {}) {
 }
 
 function showLogin() {
-  document.getElementById("login").hidden = false;
+  const form = document.getElementById("login");
+  if (form.hidden) {  // once: the next 401s of the same page find it open
+    form.hidden = false;
+    document.getElementById("login-key").focus();
+  }
   document.getElementById("main").hidden = true;
 }
 
@@ -52,6 +63,7 @@ function setupLogin(loggedIn) {
       headers: { "content-type": "application/json" }, body: JSON.stringify({ key }) });
     if (!answer.ok) { document.getElementById("login-error").textContent = "wrong key"; return; }
     document.getElementById("login-key").value = "";
+    document.getElementById("login-error").textContent = "";
     document.getElementById("login").hidden = true;
     document.getElementById("main").hidden = false;
     loggedIn();
