@@ -531,6 +531,37 @@ def test_chromium_shows_an_unreachable_supermemory_as_a_message(tmp_path, browse
         assert "letters, digits" in browser.texts("#pick-error")[0]
 
 
+def test_chromium_a_failed_forget_says_so_and_keeps_the_row(two_ids, browser, tmp_path):
+    c = two_ids
+    browser.go(c.url + "/ui/memory?id=alice")
+    browser.wait("document.querySelectorAll('#memories tbody tr').length === 3", "alice's memories")
+    # Every control has a name a screen reader can say; each Forget button names its memory.
+    assert browser.js("[...document.querySelectorAll('input, select')].filter((n) => "
+                      "!n.labels.length && !n.getAttribute('aria-label')).map((n) => n.id)") == []
+    assert browser.js("document.querySelector('button.forget').getAttribute('aria-label')") == \
+        "Forget: What is my name?"
+    assert browser.texts("#when-head")[0].startswith("created (UTC")
+    httpx.post(c.emu.url + "/_emulator/faults", json={"mode": "error_500", "count": 5})
+    browser.click("#memories tbody tr:nth-child(1) button.forget")
+    browser.wait("document.getElementById('confirm').open", "the confirmation")
+    browser.click("#confirm-forget")
+    browser.wait("!document.getElementById('memory-error').hidden", "the error message")
+    (message,) = browser.texts("#memory-error")
+    assert message.startswith("Not forgotten: “What is my name?”: ") and "500" in message
+    assert len(browser.texts(MEMORY_ROWS)) == 3 and browser.js("document.getElementById('notice').hidden")
+    # A 390 px window: the list of 60-character ids does not make the page wider than it.
+    httpx.post(c.emu.url + "/_emulator/faults", json={"mode": "none"})
+    c.say("project-" + "y" * 52, "hello")
+    c.written(5)
+    browser.send("Emulation.setDeviceMetricsOverride", width=390, height=900, deviceScaleFactor=1, mobile=True)
+    browser.go(c.url + "/ui/memory?id=alice")
+    browser.wait("document.body.dataset.ids === 'loaded' && document.documentElement.clientWidth === 390",
+                 "the page at 390 px")
+    assert browser.js("[...document.querySelectorAll('#known option')].some((o) => o.value.length === 60)")
+    assert browser.js("document.documentElement.scrollWidth") == 390
+    browser.screenshot(tmp_path / "memory-page-390.png")
+
+
 # --- SDK mode serves the same page -----------------------------------------------------------------
 
 

@@ -74,7 +74,8 @@ function memoryRow(item, score) {
   const text = el("td", { class: "memory", title: item.memory || "" }, item.summary);
   tr.append(text);
   const cell = el("td");
-  const button = el("button", { type: "button", class: "forget", "data-memory-id": item.id }, "Forget…");
+  const button = el("button", { type: "button", class: "forget", "data-memory-id": item.id,
+                                "aria-label": `Forget: ${item.summary}` }, "Forget…");
   button.addEventListener("click", () => askToForget(item));
   cell.append(button);
   tr.append(cell);
@@ -84,7 +85,7 @@ function memoryRow(item, score) {
 function setMode(mode) {
   page.mode = mode;
   document.getElementById("memories").dataset.mode = mode;
-  document.getElementById("when-head").textContent = mode === "search" ? "updated" : "created";
+  document.getElementById("when-head").textContent = `${mode === "search" ? "updated" : "created"} (${zone()})`;
   document.getElementById("show-all").hidden = mode !== "search";
 }
 
@@ -135,8 +136,13 @@ async function confirmed() {
   page.forgetting = null;
   if (dialog.returnValue !== "forget" || !item) return;
   show("memory-error", "");
-  await api("memory/forget", {}, { method: "POST", headers: { "content-type": "application/json" },
-    body: JSON.stringify({ id: page.id, memory_id: item.id }) });
+  try {
+    await api("memory/forget", {}, { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ id: page.id, memory_id: item.id }) });
+  } catch (error) {  // say which action failed: the message alone reads like the list failed
+    error.message = `Not forgotten: “${item.summary}”: ${error.message}`;
+    throw error;
+  }
   const row = document.querySelector(`#memories tr[data-memory-id="${CSS.escape(item.id)}"]`);
   if (row) row.remove();
   show("notice", `Forgotten: “${item.summary}”`);
@@ -192,6 +198,8 @@ async function loadSignals() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  setMode("list");
+  document.getElementById("signal-time").textContent = `time (${zone()})`;
   setupLogin(() => { loadKnown().catch(failed); if (page.id) openId(page.id); });
   document.getElementById("pick").addEventListener("submit", (event) => {
     event.preventDefault();
