@@ -78,9 +78,6 @@ function renderCards(summary) {
   for (const node of document.querySelectorAll(".by-name")) node.textContent = summary.by;
 }
 
-const pad = (n) => String(n).padStart(2, "0");
-const day = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-
 function allPeriods(series) {
   // Every hour of today, or every day of the range, so that quiet ones show as gaps.
   const labels = [];

@@ -11,11 +11,14 @@ function el(tag, attrs = {}, text) {
   return node;
 }
 
+const pad = (n) => String(n).padStart(2, "0");
+const day = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;  // local
+
 // This browser's time zone as UTC±hh:mm, for the heads of columns of local times.
 function zone() {
   const minutes = -new Date().getTimezoneOffset();
   const abs = Math.abs(minutes);
-  return `UTC${minutes < 0 ? "−" : "+"}${String(Math.floor(abs / 60)).padStart(2, "0")}:${String(abs % 60).padStart(2, "0")}`;
+  return `UTC${minutes < 0 ? "−" : "+"}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
 }
 
 const int = (n) => (n === null || n === undefined ? "-" : Math.round(n).toLocaleString("en-US"));

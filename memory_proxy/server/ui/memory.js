@@ -6,12 +6,11 @@ const ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const PAGE = 50;
 const page = { id: null, next: 1, mode: "list", query: "", range: "7d", forgetting: null };
 
-const pad = (n) => String(n).padStart(2, "0");
 function when(value) {  // an ISO date or ms since the epoch, in local time
   if (value === null || value === undefined) return "-";
   const d = new Date(value);
   if (Number.isNaN(d.getTime())) return String(value);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return `${day(d)} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
 function show(id, text) {
