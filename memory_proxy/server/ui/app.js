@@ -348,7 +348,8 @@ async function refreshStatus() {
   const usage = status.usage;
   const line = document.getElementById("store-status");
   line.textContent = !usage.enabled ? "usage recording is off" :
-    `store ${usage.store_ok ? "ok" : "failing: " + (usage.last_error || "not written yet")} · ` +
+    // no error yet and not ok: the writer has not opened the store yet (its first pass, just after a start)
+    `store ${usage.store_ok ? "ok" : usage.last_error ? "failing: " + usage.last_error : "opening"} · ` +
     `${int(usage.written)} written · ${int(usage.queued)} queued · ${int(usage.dropped)} dropped`;
   line.className = usage.enabled && !usage.store_ok && usage.last_error ? "error" : "muted";
 }
