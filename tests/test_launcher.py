@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -183,14 +184,20 @@ def test_records_are_checked_by_creation_time(tmp_path):
             proc.kill()
 
 
-def test_a_dead_child_is_restarted_with_back_off(tmp_path):
+def dead_child(tmp_path: Path) -> tuple[Supervisor, Child]:
+    """A supervisor and its child "litellm", started and already exited (exit code 3)."""
     sup = Supervisor(tmp_path / "config.yaml", StateDir(tmp_path).ensure())
     closed = f"http://127.0.0.1:{free_port()}/health"
     child = Child("litellm", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ), tmp_path,
-                     1, closed, closed)
+                  1, closed, closed)
     sup.children["litellm"] = child
     sup._spawn(child)
     child.proc.wait(timeout=10)
+    return sup, child
+
+
+def test_a_dead_child_is_restarted_with_back_off(tmp_path):
+    sup, child = dead_child(tmp_path)
     sup._watch(child)
     assert child.proc is None and child.restart_at is not None and child.backoff == 2 * BACKOFF_FIRST
     record = read_record(sup.state)
@@ -203,6 +210,31 @@ def test_a_dead_child_is_restarted_with_back_off(tmp_path):
         assert read_record(sup.state)["processes"]["litellm"]["pid"] == child.proc.pid
         log = sup.state.log_file("supervisor").read_text()
         assert "exited (exit code 3)" in log and "restarting in 1 s" in log and "restarted (pid" in log
+    finally:
+        sup.shutdown()
+    assert child.proc.poll() is not None
+
+
+def test_a_record_that_cannot_be_written_neither_stops_the_supervisor_nor_a_restart(tmp_path):
+    """A full disk while a child dies: the supervisor keeps watching, restarts the child, and
+    writes the record again once it can (it used to crash and stop everything)."""
+    sup, child = dead_child(tmp_path)
+    sup.record_state = "running"
+    sup.state.processes.unlink()
+    (sup.state.processes / "in-the-way").mkdir(parents=True)  # the record's rename fails, as on a full disk
+    sup.tick()
+    assert child.proc is None and child.restart_at is not None and sup.record_stale
+    child.argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    child.restart_at = time.monotonic()
+    try:
+        sup.tick()
+        assert child.proc is not None and child.proc.poll() is None and child.restarts == 1
+        shutil.rmtree(sup.state.processes)
+        sup.tick()
+        assert not sup.record_stale
+        assert read_record(sup.state)["processes"]["litellm"]["pid"] == child.proc.pid
+        log = sup.state.log_file("supervisor").read_text()
+        assert "cannot write" in log and "is written again" in log
     finally:
         sup.shutdown()
     assert child.proc.poll() is not None

@@ -147,6 +147,7 @@ class Supervisor:
         self.started_at = time.time()
         self.events: list[str] = []
         self.master_key = ""  # LiteLLM's, for the warm-up requests
+        self.record_stale = False  # the last write of processes.json failed (disk full): retried every tick
 
     # -- reporting --
 
@@ -207,7 +208,22 @@ class Supervisor:
             "events": self.events,
             "processes": processes,
         }
-        write_record(self.state, record)
+        if self.record_state != "running":  # starting: `up` must hear of it; stopping and failing: said there
+            write_record(self.state, record)
+            return
+        # Running: a record that cannot be written (disk full) must not stop the processes it
+        # names; the monitor writes it again every tick until it can.
+        try:
+            write_record(self.state, record)
+        except OSError as exc:
+            if not self.record_stale:
+                self.event(f"cannot write {self.state.processes} ({exc.strerror or exc}); the processes keep "
+                           "running and it is written again as soon as it can be")
+            self.record_stale = True
+            return
+        if self.record_stale:
+            self.record_stale = False
+            self.event(f"{self.state.processes} is written again")
 
     # -- startup --
 
@@ -407,10 +423,12 @@ class Supervisor:
                 os.replace(log_path, log_path.with_suffix(".log.1"))
         except FileNotFoundError:
             pass
-        with open(log_path, "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start_proxies: starting {child.name}: "
-                      f"{' '.join(child.argv)}\n".encode())
-            log.flush()
+        with open(log_path, "ab", buffering=0) as log:
+            try:  # the start's mark; a full disk must not keep the process from starting
+                log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start_proxies: starting {child.name}: "
+                          f"{' '.join(child.argv)}\n".encode())
+            except OSError:
+                pass
             # Own session: a Ctrl+C in the terminal reaches the supervisor only, which stops the
             # children in order; and the whole group can be killed if a child forked helpers.
             child.proc = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, stdout=log,
@@ -454,8 +472,14 @@ class Supervisor:
     def monitor(self, tick: float = 0.5) -> None:
         """Until told to stop: restart a child that died (with back-off), kill one that hangs."""
         while not self.stop_event.wait(tick):
-            for child in self.children.values():
-                self._watch(child)
+            self.tick()
+
+    def tick(self) -> None:
+        """One round of the monitor: each child watched, and a record that could not be written retried."""
+        for child in self.children.values():
+            self._watch(child)
+        if self.record_stale:
+            self.save_record()
 
     def _watch(self, child: Child) -> None:
         now = time.monotonic()
