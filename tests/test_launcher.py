@@ -22,6 +22,7 @@ from memory_proxy.state import StateDir
 from tests.support import ROOT
 from tests.support.configs import launcher_config
 from tests.support.ports import free_port, port_taken
+from tests.support.readiness import until
 
 
 @pytest.fixture
@@ -238,6 +239,28 @@ def test_a_record_that_cannot_be_written_neither_stops_the_supervisor_nor_a_rest
     finally:
         sup.shutdown()
     assert child.proc.poll() is not None
+
+
+def test_the_logs_of_running_children_are_rotated(tmp_path):
+    """A proxy left running for weeks: its log is rotated while it runs, not only when it starts."""
+    sup = Supervisor(tmp_path / "config.yaml", StateDir(tmp_path).ensure(), log_rotate_bytes=1000)
+    go_on = tmp_path / "go-on"
+    writes = (f"import os, sys, time; sys.stdout.write('a' * 2000 + chr(10)); sys.stdout.flush()\n"
+              f"while not os.path.exists({str(go_on)!r}): time.sleep(0.01)\n"
+              "sys.stdout.write('b' * 10 + chr(10)); sys.stdout.flush(); time.sleep(60)")
+    closed = f"http://127.0.0.1:{free_port()}/health"
+    child = sup.children["memory_proxy"] = Child("memory_proxy", [sys.executable, "-c", writes], dict(os.environ),
+                                                 tmp_path, 1, closed, closed)
+    sup._spawn(child)
+    log = sup.state.process_log("memory_proxy")
+    try:
+        until(lambda: "a" * 2000 in log.read_text(), "the child's first line")
+        sup.tick()
+        assert "a" * 2000 in log.with_name(log.name + ".1").read_text()
+        go_on.touch()
+        until(lambda: log.read_text() == "b" * 10 + "\n", "the child's next line, alone in the log")
+    finally:
+        sup.shutdown()
 
 
 def ports_of(config: Path) -> tuple[int, int]:

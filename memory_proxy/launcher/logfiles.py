@@ -9,6 +9,26 @@ from pathlib import Path
 from typing import Any
 
 
+def rotate(path: Path, limit: int) -> bool:
+    """Once ``path`` is over ``limit`` bytes, copy it to ``<name>.1`` (replacing the previous one)
+    and truncate it in place: the processes writing it keep their descriptor, opened for
+    appending, so their next line lands at its start. True when it rotated. A line written
+    between the copy and the truncation is lost (logrotate's copytruncate has the same window)."""
+    try:
+        if path.stat().st_size <= limit:
+            return False
+        older = path.with_name(path.name + ".1")
+        partial = older.with_name(older.name + ".tmp")
+        with open(path, "rb") as src, open(partial, "wb") as dst:
+            while chunk := src.read(1024 * 1024):
+                dst.write(chunk)
+            os.truncate(path, 0)
+        os.replace(partial, older)
+    except OSError:  # gone, or no room for the copy: the log keeps growing until there is
+        return False
+    return True
+
+
 def tail(path: Path, lines: int = 20) -> str:
     """The last ``lines`` lines of a text file ('' if there is none, or ``lines`` is 0 or less)."""
     if lines <= 0:

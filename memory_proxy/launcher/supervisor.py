@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from memory_proxy.config.hosts import url_host
 from memory_proxy.launcher.litellm_binary import find_litellm, litellm_missing
-from memory_proxy.launcher.logfiles import tail
+from memory_proxy.launcher.logfiles import rotate, tail
 from memory_proxy.launcher.ports import port_problem
 from memory_proxy.launcher.probe import http_status
 from memory_proxy.launcher.record import (
@@ -136,6 +136,7 @@ class Supervisor:
     python: str = field(default_factory=lambda: sys.executable)
     backend: str = "binary"  # binary | sdk | both (`up --backend`)
     sdk_port: int | None = None  # backend both: the SDK-backed proxy's port (default memory_proxy.port + 2)
+    log_rotate_bytes: int = LOG_ROTATE_BYTES  # each log, checked every tick while the processes write it
 
     def __post_init__(self) -> None:
         self.stop_event = threading.Event()
@@ -418,11 +419,7 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         log_path = self.state.process_log(child.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if log_path.stat().st_size > LOG_ROTATE_BYTES:
-                os.replace(log_path, log_path.with_suffix(".log.1"))
-        except FileNotFoundError:
-            pass
+        rotate(log_path, self.log_rotate_bytes)
         with open(log_path, "ab", buffering=0) as log:
             try:  # the start's mark; a full disk must not keep the process from starting
                 log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start_proxies: starting {child.name}: "
@@ -475,11 +472,14 @@ class Supervisor:
             self.tick()
 
     def tick(self) -> None:
-        """One round of the monitor: each child watched, and a record that could not be written retried."""
+        """One round of the monitor: each child watched, a record that could not be written retried,
+        the logs rotated."""
         for child in self.children.values():
             self._watch(child)
         if self.record_stale:
             self.save_record()
+        for name in (SUPERVISOR, *self.children):  # a proxy left running for weeks writes a line per request
+            rotate(self.state.process_log(name), self.log_rotate_bytes)
 
     def _watch(self, child: Child) -> None:
         now = time.monotonic()

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from memory_proxy.launcher.logfiles import follow, tail
+from memory_proxy.launcher.logfiles import follow, rotate, tail
 
 
 def test_follow_sees_appended_created_and_truncated_files(tmp_path):
@@ -38,3 +38,15 @@ def test_tail_of_zero_or_fewer_lines_is_empty(tmp_path):
     log.write_text("one\ntwo\nthree\n")
     assert tail(log, 2) == "two\nthree"
     assert tail(log, 0) == "" and tail(log, -2) == ""  # not the whole file, nor all but the first lines
+
+
+def test_rotate_copies_and_truncates_a_log_its_writer_keeps_open(tmp_path):
+    log = tmp_path / "memory.log"
+    with open(log, "ab", buffering=0) as writer:  # as a child's stdout: opened once, for appending
+        writer.write(b"old line\n" * 100)
+        assert not rotate(log, 10_000)
+        assert rotate(log, 100)
+        writer.write(b"new line\n")
+    assert (tmp_path / "memory.log.1").read_bytes() == b"old line\n" * 100
+    assert log.read_bytes() == b"new line\n"  # at the start: no hole where the old lines were
+    assert not rotate(tmp_path / "none.log", 100)
