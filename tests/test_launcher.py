@@ -216,6 +216,18 @@ def test_a_dead_child_is_restarted_with_back_off(tmp_path):
     assert child.proc.poll() is not None
 
 
+def test_how_long_a_child_ran_does_not_follow_the_wall_clock(tmp_path):
+    """The wall clock set back an hour (NTP, a resumed laptop) while a child ran two minutes: it
+    ran long enough to restart with the first back-off, and the log says two minutes."""
+    sup, child = dead_child(tmp_path)
+    child.backoff = 8 * BACKOFF_FIRST
+    child.started_at += 3600  # started "in the future" by the clock now
+    child.started_mono -= 120
+    sup._watch(child)
+    assert child.backoff == 2 * BACKOFF_FIRST
+    assert "exited (exit code 3) after 120 s; restarting in 1 s" in sup.state.log_file("supervisor").read_text()
+
+
 def test_a_record_that_cannot_be_written_neither_stops_the_supervisor_nor_a_restart(tmp_path):
     """A full disk while a child dies: the supervisor keeps watching, restarts the child, and
     writes the record again once it can (it used to crash and stop everything)."""

@@ -504,7 +504,7 @@ class Supervisor:
                                    f"{now - child.last_answer:.0f} s; killing it so it is restarted")
                         self._stop([child], grace=5.0)
                 return
-            ran = time.time() - child.started_at
+            ran = now - child.started_mono  # monotonic: a clock set back or forward changes nothing
             if ran >= STABLE_AFTER:
                 child.backoff = BACKOFF_FIRST
             delay = child.backoff
