@@ -174,7 +174,8 @@ TABLE: tuple[Field, ...] = (
           "past this size the SQLite file's oldest records are pruned (not on PostgreSQL)",
           low=1, high=10**7, env=Env.REQUIRED),
     Field("memory_proxy.usage.queue_size", Type.INTEGER, 10_000,
-          "records waiting for the writer; more are dropped and counted (`status`, `/health`)",
+          "parts of records waiting for the writer (two or three per request); more are dropped and counted "
+          "(`status`, `/health`)",
           low=10, high=10**7, env=Env.REQUIRED),
     Field("memory_proxy.usage.database_url", Type.STRING, None,
           "a PostgreSQL store instead of SQLite ([usage](usage.md))",
