@@ -10,7 +10,9 @@ that found the port closed was not read yet either: the ingress reads it into me
 One probe task per wait (not one per request) tries to connect every ``PROBE_EVERY``
 seconds and wakes every waiter at the first success; it ends when nobody waits any more.
 Each waiter watches its own client, so a client that leaves stops waiting at once and
-leaves no task behind. Nothing here runs while LiteLLM answers: the relay calls ``send``
+leaves no task behind. When the server starts to stop (``stop``), every waiter gets its 503 at
+once, instead of being cancelled by the server's shutdown a few seconds later (a plain-text
+500 and a traceback). Nothing here runs while LiteLLM answers: the relay calls ``send``
 only after a refused connection.
 """
 
@@ -27,6 +29,7 @@ from memory_proxy.server.relay import send_upstream
 log = logging.getLogger("memory_proxy")
 
 PROBE_EVERY = 0.05  # seconds between connection attempts while someone waits
+STOPPING = "the memory proxy is stopping and LiteLLM was not back yet; retry shortly"
 
 
 class NotHeld(Exception):
@@ -52,6 +55,14 @@ class Holding:
         self.waiting = 0  # shown by /health and `status`
         self._opened: asyncio.Future | None = None  # set when a probe connected
         self._prober: asyncio.Task | None = None
+        self.stopping = False
+        self._stopped: asyncio.Future | None = None  # set by stop(): the waiters answer at once
+
+    def stop(self) -> None:
+        """The server stops: requests waiting now, and any that come, are not held (503 at once)."""
+        self.stopping = True
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
 
     def refused(self, exc: Exception) -> bool:
         """A refused connection (nothing was sent, not a byte of the body read) while requests may wait."""
@@ -66,6 +77,8 @@ class Holding:
 
         Raises NotHeld past a bound, ClientLeft when the client goes away first, and
         whatever the send raises but a refused connection (which waits on)."""
+        if self.stopping:
+            raise NotHeld(STOPPING)
         if self.waiting >= self.limit:
             raise NotHeld(f"LiteLLM is not reachable (starting or restarting?) and {self.waiting} requests already "
                           "wait for it (memory_proxy.startup_queue); retry shortly")
@@ -73,13 +86,18 @@ class Holding:
         deadline = loop.time() + self.wait
         self.waiting += 1
         left = loop.create_task(_client_leaves(receive))
+        if self._stopped is None:
+            self._stopped = loop.create_future()
         try:
             while True:
                 opened = self._opened_future(loop)
                 remaining = deadline - loop.time()
-                done = await asyncio.wait((opened, left), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                done = await asyncio.wait((opened, left, self._stopped), timeout=remaining,
+                                          return_when=asyncio.FIRST_COMPLETED)
                 if left in done[0]:
                     raise ClientLeft
+                if self._stopped in done[0]:
+                    raise NotHeld(STOPPING)
                 if opened not in done[0]:
                     raise NotHeld(f"LiteLLM did not come back within memory_proxy.startup_wait ({self.wait:g} s); "
                                   "retry shortly")

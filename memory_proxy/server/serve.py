@@ -77,15 +77,37 @@ def serve(app, start: Start) -> int:
     # No X-Forwarded-* rewriting: the proxy is the front door. IDEs keep their connections open.
     from memory_proxy.server.http_protocol import protocol_class
 
-    uvicorn.run(app, host=start.host, port=start.port, log_level="warning",
-                access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                loop="auto", proxy_headers=False, timeout_keep_alive=75,
-                # uvicorn's parser (httptools when installed) with JSON errors and a bounded
-                # request head; no WebSocket upgrades (nothing here serves them).
-                http=protocol_class(proxy.max_header_bytes), ws="none",
-                h11_max_incomplete_event_size=proxy.max_header_bytes + 16 * 1024,
-                **log_format.uvicorn_settings(proxy.log_format))
-    return 0
+    config = uvicorn.Config(app, host=start.host, port=start.port, log_level="warning",
+                            access_log=False, server_header=False, timeout_graceful_shutdown=5,
+                            loop="auto", proxy_headers=False, timeout_keep_alive=75,
+                            # uvicorn's parser (httptools when installed) with JSON errors and a bounded
+                            # request head; no WebSocket upgrades (nothing here serves them).
+                            http=protocol_class(proxy.max_header_bytes), ws="none",
+                            h11_max_incomplete_event_size=proxy.max_header_bytes + 16 * 1024,
+                            **log_format.uvicorn_settings(proxy.log_format))
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, telling the app as it starts to stop: it then waits up to 5 s
+        (``timeout_graceful_shutdown``) for the requests in flight and cancels the rest; a held
+        request cancelled that way got a plain-text 500 and a traceback in the log."""
+
+        async def shutdown(self, sockets=None) -> None:
+            _stopping(app)
+            await super().shutdown(sockets)
+
+    server = Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # (as uvicorn.run)
+        pass
+    return 0 if server.started else 3  # 3: uvicorn.run's exit code for a failed start
+
+
+def _stopping(app) -> None:
+    """The server starts to stop: requests held for LiteLLM get their 503 now (``holding.py``)."""
+    runtime = getattr(getattr(app, "state", None), "runtime", None)  # set by the app's lifespan
+    if runtime is not None:
+        runtime.holding.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
