@@ -129,6 +129,9 @@ def wants_anthropic_models(request: Request, resolution: Resolution) -> bool:
     return wants_models(request, resolution) and "anthropic-version" in request.headers
 
 
+STOPPED_BEFORE_ANSWER = "the memory proxy stopped before LiteLLM answered; retry shortly"
+
+
 async def handle(request: Request) -> Response:
     runtime: Runtime = request.scope["state"]["runtime"]  # the lifespan's (request.state wraps it per request)
     started = time.perf_counter()
@@ -178,6 +181,13 @@ async def handle(request: Request) -> Response:
         upstream, error = await _when_litellm_is_back(runtime, request, outgoing, exc, resolution, extra)
         if isinstance(upstream, Response):
             return answered(runtime, request, admitted, started, upstream, model=model, error=error, span=span)
+    except asyncio.CancelledError:
+        if not runtime.stopping:  # not the server's shutdown cancelling it: not ours to answer
+            raise
+        # The server stops and its grace is over: answer (and record) instead of uvicorn's plain-text 500.
+        asyncio.current_task().uncancel()
+        return answered(runtime, request, admitted, started, error_response(
+            503, STOPPED_BEFORE_ANSWER, headers=dict(extra)), model=model, error="stopping", span=span)
     head_at = time.perf_counter()
 
     if upstream.status_code >= 400 and "json" in upstream.headers.get("content-type", ""):

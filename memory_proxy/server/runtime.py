@@ -45,6 +45,7 @@ class Runtime:
     _targets: dict[bytes, httpx.URL] = field(default_factory=dict, repr=False)  # parsing a URL costs ~50 us
     limiter: RateLimiter | None = None
     holding: Holding = field(init=False, repr=False)  # requests waiting for a starting LiteLLM
+    stopping: bool = False  # the server has started to stop (stop())
     usage: UsageLog | None = None  # the usage record's queue; None when memory_proxy.usage.enabled is false
     usage_reader: Callable[[], Any] | None = None  # opens a read-only store (dashboard)
     tracing: Tracing | None = None  # None: tracing off (memory_proxy/server/tracing.py)
@@ -62,6 +63,12 @@ class Runtime:
             self.limiter = RateLimiter(self.config.proxy.requests_per_minute)
         self.metrics = Metrics(self)
         self.metrics.inputs["held_requests"] = lambda: self.holding.waiting
+
+    def stop(self) -> None:
+        """The server starts to stop (``serve.py``): held requests answer at once, and a request
+        the server's shutdown cancels while it waits for LiteLLM's answer gets a 503 (``ingress.py``)."""
+        self.stopping = True
+        self.holding.stop()
 
     def finish(self, outcome: Outcome) -> None:
         """A request ended (both backends): count it, log its line, observe its metrics, end its

@@ -88,8 +88,8 @@ def serve(app, start: Start) -> int:
 
     class Server(uvicorn.Server):
         """uvicorn's server, telling the app as it starts to stop: it then waits up to 5 s
-        (``timeout_graceful_shutdown``) for the requests in flight and cancels the rest; a held
-        request cancelled that way got a plain-text 500 and a traceback in the log."""
+        (``timeout_graceful_shutdown``) for the requests in flight and cancels the rest; a request
+        cancelled that way before it answered got a plain-text 500 and a traceback in the log."""
 
         async def shutdown(self, sockets=None) -> None:
             _stopping(app)
@@ -104,10 +104,10 @@ def serve(app, start: Start) -> int:
 
 
 def _stopping(app) -> None:
-    """The server starts to stop: requests held for LiteLLM get their 503 now (``holding.py``)."""
+    """The server starts to stop: tell the app's runtime (``Runtime.stop``)."""
     runtime = getattr(getattr(app, "state", None), "runtime", None)  # set by the app's lifespan
     if runtime is not None:
-        runtime.holding.stop()
+        runtime.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
