@@ -203,7 +203,8 @@ async def handle(request: Request) -> Response:
 
     total = runtime.config.proxy.timeouts.total
     relayed = RelayResponse(upstream, h.response_headers(upstream.headers.multi_items()) + extra,
-                            path=resolution.path, on_complete=done, deadline=admitted_at + total, total=total)
+                            path=resolution.path, on_complete=done, deadline=admitted_at + total, total=total,
+                            stopping=lambda: runtime.stopping)
     return relayed
 
 

@@ -115,13 +115,18 @@ def stream_format(path: str, content_type: str) -> str | None:
     return "anthropic" if path.rstrip("/").endswith("/messages") else "openai"
 
 
+STOPPED_MID_STREAM = "the memory proxy is stopping; the answer was cut"
+
+
 class RelayResponse(Response):
     """An upstream answer relayed unbuffered, with disconnect-driven cancellation."""
 
     def __init__(self, upstream: httpx.Response, headers: list[tuple[str, str]], *, path: str,
                  on_complete: Callable[[int, bool], None] | None = None,
-                 deadline: float | None = None, total: float | None = None) -> None:
+                 deadline: float | None = None, total: float | None = None,
+                 stopping: Callable[[], bool] | None = None) -> None:
         self.upstream = upstream
+        self.stopping = stopping  # () -> the server is stopping (Runtime.stopping): its cancel ends the stream
         self.deadline = deadline  # time.monotonic() past which the answer is cut (timeouts.total)
         self.total = total
         self.status_code = upstream.status_code
@@ -130,6 +135,7 @@ class RelayResponse(Response):
         self.format = stream_format(path, upstream.headers.get("content-type", ""))
         self.on_complete = on_complete
         self.first_chunk_at: float | None = None  # time.perf_counter() when the first body chunk went out
+        self.head_sent = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = arrived_body(self.upstream)
@@ -159,7 +165,9 @@ class RelayResponse(Response):
         try:
             completed = await self._copy(send)
         except asyncio.CancelledError:
-            if not gone or task.uncancel() > 0:  # cancelled by someone else too: let it through
+            if not gone and self.stopping is not None and self.stopping() and task.uncancel() == 0:
+                await self._end_stopped(send)  # the server's shutdown, past its grace: end the stream cleanly
+            elif not gone or task.uncancel() > 0:  # cancelled by someone else too: let it through
                 raise
         finally:
             watcher.cancel()
@@ -167,8 +175,19 @@ class RelayResponse(Response):
             if self.on_complete:
                 self.on_complete(self.status_code, completed)
 
+    async def _end_stopped(self, send: Send) -> None:
+        """The answer cut because the memory proxy stops: an error event in the stream's format
+        (``_copy`` has sent the head), then the end."""
+        if not self.head_sent:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if self.format:
+            event = stream_error_event(self.format, STOPPED_MID_STREAM, 503)
+            await send({"type": "http.response.body", "body": b"\n\n" + event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def _copy(self, send: Send) -> bool:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        self.head_sent = True
         tail = b"\n\n"
         deadline = self.deadline
         try:
