@@ -145,6 +145,15 @@ def upstream(records: list[dict], request_ids: set[str] = frozenset()) -> list[d
     return seen
 
 
+def usage_record(url: str, request_id: str) -> dict:
+    """The usage record of one request (its ingress half is written once the answer ended)."""
+    def find():
+        rows = httpx.get(url + "/ui/api/requests", params={"limit": 50}, timeout=10,
+                         headers={"authorization": f"Bearer {FRONT_KEY}"}).json()["rows"]
+        return next((row for row in rows if row["request_id"] == request_id and row.get("status")), None)
+    return poll(find, lambda row: row is not None, 10)
+
+
 def in_both(stacks: Stacks, scenario: Callable[[str], list[httpx.Response]], *,
             before: Callable[[], None] | None = None) -> dict[str, dict]:
     """Run ``scenario(url)`` once per mode from a fresh emulator; return mode -> outcome."""
@@ -284,13 +293,22 @@ def test_anthropic_stream_events(stacks, model):
     ("/v1/messages", message("claude-3-5-haiku-latest", stream=True), "error"),
 ], ids=["openai", "anthropic"])
 def test_stream_broken_upstream_ends_with_an_error_event(stacks, path, body, marker):
-    outcomes = in_both(stacks, lambda url: [call(url, path, body)],
-                       before=lambda: stacks.fault("close_mid_stream"))
+    request_ids = {}
+
+    def scenario(url):
+        response = call(url, path, body)
+        request_ids[url] = response.headers["x-request-id"]
+        return [response]
+    outcomes = in_both(stacks, scenario, before=lambda: stacks.fault("close_mid_stream"))
     same = assert_same(outcomes)
     [got] = same["answers"]
     assert got["status"] == 200
     name, data = got["body"][-1]
     assert "error" in data and (name == "error" if path == "/v1/messages" else name is None)
+    # the usage record: a stream LiteLLM ended with an error event is complete in both backends
+    records = [usage_record(url, request_id) for url, request_id in request_ids.items()]
+    assert None not in records
+    assert [(r["status"], r["streamed"], r["completed"]) for r in records] == [(200, 1, 1)] * len(MODES)
 
 
 def test_client_disconnect_cancels_the_upstream(stacks):

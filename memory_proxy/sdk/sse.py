@@ -105,7 +105,9 @@ class SseAnswer:
                         except StopAsyncIteration:
                             break
                         except Exception as exc:  # LiteLLM's stream wrapper has logged the failure itself
-                            broke = True
+                            # The LiteLLM proxy ends such a stream with an error event and counts it
+                            # complete (binary mode's relay sees a stream that ended): so does this.
+                            broke = completed = True
                             log.warning("LiteLLM stream broke after the answer started: %s", type(exc).__name__)
                             yield self.error_event(exc)
                             return
@@ -124,7 +126,7 @@ class SseAnswer:
                 yield b"data: [DONE]\n\n"
         finally:
             done(200, completed)
-            if not completed:  # the client went away, the stream was cut or broke: close LiteLLM's upstream now
+            if broke or not completed:  # the client went away, the stream was cut or broke: close its upstream now
                 await self.end_unfinished(cut=not broke)
 
     async def end_unfinished(self, *, cut: bool) -> None:
