@@ -339,6 +339,9 @@ ERROR_CASES = {
     "bad-custom-id": ("/v1/chat/completions", chat("memory/gpt-4o-mini"), {"x-memory-user-id": "has space"}, 400),
     "bad-scope-id": ("/scope/" + "a" * 129 + "/v1/chat/completions", chat("gpt-4o-mini"), {}, 400),
     "unknown-path": ("/v1/no/such/thing", {}, {}, 404),
+    "model-not-a-string-chat": ("/v1/chat/completions", {"model": 123, "messages": []}, {}, 400),
+    "model-not-a-string-messages": ("/v1/messages", {"model": 5, "max_tokens": 3, "messages": []}, {}, 400),
+    "messages-not-a-list": ("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": "hi"}, {}, 400),
 }
 
 
@@ -361,9 +364,13 @@ def test_malformed_json_wrong_method_and_body_limits(stacks):
         call(url, "/v1/messages", content=b"[1, "),
         call(url, "/v1/chat/completions", method="GET"),
         call(url, "/v1/models", method="POST"),
+        call(url, "/v1/chat/completions", content=b"[1]"),
+        call(url, "/v1/messages", content=b"null"),
     ]))
     assert [(a["status"], a["body"]["error"]["code"]) for a in same["answers"]] == [
-        (400, "invalid_json"), (400, "invalid_json"), (405, "method_not_allowed"), (405, "method_not_allowed")]
+        (400, "invalid_json"), (400, "invalid_json"), (405, "method_not_allowed"), (405, "method_not_allowed"),
+        (400, "invalid_json"), (400, "invalid_json")]
+    assert same["answers"][4]["body"]["error"]["message"].endswith("got a JSON list")
 
 
 @pytest.mark.parametrize("fault, path, body, status", [

@@ -99,12 +99,33 @@ def _auth_error(exc: Exception):
                           param=getattr(exc, "param", "None"), code=401)
 
 
-def _error_answer(route_type: str, exc: Exception, admitted: ingress.Admission) -> Response:
-    """A LiteLLM exception as the LiteLLM proxy answers it: OpenAI's shape, Anthropic's on /v1/messages."""
+def _attribute_error_in_chain(exc: Exception) -> bool:
+    """A body of the wrong shape LiteLLM tripped over (``'str' object has no attribute 'get'``)
+    anywhere in the exception chain (LiteLLM's private check; without it, no such 400)."""
+    try:
+        from litellm.proxy.common_request_processing import _has_attribute_error_in_chain
+    except ImportError:
+        return False
+    return _has_attribute_error_in_chain(exc)
+
+
+def _route_error(exc: Exception):
+    """A LiteLLM exception as the LiteLLM proxy's model routes turn it into a ``ProxyException``
+    (``handle_llm_api_exception``): a request of the wrong shape is a 400, not a 500."""
     from litellm.proxy._types import ProxyException
     from litellm.proxy.common_request_processing import proxy_exception_from_route_error
 
-    proxy_exc = exc if isinstance(exc, ProxyException) else proxy_exception_from_route_error(exc)
+    if isinstance(exc, ProxyException):
+        return exc
+    if _attribute_error_in_chain(exc):
+        return ProxyException(message=f"Invalid request format: {exc}", type="invalid_request_error", param=None,
+                              code=400)
+    return proxy_exception_from_route_error(exc)
+
+
+def _error_answer(route_type: str, exc: Exception, admitted: ingress.Admission) -> Response:
+    """A LiteLLM exception as the LiteLLM proxy answers it: OpenAI's shape, Anthropic's on /v1/messages."""
+    proxy_exc = _route_error(exc)
     status = int(proxy_exc.code) if str(proxy_exc.code).isdigit() else 500
     if route_type == "anthropic_messages":
         from litellm.anthropic_interface.exceptions import AnthropicExceptionMapping
@@ -170,7 +191,9 @@ async def handle(request: Request) -> Response:
     if request.method != "POST":
         return answer(error_response(405, "Method Not Allowed", headers=extra))
     try:
-        _, data = ingress.clean_json_body(await read_body(request, runtime.config.proxy.max_body_bytes), runtime.backed)
+        body, data = ingress.clean_json_body(await read_body(request, runtime.config.proxy.max_body_bytes),
+                                             runtime.backed)
+        ingress.require_object(body, data)
     except BodyTooLarge:
         return answer(error_response(413, "request body is larger than memory_proxy.max_body_bytes", headers=extra),
                       refusal=True)
@@ -178,11 +201,8 @@ async def handle(request: Request) -> Response:
         return answer(error_response(400, str(exc), code="invalid_json", headers=extra), refusal=True)
     except ClientDisconnect:
         return answer(ingress.client_gone(resolution, request), completed=False)
-    if data is None:
+    if data is None:  # an empty body: LiteLLM's checks answer it
         data = {}
-    if not isinstance(data, dict):
-        return answer(error_response(400, "request body must be a JSON object", code="invalid_json", headers=extra),
-                      refusal=True)
 
     requested = data.get("model") if isinstance(data.get("model"), str) else None
     stream = data.get("stream") is True and route_type != "aembedding"
@@ -248,6 +268,11 @@ def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request,
                              model=str(data.get("model") or ""))
     except ValueError as exc:
         raise _auth_error(exc) from None
+    if data.get("model") is not None and not isinstance(data["model"], str):  # as common_processing_pre_call_logic
+        from litellm.proxy._types import ProxyErrorTypes, ProxyException
+
+        raise ProxyException(message="'model' must be a string.", type=ProxyErrorTypes.bad_request_error,
+                             param="model", code=400)
     kwargs = {k: v for k, v in data.items() if k not in INTERNAL_KWARGS and k not in _untrusted_fields()}
     if isinstance(kwargs.get("metadata"), dict):  # the proxy drops spoofable auth metadata the same way
         kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if not k.startswith("user_api_key_")}

@@ -346,10 +346,16 @@ async def _request_content(runtime: Runtime, request: Request):
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         return (stream_body(request, limit) if has_body else None), None
     body, data = clean_json_body(await read_body(request, limit), runtime.backed)
-    if body.strip() and not isinstance(data, dict):  # LiteLLM answers some of these with a crash (500)
+    require_object(body, data)
+    return body, data
+
+
+def require_object(body: bytes, data: object) -> None:
+    """A non-empty JSON body must be an object (LiteLLM answers some others with a crash, 500):
+    ValueError, a 400 ``invalid_json``, in both backends."""
+    if body.strip() and not isinstance(data, dict):
         kind = "null" if data is None else type(data).__name__
         raise ValueError(f"request body must be a JSON object, got a JSON {kind}")
-    return body, data
 
 
 def clean_json_body(body: bytes, backed: Collection[str] = ()) -> tuple[bytes, object]:
