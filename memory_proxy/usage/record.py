@@ -129,12 +129,14 @@ def from_litellm(payload: dict) -> dict | None:
     priced = isinstance(prices, dict) and any(prices.get(k) for k in ("input_cost_per_token", "output_cost_per_token",
                                                                      "input_cost_per_request"))
     cost = payload.get("response_cost")
+    charged = isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost > 0
+    failed = payload.get("status") == "failure"
     error = payload.get("error_information") if isinstance(payload.get("error_information"), dict) else {}
     provider = payload.get("custom_llm_provider") if isinstance(payload.get("custom_llm_provider"), str) else None
     model = payload.get("model") if isinstance(payload.get("model"), str) else None
     fields = {
         "request_id": payload.get("litellm_call_id") or payload["id"],
-        "litellm_status": "failure" if payload.get("status") == "failure" else "success",
+        "litellm_status": "failure" if failed else "success",
         "model_group": payload.get("model_group") if isinstance(payload.get("model_group"), str) else None,
         "deployment": f"{provider}/{model}" if provider and model and not model.startswith(provider + "/")
         else model,
@@ -144,7 +146,9 @@ def from_litellm(payload: dict) -> dict | None:
         "cache_read_tokens": cache_read,
         "cache_write_tokens": cache_write,
         "cost_usd": float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
-        "priced": 1 if priced or (isinstance(cost, (int, float)) and cost > 0) else 0,
+        # A failure that cost nothing says nothing of a price (an unknown model has no price map):
+        # left empty, its cost is nil when the client got an error, unknown when it got an answer.
+        "priced": None if failed and not charged else 1 if priced or charged else 0,
     }
     if isinstance(payload.get("startTime"), (int, float)):
         fields["ts_ms"] = int(payload["startTime"] * 1000)

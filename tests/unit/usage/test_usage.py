@@ -355,6 +355,22 @@ def test_litellm_payload_figures_only():
                            "model_map_information": {"model_map_value": None}})
     assert (openai["input_tokens"], openai["cache_read_tokens"], openai["priced"]) == (4, 6, 0)
     assert from_litellm({"no": "id"}) is None and from_litellm([1]) is None
+    refused = from_litellm({"id": "z", "status": "failure", "model_group": "no-such-model", "response_cost": 0.0,
+                            "model_map_information": None, "error_information": {"error_code": "400"}})
+    assert "priced" not in refused and refused["error_code"] == "400"  # no price map: failed, not unpriced
+
+
+def test_a_failure_before_any_answer_costs_nothing(tmp_path):
+    """LiteLLM reports a request for a model it does not know as a failure without a price map:
+    with the client's 400 its cost is nil, not unknown (docs/usage.md)."""
+    from memory_proxy.usage.record import derive
+
+    store = SqliteStore(tmp_path / "usage.sqlite3")
+    failure = from_litellm({"id": "f", "status": "failure", "model_group": "nope", "response_cost": 0.0,
+                            "model_map_information": None})
+    store.upsert([derive(ingress_row("f", status=400, model_group="nope"), frozenset()), failure])
+    assert unknown_costs(store) == 0
+    store.close()
 
 
 def test_latency_buckets_are_within_a_few_percent():
