@@ -350,7 +350,7 @@ async function refreshStatus() {
   line.textContent = !usage.enabled ? "usage recording is off" :
     // no error yet and not ok: the writer has not opened the store yet (its first pass, just after a start)
     `store ${usage.store_ok ? "ok" : usage.last_error ? "failing: " + usage.last_error : "opening"} · ` +
-    `${int(usage.written)} written · ${int(usage.queued)} queued · ${int(usage.dropped)} dropped`;
+    `record parts: ${int(usage.written)} written · ${int(usage.queued)} queued · ${int(usage.dropped)} dropped`;
   line.className = usage.enabled && !usage.store_ok && usage.last_error ? "error" : "muted";
 }
 
