@@ -146,9 +146,9 @@ def from_litellm(payload: dict) -> dict | None:
         "cache_read_tokens": cache_read,
         "cache_write_tokens": cache_write,
         "cost_usd": float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
-        # A failure that cost nothing says nothing of a price (an unknown model has no price map):
+        # A failure before any provider (an unknown model: no price map) says nothing of a price:
         # left empty, its cost is nil when the client got an error, unknown when it got an answer.
-        "priced": None if failed and not charged else 1 if priced or charged else 0,
+        "priced": None if failed and not charged and not provider else 1 if priced or charged else 0,
     }
     if isinstance(payload.get("startTime"), (int, float)):
         fields["ts_ms"] = int(payload["startTime"] * 1000)

@@ -357,12 +357,15 @@ def test_litellm_payload_figures_only():
     assert from_litellm({"no": "id"}) is None and from_litellm([1]) is None
     refused = from_litellm({"id": "z", "status": "failure", "model_group": "no-such-model", "response_cost": 0.0,
                             "model_map_information": None, "error_information": {"error_code": "400"}})
-    assert "priced" not in refused and refused["error_code"] == "400"  # no price map: failed, not unpriced
+    assert "priced" not in refused and refused["error_code"] == "400"  # no provider: failed, not unpriced
+    at_provider = from_litellm({"id": "p", "status": "failure", "custom_llm_provider": "ollama", "model": "llama3",
+                                "response_cost": 0.0, "model_map_information": None})
+    assert at_provider["priced"] == 0  # a model without a price, failed at its provider: still unknown
 
 
 def test_a_failure_before_any_answer_costs_nothing(tmp_path):
-    """LiteLLM reports a request for a model it does not know as a failure without a price map:
-    with the client's 400 its cost is nil, not unknown (docs/usage.md)."""
+    """LiteLLM reports a request for a model it does not know as a failure without a provider
+    or a price map: with the client's 400 its cost is nil, not unknown (docs/usage.md)."""
     from memory_proxy.usage.record import derive
 
     store = SqliteStore(tmp_path / "usage.sqlite3")
