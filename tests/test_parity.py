@@ -145,12 +145,14 @@ def upstream(records: list[dict], request_ids: set[str] = frozenset()) -> list[d
     return seen
 
 
-def usage_record(url: str, request_id: str) -> dict:
-    """The usage record of one request (its ingress half is written once the answer ended)."""
+def usage_record(url: str, request_id: str, *, litellm_half: bool = False) -> dict:
+    """The usage record of one request (its ingress half is written once the answer ended;
+    ``litellm_half``: wait for LiteLLM's too, which binary mode's LiteLLM sends within about a second)."""
     def find():
         rows = httpx.get(url + "/ui/api/requests", params={"limit": 50}, timeout=10,
                          headers={"authorization": f"Bearer {FRONT_KEY}"}).json()["rows"]
-        return next((row for row in rows if row["request_id"] == request_id and row.get("status")), None)
+        return next((row for row in rows if row["request_id"] == request_id and row.get("status")
+                     and (row.get("deployment") or not litellm_half)), None)
     return poll(find, lambda row: row is not None, 10)
 
 
@@ -324,6 +326,32 @@ def test_client_disconnect_cancels_the_upstream(stacks):
         stats = poll(lambda: httpx.get(stacks.emulator + "/_emulator/stats").json(),
                      lambda stats: stats["client_disconnects"] == 1 and stats["active_streams"] == 0, 5)
         assert (mode, stats["client_disconnects"], stats["active_streams"]) == (mode, 1, 0)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", chat("gpt-4o-mini", stream=True)),
+    ("/v1/messages", message("claude-3-5-haiku-latest", stream=True)),
+], ids=["openai", "anthropic"])
+def test_a_client_that_leaves_a_stream_has_the_same_usage_record(stacks, path, body):
+    """LiteLLM's half of the record of a stream the client left says what the LiteLLM proxy
+    tells its callbacks: error code 499, the call billed for what was streamed until then.
+    (SDK mode used to have no 499 on /v1/messages: LiteLLM's stream there does not carry its
+    logging object.) The tokens are not compared: how many were streamed depends on when the
+    client left."""
+    records = {}
+    for mode in MODES:
+        stacks.reset()
+        stacks.fault("endless_stream", delay=0.05)
+        with httpx.stream("POST", stacks.urls[mode] + path, json=body, timeout=30,
+                          headers={"authorization": f"Bearer {FRONT_KEY}"}) as r:
+            next(r.iter_raw())
+            request_id = r.headers["x-request-id"]
+        records[mode] = usage_record(stacks.urls[mode], request_id, litellm_half=True)
+    fields = ("status", "completed", "streamed", "error_code", "api_shape", "deployment", "provider", "priced")
+    seen = {mode: {k: record[k] for k in fields} if record else None for mode, record in records.items()}
+    assert seen["binary"] == seen["sdk"]
+    assert seen["sdk"]["status"] == 200 and seen["sdk"]["completed"] == 0 and seen["sdk"]["streamed"] == 1
+    assert seen["sdk"]["error_code"] == "499"
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -228,7 +228,8 @@ async def handle(request: Request) -> Response:
             kwargs, strip_usage = _call_kwargs(sdk, route_type, data, request, runtime, admitted, trace)
             result = await getattr(sdk.router, route_type)(**kwargs)
             if stream:
-                stream_answer = SseAnswer(result, route_type, requested, strip_usage=strip_usage)
+                stream_answer = SseAnswer(result, route_type, requested, strip_usage=strip_usage,
+                                          logging_obj=kwargs.get("litellm_logging_obj"))
                 first = await stream_answer.first()
                 first_event_s = time.perf_counter() - started
         except Exception as exc:
@@ -302,4 +303,17 @@ def _call_kwargs(sdk: SdkBackend, route_type: str, data: dict, request: Request,
             lambda: model_deployments_support_stream_options(kwargs.get("model"), sdk.router, None)))
         strip_usage = updates.pop("_litellm_strip_stream_usage", False) is True
         kwargs.update(updates)
-    return kwargs, strip_usage
+    return with_logging_obj(route_type, kwargs), strip_usage
+
+
+def with_logging_obj(route_type: str, kwargs: dict) -> dict:
+    """The call's arguments with LiteLLM's logging object for it, made before the call as the
+    LiteLLM proxy makes it (``function_setup``, then ``litellm_logging_obj``): LiteLLM's call uses
+    it instead of making its own, so the handler can reach it when the client leaves a stream
+    (``SseAnswer.end_unfinished``) even where the stream does not carry it (``/v1/messages``)."""
+    from datetime import datetime
+
+    from litellm.utils import Rules, function_setup
+
+    logging_obj, kwargs = function_setup(route_type, Rules(), datetime.now(), **kwargs)
+    return {**kwargs, "litellm_logging_obj": logging_obj}

@@ -38,8 +38,11 @@ class SseAnswer:
     with ``message_start`` restamped to the requested model name. The first event is awaited
     before answering, so a failure before any byte is still a JSON error with its status."""
 
-    def __init__(self, result: Any, route_type: str, requested: str | None, *, strip_usage: bool = False) -> None:
+    def __init__(self, result: Any, route_type: str, requested: str | None, *, strip_usage: bool = False,
+                 logging_obj: Any = None) -> None:
         self.result = result
+        # LiteLLM's logging object of the call (the handler made it); chat streams carry it too
+        self.logging_obj = logging_obj if logging_obj is not None else getattr(result, "logging_obj", None)
         self.strip_usage = strip_usage
         self.format = "anthropic" if route_type == "anthropic_messages" else "openai"
         self.requested = requested
@@ -143,7 +146,7 @@ class SseAnswer:
         except (ImportError, AttributeError):
             await close_result(self.result)
             return
-        request_data = {"litellm_logging_obj": getattr(self.result, "logging_obj", None)}
+        request_data = {"litellm_logging_obj": self.logging_obj}
         with anyio.CancelScope(shield=True):
             try:
                 await finalize(request=None, request_data=request_data, response=self.result,
