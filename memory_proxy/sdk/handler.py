@@ -3,6 +3,7 @@ body and headers binary mode's LiteLLM proxy would build."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -11,14 +12,15 @@ from typing import Any
 import anyio
 import httpx
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from memory_proxy.sdk import otel
 from memory_proxy.sdk.backend import SdkBackend
-from memory_proxy.sdk.sse import SseAnswer, close_result
+from memory_proxy.sdk.sse import SseAnswer, SseResponse, close_result
 from memory_proxy.server import headers as h
 from memory_proxy.server import ingress
 from memory_proxy.server.errors import error_response
+from memory_proxy.server.ingress import STOPPED_BEFORE_ANSWER
 from memory_proxy.server.relay import BodyTooLarge, read_body, upstream_failure
 from memory_proxy.server.runtime import Runtime
 from memory_proxy.server.tracing import TRACE_HEADER
@@ -222,6 +224,7 @@ async def handle(request: Request) -> Response:
 
     read_timeout = runtime.config.proxy.timeouts.read
     result = first = None
+    stopped = False
     # Binary mode's ingress gives LiteLLM timeouts.read to start answering (504 otherwise); same here.
     with anyio.move_on_after(read_timeout) as deadline:
         try:
@@ -236,6 +239,17 @@ async def handle(request: Request) -> Response:
             response = _error_answer(route_type, exc, admitted)
             done(response.status_code, error=type(exc).__name__)
             return response
+        except asyncio.CancelledError:
+            # The server stops and its grace is over: a 503 (and a record) as binary mode's ingress
+            # answers it, instead of uvicorn's plain-text 500. Any other cancellation propagates.
+            if not runtime.stopping or asyncio.current_task().uncancel() > 0:
+                raise
+            stopped = True
+    if stopped:
+        if result is not None:
+            await close_result(result)
+        return answer(error_response(503, STOPPED_BEFORE_ANSWER, headers=extra), model=requested, error="stopping",
+                      span=span)
     if deadline.cancelled_caught:
         if result is not None:
             await close_result(result)
@@ -245,9 +259,8 @@ async def handle(request: Request) -> Response:
         return response
     if stream:
         total = runtime.config.proxy.timeouts.total
-        return StreamingResponse(stream_answer.body(first, read_timeout, done, admitted_at + total, total), 200,
-                                 headers={**extra, "cache-control": "no-cache"},
-                                 media_type="text/event-stream; charset=utf-8")
+        return SseResponse(stream_answer.body(first, read_timeout, done, admitted_at + total, total),
+                           stream_answer.format, lambda: runtime.stopping, {**extra, "cache-control": "no-cache"})
     done(200)
     return JSONResponse(_jsonable(result, route_type, requested), headers=extra)
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from memory_proxy.server.errors import STREAM_SILENT, answer_too_long, stream_error_event
+from memory_proxy.server.relay import end_stopped
 
 log = logging.getLogger("memory_proxy")
 
@@ -161,3 +165,31 @@ async def close_result(result: Any) -> None:
     if close is not None:
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
             await close()
+
+
+class SseResponse(StreamingResponse):
+    """An ``SseAnswer``'s events as Starlette streams them. When the server's shutdown cancels
+    the stream past its grace (``stopping()``: ``Runtime.stopping``), the stream ends with an
+    error event in its format and a clean end, as binary mode's relay ends it, instead of a cut
+    and a traceback; ``SseAnswer.body`` has recorded it (not completed) and closed LiteLLM's call."""
+
+    def __init__(self, events: AsyncIterator[bytes], stream_format: str, stopping: Callable[[], bool],
+                 headers: dict[str, str]) -> None:
+        super().__init__(events, 200, headers=headers, media_type="text/event-stream; charset=utf-8")
+        self.stream_format = stream_format
+        self.stopping = stopping
+        self.head_sent = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            self.head_sent = self.head_sent or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, sending)
+        except asyncio.CancelledError:
+            # (A client that left ends Starlette's stream without a cancellation reaching here.)
+            if not self.stopping() or asyncio.current_task().uncancel() > 0:  # not the server's stop alone
+                raise
+            await end_stopped(send, self.stream_format, None if self.head_sent else {
+                "type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

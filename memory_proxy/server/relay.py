@@ -17,7 +17,7 @@ import anyio
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from memory_proxy.server.errors import STREAM_SILENT, answer_too_long, error_response, stream_error_event
 from memory_proxy.upstream.transport import arrived_body
@@ -118,6 +118,18 @@ def stream_format(path: str, content_type: str) -> str | None:
 STOPPED_MID_STREAM = "the memory proxy is stopping; the answer was cut"
 
 
+async def end_stopped(send: Send, stream_format: str | None, start: Message | None = None) -> None:
+    """End an answer the memory proxy's shutdown cut (both backends): its head (``start``) if
+    not sent yet, an error event in the stream's format (after a blank line, which ends a
+    half-sent event), then the end of the body."""
+    if start is not None:
+        await send(start)
+    if stream_format:
+        event = stream_error_event(stream_format, STOPPED_MID_STREAM, 503)
+        await send({"type": "http.response.body", "body": b"\n\n" + event, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 class RelayResponse(Response):
     """An upstream answer relayed unbuffered, with disconnect-driven cancellation."""
 
@@ -176,14 +188,9 @@ class RelayResponse(Response):
                 self.on_complete(self.status_code, completed)
 
     async def _end_stopped(self, send: Send) -> None:
-        """The answer cut because the memory proxy stops: an error event in the stream's format
-        (``_copy`` has sent the head), then the end."""
-        if not self.head_sent:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        if self.format:
-            event = stream_error_event(self.format, STOPPED_MID_STREAM, 503)
-            await send({"type": "http.response.body", "body": b"\n\n" + event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        """The answer cut because the memory proxy stops (``_copy`` has sent the head)."""
+        await end_stopped(send, self.format, None if self.head_sent else {
+            "type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
 
     async def _copy(self, send: Send) -> bool:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
