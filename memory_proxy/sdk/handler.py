@@ -20,8 +20,7 @@ from memory_proxy.sdk.sse import SseAnswer, SseResponse, close_result
 from memory_proxy.server import headers as h
 from memory_proxy.server import ingress
 from memory_proxy.server.errors import error_response
-from memory_proxy.server.ingress import STOPPED_BEFORE_ANSWER
-from memory_proxy.server.relay import BodyTooLarge, read_body, upstream_failure
+from memory_proxy.server.relay import BodyTooLarge, cancelled_by_stop, read_body, upstream_failure
 from memory_proxy.server.runtime import Runtime
 from memory_proxy.server.tracing import TRACE_HEADER
 
@@ -242,14 +241,14 @@ async def handle(request: Request) -> Response:
         except asyncio.CancelledError:
             # The server stops and its grace is over: a 503 (and a record) as binary mode's ingress
             # answers it, instead of uvicorn's plain-text 500. Any other cancellation propagates.
-            if not runtime.stopping or asyncio.current_task().uncancel() > 0:
+            if not cancelled_by_stop(runtime.stopping):
                 raise
             stopped = True
     if stopped:
         if result is not None:
             await close_result(result)
-        return answer(error_response(503, STOPPED_BEFORE_ANSWER, headers=extra), model=requested, error="stopping",
-                      span=span)
+        return answer(error_response(503, ingress.STOPPED_BEFORE_ANSWER, headers=extra), model=requested,
+                      error="stopping", span=span)
     if deadline.cancelled_caught:
         if result is not None:
             await close_result(result)

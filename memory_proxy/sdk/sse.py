@@ -15,7 +15,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from memory_proxy.server.errors import STREAM_SILENT, answer_too_long, stream_error_event
-from memory_proxy.server.relay import end_stopped
+from memory_proxy.server.relay import cancelled_by_stop, end_stopped
 
 log = logging.getLogger("memory_proxy")
 
@@ -189,7 +189,7 @@ class SseResponse(StreamingResponse):
             await super().__call__(scope, receive, sending)
         except asyncio.CancelledError:
             # (A client that left ends Starlette's stream without a cancellation reaching here.)
-            if not self.stopping() or asyncio.current_task().uncancel() > 0:  # not the server's stop alone
+            if not cancelled_by_stop(self.stopping()):
                 raise
             await end_stopped(send, self.stream_format, None if self.head_sent else {
                 "type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

@@ -59,7 +59,7 @@ class HotPath:
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
-        self.state = app.state  # tests look at app.state.runtime
+        self.state = app.state  # serve.py (and tests) look at app.state.runtime
         self.router = app.router  # SDK mode wraps this app's lifespan
 
     async def __call__(self, scope, receive, send) -> None:
@@ -141,7 +141,7 @@ def create_app(
                 runtime.metrics.inputs["litellm_restarts"] = lambda: StateDir(state_dir).restarts("litellm")
             if (traced := tracing.settings(config, environ)) is not None:
                 runtime.tracing = tracing.Tracing(traced)
-            app.state.runtime = runtime  # for introspection in tests; handlers use request.state
+            app.state.runtime = runtime  # serve.py tells it the server stops; handlers use request.state
             try:
                 yield {"runtime": runtime}
             finally:

@@ -26,6 +26,7 @@ from memory_proxy.server.outcome import Outcome, new_request_id
 from memory_proxy.server.relay import (
     BodyTooLarge,
     RelayResponse,
+    cancelled_by_stop,
     read_body,
     send_upstream,
     stream_body,
@@ -182,10 +183,9 @@ async def handle(request: Request) -> Response:
         if isinstance(upstream, Response):
             return answered(runtime, request, admitted, started, upstream, model=model, error=error, span=span)
     except asyncio.CancelledError:
-        if not runtime.stopping:  # not the server's shutdown cancelling it: not ours to answer
+        if not cancelled_by_stop(runtime.stopping):  # not the server's shutdown alone: not ours to answer
             raise
         # The server stops and its grace is over: answer (and record) instead of uvicorn's plain-text 500.
-        asyncio.current_task().uncancel()
         return answered(runtime, request, admitted, started, error_response(
             503, STOPPED_BEFORE_ANSWER, headers=dict(extra)), model=model, error="stopping", span=span)
     head_at = time.perf_counter()

@@ -118,6 +118,13 @@ def stream_format(path: str, content_type: str) -> str | None:
 STOPPED_MID_STREAM = "the memory proxy is stopping; the answer was cut"
 
 
+def cancelled_by_stop(stopping: bool) -> bool:
+    """Inside ``except CancelledError``: whether the cancellation is the server's shutdown alone
+    (``stopping``: ``Runtime.stopping``; uvicorn cancels what is left after its grace). It is then
+    taken back, so the request can still answer; otherwise it must be let through."""
+    return stopping and asyncio.current_task().uncancel() == 0
+
+
 async def end_stopped(send: Send, stream_format: str | None, start: Message | None = None) -> None:
     """End an answer the memory proxy's shutdown cut (both backends): its head (``start``) if
     not sent yet, an error event in the stream's format (after a blank line, which ends a
@@ -177,7 +184,7 @@ class RelayResponse(Response):
         try:
             completed = await self._copy(send)
         except asyncio.CancelledError:
-            if not gone and self.stopping is not None and self.stopping() and task.uncancel() == 0:
+            if not gone and cancelled_by_stop(self.stopping is not None and self.stopping()):
                 await self._end_stopped(send)  # the server's shutdown, past its grace: end the stream cleanly
             elif not gone or task.uncancel() > 0:  # cancelled by someone else too: let it through
                 raise
