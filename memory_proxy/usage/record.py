@@ -20,6 +20,8 @@ import collections
 import functools
 import logging
 import math
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -210,6 +212,20 @@ def derive(fields: dict, backed: frozenset[str]) -> dict:
     return fields
 
 
+WRITER_NICE = 19  # the lowest CPU priority a thread may give itself
+
+
+def yield_cpu() -> None:
+    """Put the calling thread last in the CPU's queue (Linux, where the nice value is a
+    thread's own). The writer then runs in the cores' spare time: when they are busy, the event
+    loop goes first and the queue takes up the backlog until they are not. Elsewhere, nothing."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+        except OSError:
+            pass
+
+
 class UsageLog:
     """The bounded queue and its background writer thread (one per running app)."""
 
@@ -275,6 +291,7 @@ class UsageLog:
     # --- the writer thread ---------------------------------------------------------------
 
     def _run(self) -> None:
+        yield_cpu()
         store = None
         pending: list[dict] = []
         next_prune = 0.0

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 from memory_proxy.config import litellm as litellm_config
 from memory_proxy.config.model import parse_config
 from memory_proxy.usage import report as ur
-from memory_proxy.usage.record import UsageLog, bucket, bucket_value, from_litellm, from_supermemory
+from memory_proxy.usage.record import WRITER_NICE, UsageLog, bucket, bucket_value, from_litellm, from_supermemory
 from memory_proxy.usage.store import MAX_ROWS, SCHEMA_VERSION, TABLE, SqliteStore, chunk_sizes
 from tests.support.readiness import until
 
@@ -162,6 +165,25 @@ def test_a_full_queue_drops_and_counts(tmp_path):
     for i in range(15):
         log.put(ingress_row(f"r{i}"))
     assert log.status()["queued"] == 10 and log.dropped == 5
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+def test_the_writer_gives_the_cpu_to_the_request_path_first(tmp_path):
+    """The writer thread alone runs at the lowest priority; the thread that started it keeps its own."""
+    seen: dict = {}
+
+    def open_store():
+        seen["writer"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return SqliteStore(tmp_path / "u.sqlite3")
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    log = UsageLog(open_store, capacity=10, interval=0.01).start()
+    log.put(ingress_row("r1"))
+    wait_for(lambda: log.written == 1)
+    log.stop()
+    assert seen["writer"] == WRITER_NICE
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+    assert [r["request_id"] for r in read(tmp_path / "u.sqlite3")] == ["r1"]
 
 
 class FlakyStore:
