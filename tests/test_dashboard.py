@@ -417,6 +417,21 @@ def test_chromium_live_table_gains_a_new_request_by_itself(dashboard, tmp_path):
         browser.close()
 
 
+def test_chromium_an_empty_store_says_so(emu, tmp_path):
+    """Before the first request: the cards and the live table each say there is nothing yet, the
+    charts and the latency picture are empty, not broken."""
+    with running_proxy(emu.url, state_dir=tmp_path / "state") as proxy:
+        dom = _Dom()
+        dom.feed(chromium(proxy.url + "/ui/", tmp_path))
+    assert dom.find(id="main")[0]["attrs"].get("hidden") is None
+    assert "hidden" not in dom.find(id="cards-empty")[0]["attrs"]
+    assert not dom.classed("card") and not dom.classed("series") and not dom.classed("latency-row")
+    (empty,) = dom.find(id="live-empty")
+    assert empty["text"] == "No requests recorded yet."
+    assert not [e for e in dom.elements if e["tag"] == "tr" and "data-request-id" in e["attrs"]]
+    assert "0 written" in dom.find(id="store-status")[0]["text"]
+
+
 def test_chromium_asks_for_the_key(keyed_dashboard, tmp_path):
     dom = _Dom()
     dom.feed(chromium(keyed_dashboard.url + "/ui/", tmp_path))

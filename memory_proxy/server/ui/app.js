@@ -340,6 +340,11 @@ function renderLive(rows) {
     }
     body.append(tr);
   }
+  if (!rows.length) {  // a table head alone would look like a page still loading
+    const tr = el("tr", { id: "live-empty" });
+    tr.append(el("td", { colspan: "14", class: "muted" }, "No requests recorded yet."));
+    body.append(tr);
+  }
   if (rows.length) state.newest = Math.max(state.newest, ...rows.map((r) => r.ts_ms));
 }
 
