@@ -198,6 +198,10 @@ def test_with_keys_the_page_asks_once_and_keeps_a_cookie(keyed_dashboard):
         assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/ui" in cookie
         assert FRONT_KEY not in cookie  # a token derived from the key, not the key
         assert browser.get("/ui/api/summary").json()["total"]["requests"] == 5
+        logout = browser.post("/ui/api/logout")
+        assert logout.status_code == 200
+        assert "Max-Age=0" in logout.headers["set-cookie"] and "Path=/ui" in logout.headers["set-cookie"]
+        assert browser.get("/ui/api/summary").status_code == 401
     bearer = httpx.get(url + "/ui/api/summary", headers={"authorization": f"Bearer {FRONT_KEY}"})
     assert bearer.status_code == 200
 
@@ -430,6 +434,7 @@ def test_chromium_an_empty_store_says_so(emu, tmp_path):
     assert empty["text"] == "No requests recorded yet."
     assert not [e for e in dom.elements if e["tag"] == "tr" and "data-request-id" in e["attrs"]]
     assert "0 written" in dom.find(id="store-status")[0]["text"]
+    assert "hidden" in dom.find(id="logout")[0]["attrs"]  # no keys: no cookie to forget
 
 
 def test_chromium_asks_for_the_key(keyed_dashboard, tmp_path):
@@ -442,6 +447,27 @@ def test_chromium_asks_for_the_key(keyed_dashboard, tmp_path):
     (key,) = dom.find(id="login-key")  # named for a screen reader, not by its placeholder only
     assert any(p["tag"] == "label" for p in key["parents"])
     assert dom.find(id="login-error")[0]["attrs"].get("role") == "alert"
+
+
+def test_chromium_logs_in_and_out(keyed_dashboard, tmp_path):
+    browser = DevTools(tmp_path)
+    try:
+        page = browser.open(keyed_dashboard.url + "/ui/")
+        browser.wait_for(page, "!document.getElementById('login').hidden")
+        assert browser.evaluate(page, "document.getElementById('logout').hidden") is True
+        browser.evaluate(page, f"(() => {{ document.getElementById('login-key').value = '{FRONT_KEY}'; "
+                               "document.getElementById('login').requestSubmit(); })()")
+        browser.wait_for(page, "document.body.dataset.loaded === 'reports' && "
+                               "!document.getElementById('logout').hidden")
+        assert browser.evaluate(page, "document.getElementById('main').hidden") is False
+        browser.evaluate(page, "window.beforeLogout = true; document.getElementById('logout').click()")
+        browser.wait_for(page, "window.beforeLogout === undefined && !document.getElementById('login').hidden")
+        assert browser.evaluate(page, "document.getElementById('main').hidden") is True
+        assert browser.evaluate(page, "document.getElementById('logout').hidden") is True
+        browser.evaluate(page, "fetch('api/summary').then((r) => { window.afterLogout = r.status; })")
+        browser.wait_for(page, "window.afterLogout === 401")
+    finally:
+        browser.close()
 
 
 # --- many keys, large figures, narrow windows (found by a visual audit) ---------------------------

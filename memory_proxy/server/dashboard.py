@@ -5,8 +5,9 @@ origin as the proxy: ``page.html`` is their shell (head, header, key form), and 
 file (``usage.html``, ``memory.html``) holds its header controls, a line ``<!-- main -->`` and
 its main part. With ``memory_proxy.api_keys`` set, the page asks for a key once
 (``POST /ui/api/login``) and the proxy keeps a token derived from it in an HttpOnly,
-SameSite=Strict cookie; the API also takes the key itself (``Authorization: Bearer`` or
-``x-api-key``). Store queries run in a worker thread on a read-only connection.
+SameSite=Strict cookie until the browser closes or ``POST /ui/api/logout``; the API also takes
+the key itself (``Authorization: Bearer`` or ``x-api-key``). Store queries run in a worker
+thread on a read-only connection.
 """
 
 from __future__ import annotations
@@ -98,6 +99,14 @@ async def login(request: Request) -> Response:
     response = JSONResponse({"ok": True}, headers={"cache-control": "no-store"})
     response.set_cookie(COOKIE, _token(runtime, offered), httponly=True, samesite="strict", path=UI_PREFIX,
                         secure=request.url.scheme == "https")
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """Forget the page's cookie (answered to anyone: it only ever clears the caller's own)."""
+    response = JSONResponse({"ok": True}, headers={"cache-control": "no-store"})
+    response.delete_cookie(COOKIE, httponly=True, samesite="strict", path=UI_PREFIX,
+                           secure=request.url.scheme == "https")
     return response
 
 
@@ -217,6 +226,7 @@ def routes() -> list[Route]:
 
     return [Route(UI_PREFIX, page, methods=["GET"]),
             Route(UI_PREFIX + "/api/login", login, methods=["POST"]),
+            Route(UI_PREFIX + "/api/logout", logout, methods=["POST"]),
             *memory_page.routes(),
             Route(UI_PREFIX + "/api/{what}", api, methods=["GET"]),
             Route(UI_PREFIX + "/{asset:path}", page, methods=["GET"])]

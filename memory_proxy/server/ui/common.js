@@ -58,7 +58,20 @@ function showLogin() {
   document.getElementById("main").hidden = true;
 }
 
+// "Log out" only where keys are set, i.e. where there is a cookie to forget; it reloads the page,
+// which then finds no cookie and asks for a key again.
+async function showLogout() {
+  const button = document.getElementById("logout");
+  button.hidden = !(await api("status")).login_required;
+}
+
 function setupLogin(loggedIn) {
+  const logout = document.getElementById("logout");
+  logout.addEventListener("click", async () => {
+    await fetch("api/logout", { method: "POST", credentials: "same-origin" });
+    location.reload();
+  });
+  showLogout().catch(() => {});
   document.getElementById("login").addEventListener("submit", async (event) => {
     event.preventDefault();
     const key = document.getElementById("login-key").value;
@@ -69,6 +82,7 @@ function setupLogin(loggedIn) {
     document.getElementById("login-error").textContent = "";
     document.getElementById("login").hidden = true;
     document.getElementById("main").hidden = false;
+    showLogout().catch(() => {});
     loggedIn();
   });
 }
