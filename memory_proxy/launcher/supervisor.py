@@ -79,12 +79,17 @@ class Interrupted(Exception):
     """Told to stop while still starting."""
 
 
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT})
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
-            return f"signal {signal.Signals(-code).name}"
+            name = signal.Signals(-code)
         except ValueError:
             return f"signal {-code}"
+        crashed = ", a crash: its log has the Python stack where it died" if name in CRASH_SIGNALS else ""
+        return f"signal {name.name}{crashed}"
     return f"exit code {code}"
 
 
@@ -324,6 +329,9 @@ class Supervisor:
         no_proxy = ",".join(filter(None, [base_env.get("NO_PROXY") or base_env.get("no_proxy"),
                                           "127.0.0.1,localhost,::1"]))
         base_env.update(NO_PROXY=no_proxy, no_proxy=no_proxy, PYTHONUNBUFFERED="1")
+        # A crash in native code (LiteLLM's extensions, SQLite, uvloop) then leaves every thread's
+        # Python stack in the child's log, where nothing would say where it died.
+        base_env.setdefault("PYTHONFAULTHANDLER", "1")
 
         if self.backend == "sdk":
             self._start_sdk(MEMORY_PROXY, proxy.port, base_env, master_key)

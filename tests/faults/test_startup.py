@@ -27,6 +27,13 @@ FAKE_HANG = """#!/bin/sh
 echo "fake litellm: starting, and never listening"
 exec sleep 600
 """
+# Dies of a segfault in native code, as an extension module's bug would.
+FAKE_SEGV = f"""#!{sys.executable}
+import ctypes
+def load_config():
+    ctypes.string_at(0)
+load_config()
+"""
 # Serves LiteLLM's health probes, but first takes the memory proxy's port.
 FAKE_GRAB = f"""#!{sys.executable}
 import http.server, os, socket, sys
@@ -157,6 +164,16 @@ def test_litellm_exiting_at_start_shows_its_last_words(failing, tmp_path):
     assert "something is wrong at line 7" in foreground.stderr
     assert_nothing_left(failing, str(binary))
     fault("up: LiteLLM exits during startup")
+
+
+def test_litellm_crashing_in_native_code_leaves_its_python_stack(failing, tmp_path):
+    binary = fake_binary(tmp_path, "litellm-segfaults", FAKE_SEGV)
+    said = up_fails(failing, env=cli_env(**KEYS, MEMORY_PROXY_LITELLM=str(binary)))
+    assert "litellm exited during startup (signal SIGSEGV, a crash: its log has the Python stack" in said, said
+    assert "Fatal Python error: Segmentation fault" in said  # the tail of its log: faulthandler's dump
+    assert "in load_config" in said
+    assert_nothing_left(failing, str(binary))
+    fault("up: LiteLLM crashes in native code (its Python stack logged)")
 
 
 def test_litellm_never_ready_is_given_up_on_and_killed(failing, tmp_path):

@@ -1,12 +1,13 @@
 """The supervisor before it starts anything: the remembered backend, and which ports its
-preflight checks for each backend; what LiteLLM is told to leave out of its log."""
+preflight checks for each backend; what LiteLLM is told to leave out of its log; how it names
+a child's end."""
 
 import os
 import socket
 
 import pytest
 
-from memory_proxy.launcher.supervisor import LaunchError, Supervisor
+from memory_proxy.launcher.supervisor import LaunchError, Supervisor, describe_exit
 from memory_proxy.state import StateDir
 from tests.support.configs import launcher_config
 from tests.support.ports import free_port
@@ -46,3 +47,11 @@ def test_litellm_is_told_to_leave_the_probes_out_of_its_log_and_the_users_paths_
     assert _quiet_paths({}) == "/health/liveliness,/health/readiness"
     theirs = {"LITELLM_DISABLE_ACCESS_LOG_PATHS": " /metrics, /health/readiness ,"}
     assert _quiet_paths(theirs) == "/metrics,/health/readiness,/health/liveliness"
+
+
+def test_a_crash_signal_is_named_a_crash_and_points_at_the_log():
+    assert describe_exit(3) == "exit code 3"
+    assert describe_exit(-9) == "signal SIGKILL"  # killed, not crashed: no stack to look for
+    assert describe_exit(-11) == "signal SIGSEGV, a crash: its log has the Python stack where it died"
+    assert describe_exit(-6).startswith("signal SIGABRT, a crash")
+    assert describe_exit(-99) == "signal 99"
