@@ -6,6 +6,7 @@ terminal (output goes through ``term``, which writes what rich would without its
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -152,7 +153,8 @@ def _up_detached(ctx: Context, config: Config, litellm_url: str | None, timeout:
     log_path = state.process_log(SUPERVISOR)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=ROOT, start_new_session=True, close_fds=True)
+                                cwd=ROOT, start_new_session=True, close_fds=True,
+                                env={"PYTHONFAULTHANDLER": "1", **os.environ})  # a crash leaves its stack here too
     deadline = time.monotonic() + timeout + MEMORY_STARTUP_TIMEOUT + 30
     failure: tuple[str, str | None] | None = None
     record: dict | None = None
