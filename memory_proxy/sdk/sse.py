@@ -191,5 +191,4 @@ class SseResponse(StreamingResponse):
             # (A client that left ends Starlette's stream without a cancellation reaching here.)
             if not cancelled_by_stop(self.stopping()):
                 raise
-            await end_stopped(send, self.stream_format, None if self.head_sent else {
-                "type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await end_stopped(send, self.stream_format, None if self.head_sent else self)

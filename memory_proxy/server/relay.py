@@ -17,7 +17,7 @@ import anyio
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from memory_proxy.server.errors import STREAM_SILENT, answer_too_long, error_response, stream_error_event
 from memory_proxy.upstream.transport import arrived_body
@@ -125,12 +125,13 @@ def cancelled_by_stop(stopping: bool) -> bool:
     return stopping and asyncio.current_task().uncancel() == 0
 
 
-async def end_stopped(send: Send, stream_format: str | None, start: Message | None = None) -> None:
-    """End an answer the memory proxy's shutdown cut (both backends): its head (``start``) if
-    not sent yet, an error event in the stream's format (after a blank line, which ends a
-    half-sent event), then the end of the body."""
-    if start is not None:
-        await send(start)
+async def end_stopped(send: Send, stream_format: str | None, unsent_head: Response | None = None) -> None:
+    """End an answer the memory proxy's shutdown cut (both backends): the head of
+    ``unsent_head`` if it was not sent yet, an error event in the stream's format (after a blank
+    line, which ends a half-sent event), then the end of the body."""
+    if unsent_head is not None:
+        await send({"type": "http.response.start", "status": unsent_head.status_code,
+                    "headers": unsent_head.raw_headers})
     if stream_format:
         event = stream_error_event(stream_format, STOPPED_MID_STREAM, 503)
         await send({"type": "http.response.body", "body": b"\n\n" + event, "more_body": True})
@@ -185,7 +186,8 @@ class RelayResponse(Response):
             completed = await self._copy(send)
         except asyncio.CancelledError:
             if not gone and cancelled_by_stop(self.stopping is not None and self.stopping()):
-                await self._end_stopped(send)  # the server's shutdown, past its grace: end the stream cleanly
+                # the server's shutdown, past its grace: end the stream cleanly
+                await end_stopped(send, self.format, None if self.head_sent else self)
             elif not gone or task.uncancel() > 0:  # cancelled by someone else too: let it through
                 raise
         finally:
@@ -193,11 +195,6 @@ class RelayResponse(Response):
             await self.upstream.aclose()  # never suspends for long: closing, not reading
             if self.on_complete:
                 self.on_complete(self.status_code, completed)
-
-    async def _end_stopped(self, send: Send) -> None:
-        """The answer cut because the memory proxy stops (``_copy`` has sent the head)."""
-        await end_stopped(send, self.format, None if self.head_sent else {
-            "type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
 
     async def _copy(self, send: Send) -> bool:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

@@ -131,7 +131,8 @@ def from_litellm(payload: dict) -> dict | None:
     priced = isinstance(prices, dict) and any(prices.get(k) for k in ("input_cost_per_token", "output_cost_per_token",
                                                                      "input_cost_per_request"))
     cost = payload.get("response_cost")
-    charged = isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost > 0
+    cost_usd = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
+    charged = cost_usd is not None and cost_usd > 0
     failed = payload.get("status") == "failure"
     error = payload.get("error_information") if isinstance(payload.get("error_information"), dict) else {}
     provider = payload.get("custom_llm_provider") if isinstance(payload.get("custom_llm_provider"), str) else None
@@ -147,7 +148,7 @@ def from_litellm(payload: dict) -> dict | None:
         "output_tokens": number(payload.get("completion_tokens")),
         "cache_read_tokens": cache_read,
         "cache_write_tokens": cache_write,
-        "cost_usd": float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+        "cost_usd": cost_usd,
         # A failure before any provider (an unknown model: no price map) says nothing of a price:
         # left empty, its cost is nil when the client got an error, unknown when it got an answer.
         "priced": None if failed and not charged and not provider else 1 if priced or charged else 0,

@@ -28,6 +28,7 @@ function rankKeys(rows) {
 
 const color = (key) => state.colors.get(key) || OTHERS_COLOR;
 const keyName = (key) => (key === OTHERS ? `${state.others.length} others` : key || "-");
+const dataKey = (key) => (key === OTHERS ? "" : key);  // the "others" series has no key of its own
 
 const compact = (n) => new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 }).format(n);
 // Dollars with thousands separators; four decimals below a dollar, where cents would say $0.00.
@@ -99,7 +100,7 @@ function renderLegend(series, keys) {
     const points = series.points.filter((p) => p.key === key);
     const requests = points.reduce((n, p) => n + p.requests, 0);
     const unpriced = points.reduce((n, p) => n + p.unpriced_requests, 0);
-    const item = el("span", { class: "legend-item", "data-key": key === OTHERS ? "" : key });
+    const item = el("span", { class: "legend-item", "data-key": dataKey(key) });
     if (key === OTHERS) {
       item.dataset.others = state.others.length;
       item.title = state.others.join(", ");
@@ -145,14 +146,14 @@ function renderRequestsChart(series, periods, keys, at, band) {
   const f = chartFrame(svg, series, periods, Math.max(1, ...totals), int, band);
   const base = periods.map(() => 0);
   for (const key of keys) {
-    const group = el("svg:g", { class: "series", "data-key": key === OTHERS ? "" : key, fill: color(key) });
+    const group = el("svg:g", { class: "series", "data-key": dataKey(key), fill: color(key) });
     if (key === OTHERS) group.dataset.others = state.others.length;
     periods.forEach((period, i) => {
       const point = at(period, key);
       if (!point || !point.requests) return;
       const bar = el("svg:rect", { x: f.x(i) - f.slot * 0.35, width: Math.max(1, f.slot * 0.7),
         y: f.y(base[i] + point.requests), height: f.y(base[i]) - f.y(base[i] + point.requests),
-        class: "bar", "data-key": key === OTHERS ? "" : key, "data-period": period, "data-requests": point.requests });
+        class: "bar", "data-key": dataKey(key), "data-period": period, "data-requests": point.requests });
       bar.append(el("svg:title", {}, `${period} ${keyName(key)}: ${point.requests} requests, ${point.errors} errors`));
       group.append(bar);
       base[i] += point.requests;
@@ -170,7 +171,7 @@ function renderCostChart(series, periods, keys, at, band) {
   const f = chartFrame(svg, series, periods, max || 1, (v) => (max ? money(v) : v ? "" : "$0"), band);
   const marked = new Map();  // period -> n/a marks under it so far
   for (const key of keys) {
-    const group = el("svg:g", { class: "series", "data-key": key === OTHERS ? "" : key });
+    const group = el("svg:g", { class: "series", "data-key": dataKey(key) });
     if (key === OTHERS) group.dataset.others = state.others.length;
     // A key none of whose requests had a price gets its n/a marks only, no line along zero.
     const priced = series.points.some((p) => p.key === key && p.requests > p.unpriced_requests);
@@ -184,7 +185,7 @@ function renderCostChart(series, periods, keys, at, band) {
         marked.set(period, k + 1);
         // "n/a" where a slot has room for it; a short bar in the key's colour where it has not
         // (30 or 90 days), so that neighbouring marks never run into each other.
-        const attrs = { class: "unpriced-mark", "data-key": key === OTHERS ? "" : key, "data-period": period };
+        const attrs = { class: "unpriced-mark", "data-key": dataKey(key), "data-period": period };
         const mark = f.slot >= NA_WIDTH
           ? el("svg:text", { ...attrs, x: f.x(i), y: f.row(k), "text-anchor": "middle" }, "n/a")
           : el("svg:rect", { ...attrs, x: f.x(i) - f.slot * 0.35, y: f.row(k) - 8, width: Math.max(1, f.slot * 0.7),
@@ -201,7 +202,7 @@ function renderCostChart(series, periods, keys, at, band) {
       if (!point.requests) return;
       const partial = point.unpriced_requests > 0;
       const dot = el("svg:circle", { cx: f.x(i), cy: f.y(point.cost_usd), r: 3.5, stroke: color(key),
-        fill: partial ? "#fff" : color(key), class: "cost-point", "data-key": key === OTHERS ? "" : key,
+        fill: partial ? "#fff" : color(key), class: "cost-point", "data-key": dataKey(key),
         "data-period": period, "data-cost": point.cost_usd });
       dot.append(el("svg:title", {}, `${period} ${keyName(key)}: ${dollars(point.cost_usd)}` +
         (partial ? ` + ${point.unpriced_requests} requests with no price (unknown)` : "")));
@@ -209,7 +210,7 @@ function renderCostChart(series, periods, keys, at, band) {
     });
     if (path.length) {
       group.prepend(el("svg:path", { d: path.join(" "), fill: "none", stroke: color(key), "stroke-width": 1.8,
-                                     class: "cost-line", "data-key": key === OTHERS ? "" : key }));
+                                     class: "cost-line", "data-key": dataKey(key) }));
     }
     svg.append(group);
   }
@@ -340,12 +341,13 @@ function renderLive(rows) {
     }
     body.append(tr);
   }
-  if (!rows.length) {  // a table head alone would look like a page still loading
+  if (rows.length) {
+    state.newest = Math.max(state.newest, ...rows.map((r) => r.ts_ms));
+  } else {  // a table head alone would look like a page still loading
     const tr = el("tr", { id: "live-empty" });
     tr.append(el("td", { colspan: "14", class: "muted" }, "No requests recorded yet."));
     body.append(tr);
   }
-  if (rows.length) state.newest = Math.max(state.newest, ...rows.map((r) => r.ts_ms));
 }
 
 async function refreshStatus() {
