@@ -11,6 +11,10 @@ rounds and the ratios are of those medians.
   target: off within 5 % of it. And the cost of tracing on, for information: this checkout with
   ``memory_proxy.otel.endpoint`` naming a local OTLP/HTTP sink that accepts and discards every
   export (``otlp_sink.py``), against tracing off.
+
+Each part also runs a ``control``: a second copy configured exactly like the one it is compared
+with (``off``, ``reference``), in the same rounds. Its ratio is the run's own noise: a ratio of
+the compared copies inside it says nothing about their difference.
 """
 
 from __future__ import annotations
@@ -76,36 +80,42 @@ def compare(per: dict, a: str, b: str, key: str) -> dict:
     return out
 
 
-def _rounds(figures: dict, name: str) -> str:
-    return "per round: " + ", ".join(f"{x:.2f}" for x in figures[f"{name}_per_round"])
+def _rounds(figures: dict, name: str, control: dict) -> str:
+    """The note beside a target: each round's ratio, and the control's ratio (the run's noise)."""
+    return ("per round: " + ", ".join(f"{x:.2f}" for x in figures[f"{name}_per_round"])
+            + f"; control (two identical copies): {control[f'{name}_ratio']:.3f}")
 
 
 def usage(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[Measured]]:
     rounds = args.rounds or (2 if args.quick else 4)
-    provider, supermemory, *own = free_ports(6)  # all at once: none is handed out twice
+    provider, supermemory, *own = free_ports(8)  # all at once: none is handed out twice
     stack, gen = _stack(args, workdir), generator(args.generator, workdir)
     try:
         stack.start_emulator([provider, supermemory])
-        on = _instance("on", workdir, [provider, supermemory], own[0:2])
-        off = _instance("off", workdir, [provider, supermemory], own[2:4], usage={"enabled": False})
-        per = alternate(stack, gen, provider, [on, off], rounds)
+        emulator = [provider, supermemory]
+        on = _instance("on", workdir, emulator, own[0:2])
+        copies = [on, _instance("off", workdir, emulator, own[2:4], usage={"enabled": False}),
+                  _instance("control", workdir, emulator, own[4:6], usage={"enabled": False})]
+        per = alternate(stack, gen, provider, copies, rounds)
         written = httpx.get(f"http://127.0.0.1:{on[1]}/health", timeout=5).json()["memory_proxy"]["usage"]
     finally:
         stack.stop()
         gen.close()
-    result: dict = {"rounds": rounds, "generator": gen.version, "usage_on": written,
-                    **{f"c{c}": compare(per, "on", "off", f"c{c}") for c in LOADS}}
+    result: dict = {"rounds": rounds, "generator": gen.version, "usage_on": written}
     out = []
     for c in LOADS:
-        figures = result[f"c{c}"]
-        out.append(Measured("usage_on_rps", figures["rps_ratio"], _rounds(figures, "rps"), {"clients": c}))
-        out.append(Measured("usage_on_p50", figures["p50_ratio"], _rounds(figures, "p50"), {"clients": c}))
+        key = f"c{c}"
+        figures = result[key] = compare(per, "on", "off", key)
+        result[key]["control"] = compare(per, "control", "off", key)
+        control = figures["control"]
+        out.append(Measured("usage_on_rps", figures["rps_ratio"], _rounds(figures, "rps", control), {"clients": c}))
+        out.append(Measured("usage_on_p50", figures["p50_ratio"], _rounds(figures, "p50", control), {"clients": c}))
     return result, out
 
 
 def tracing(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[Measured]]:
     rounds = args.rounds or (2 if args.quick else 4)
-    provider, supermemory, sink_port, *own = free_ports(9)
+    provider, supermemory, sink_port, *own = free_ports(11)
     stack, gen = _stack(args, workdir), generator(args.generator, workdir)
     with checkout(args.tracing_against, workdir) as ref:
         try:
@@ -114,7 +124,8 @@ def tracing(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[Measure
             emulator = [provider, supermemory]
             copies = [_instance("reference", workdir, emulator, own[0:2], root=ref.root),
                       _instance("off", workdir, emulator, own[2:4]),
-                      _instance("on", workdir, emulator, own[4:6], otel={"endpoint": sink})]
+                      _instance("on", workdir, emulator, own[4:6], otel={"endpoint": sink}),
+                      _instance("control", workdir, emulator, own[6:8], root=ref.root)]
             per = alternate(stack, gen, provider, copies, rounds)
             exported = _exported(sink)
         finally:
@@ -126,11 +137,13 @@ def tracing(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[Measure
     for c in LOADS:
         key = f"c{c}"
         result[key] = {"off_vs_reference": compare(per, "off", "reference", key),
-                       "on_vs_off": compare(per, "on", "off", key)}
+                       "on_vs_off": compare(per, "on", "off", key),
+                       "control": compare(per, "control", "reference", key)}
         fields = {"reference": ref.commit[:7], "clients": c}
         off = result[key]["off_vs_reference"]
-        out.append(Measured("tracing_off_rps", off["rps_ratio"], _rounds(off, "rps"), fields))
-        out.append(Measured("tracing_off_p50", off["p50_ratio"], _rounds(off, "p50"), fields))
+        control = result[key]["control"]
+        out.append(Measured("tracing_off_rps", off["rps_ratio"], _rounds(off, "rps", control), fields))
+        out.append(Measured("tracing_off_p50", off["p50_ratio"], _rounds(off, "p50", control), fields))
     return result, out
 
 

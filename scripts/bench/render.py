@@ -117,6 +117,11 @@ def _versus(c: dict, a: str, b: str) -> str:
             f"vs {c[b + '_p50_ms']:.2f} ms ({c['p50_ratio']:.3f})")
 
 
+def _control(c: dict, b: str) -> str:
+    return (f"  {'':14}control: a second '{b}' vs '{b}' (the run's noise) {_versus(c, 'control', b)}; "
+            f"rps per round: {', '.join(f'{x:.2f}' for x in c['rps_per_round'])}")
+
+
 def tracing(result: dict) -> list[str]:
     ref = result["reference"]
     lines = [f"The memory proxy alone, tracing off and on ({result['generator']}, {result['rounds']} rounds, medians)",
@@ -126,6 +131,7 @@ def tracing(result: dict) -> list[str]:
         lines.append(f"  {c:>2} client(s): tracing off vs reference "
                      f"{_versus(figures['off_vs_reference'], 'off', 'reference')}")
         lines.append(f"  {'':14}tracing on vs off (its cost, no target) {_versus(figures['on_vs_off'], 'on', 'off')}")
+        lines.append(_control(figures["control"], "reference"))
     e = result["exported"]
     lines.append(f"  the OTLP sink received {e['exports']} exports ({e['bytes'] / 1e6:.1f} MB) from the tracing-on copy"
                  + ("" if e["exports"] else ": NOTHING, so the 'on' figures are not tracing's"))
@@ -137,6 +143,7 @@ def usage(result: dict) -> list[str]:
              "medians)"]
     for c in (1, 20):
         lines.append(f"  {c:>2} client(s): {_versus(result[f'c{c}'], 'on', 'off')}")
+        lines.append(_control(result[f"c{c}"]["control"], "off"))
     written = result["usage_on"]
     lines.append(f"  records written by the proxy with the record on: {written.get('written')}, dropped "
                  f"{written.get('dropped')}")
