@@ -13,8 +13,8 @@ rounds and the ratios are of those medians.
   export (``otlp_sink.py``), against tracing off.
 
 Each part also runs a ``control``: a second copy configured exactly like the one it is compared
-with (``off``, ``reference``), in the same rounds. Its ratio is the run's own noise: a ratio of
-the compared copies inside it says nothing about their difference.
+with (``off``, ``reference``), in the same rounds. Its ratio is the run's own noise: a compared
+ratio no further from 1 than the control's says nothing about the copies' difference.
 """
 
 from __future__ import annotations
@@ -106,8 +106,7 @@ def usage(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[Measured]
     for c in LOADS:
         key = f"c{c}"
         figures = result[key] = compare(per, "on", "off", key)
-        result[key]["control"] = compare(per, "control", "off", key)
-        control = figures["control"]
+        control = figures["control"] = compare(per, "control", "off", key)
         out.append(Measured("usage_on_rps", figures["rps_ratio"], _rounds(figures, "rps", control), {"clients": c}))
         out.append(Measured("usage_on_p50", figures["p50_ratio"], _rounds(figures, "p50", control), {"clients": c}))
     return result, out
