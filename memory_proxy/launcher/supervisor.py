@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 
 ROOT = Path(__file__).resolve().parents[2]
+# First on the PYTHONPATH of the processes that run LiteLLM's code: its sitecustomize moves their
+# garbage collection out of allocations on CPython 3.11, where one inside ContextVar.set() can crash.
+CHILD_SITE = ROOT / "memory_proxy" / "child_site"
 
 STARTUP_TIMEOUT = 180.0  # LiteLLM needs 8-13 s on an idle 2-core machine, far more under load
 MEMORY_STARTUP_TIMEOUT = 60.0
@@ -294,7 +297,7 @@ class Supervisor:
         env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True")
         env[MASTER_KEY_ENV] = master_key
         env[EGRESS_SECRET_ENV] = secrets.token_urlsafe(32)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), base_env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_SITE), str(ROOT), base_env.get("PYTHONPATH")]))
         argv = [self.python, "-m", "memory_proxy.sdk", "--config", str(self.config_path),
                 "--state-dir", str(self.state.root), "--port", str(port)]
         base = f"http://{url_host(self.config.proxy.host)}:{port}"
@@ -362,7 +365,8 @@ class Supervisor:
                 env.update(litellm_config.usage_callback_env(proxy.port, url_host(proxy.host)))
             # The generated config lives in the state dir: custom callbacks (``litellm_settings``
             # ``module.instance`` entries) are found beside the user's config, as SDK mode finds them.
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(self.config_path).resolve().parent),
+            config_folder = str(Path(self.config_path).resolve().parent)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_SITE), config_folder,
                                                               base_env.get("PYTHONPATH")]))
             litellm = self.children[LITELLM] = Child(
                 LITELLM,

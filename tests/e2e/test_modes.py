@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ from tests.support.stacks import Stack, new_stack
 from .conftest import CLAUDE_UA, PYCHARM_UA
 
 ROLLBACK = ROOT / "scripts" / "rollback_to_binary.sh"
+COLLECTOR_LINE = "garbage is collected by the collector thread"
 
 
 @pytest.fixture
@@ -110,6 +112,13 @@ def test_both_mode_serves_two_ports_and_is_remembered(own_stack):
         r = httpx.post(base + "/v1/chat/completions", headers={"user-agent": CLAUDE_UA}, timeout=60, trust_env=False,
                        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200, (base, r.text)
+    # The two processes that run LiteLLM's code collect garbage on the collector thread
+    # (memory_proxy/child_site/, tests/test_collector_thread.py); the binary memory proxy as Python does.
+    logs = st.logs()
+    said = {name: COLLECTOR_LINE in text for name, text in logs.items()}
+    expected = sys.version_info < (3, 12)
+    assert said == {"litellm.log": expected, "memory_sdk.log": expected, "memory.log": False,
+                    "supervisor.log": False}, said
 
     down = st.cli("down", "--json", timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr
