@@ -72,8 +72,7 @@ def _collect_forever(schedule: Schedule) -> None:
 
 
 def start_collector_thread() -> None:
-    """Turn automatic collection off and collect from a daemon thread instead; a forked child
-    (whose threads do not survive the fork) gets a thread of its own."""
+    """Turn automatic collection off and collect from a daemon thread instead."""
     import threading
 
     gc.disable()
@@ -95,7 +94,7 @@ def _run_shadowed() -> None:
 if __name__ == "sitecustomize":
     if sys.version_info < (3, 12) and os.environ.get(COLLECTOR_THREAD_ENV, "1") != "0":
         start_collector_thread()
-        os.register_at_fork(after_in_child=start_collector_thread)
+        os.register_at_fork(after_in_child=start_collector_thread)  # a fork keeps no thread but its caller
         print(f"memory_proxy: garbage is collected by the collector thread, not inside allocations "
               f"(CPython gh-148891; {COLLECTOR_THREAD_ENV}=0 turns this off)", file=sys.stderr, flush=True)
     _run_shadowed()
