@@ -163,3 +163,18 @@ def test_a_full_collection_waits_for_a_quarter_of_what_the_last_one_kept():
 
 def test_the_interpreter_running_the_tests_is_left_alone():
     assert gc.isenabled()
+
+
+@needs_311
+def test_a_forked_child_gets_a_collector_thread_of_its_own():
+    script = ("import gc, os, threading\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    print('child', gc.isenabled(), [t.name for t in threading.enumerate()], flush=True)\n"
+              "    os._exit(0)\n"
+              "os.waitpid(pid, 0)\n")
+    environ = dict(os.environ, PYTHONPATH=str(CHILD_SITE))
+    environ.pop("MEMORY_PROXY_COLLECTOR_THREAD", None)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, env=environ)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "child False ['MainThread', 'collector']", result.stdout
