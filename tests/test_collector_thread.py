@@ -20,9 +20,8 @@ from importlib.util import module_from_spec, spec_from_file_location
 
 import pytest
 
-from tests.support import ROOT
+from memory_proxy.launcher.supervisor import CHILD_SITE
 
-CHILD_SITE = ROOT / "memory_proxy" / "child_site"
 ROUNDS = 2000
 CRASH = f"""
 import contextvars, gc, threading, time
@@ -58,12 +57,16 @@ print(gc.isenabled(), len(finalised_on), sorted(set(finalised_on)))
 """
 
 
-def run_crash(*, hook: bool, **env: str) -> subprocess.CompletedProcess:
+def run_python(script: str, path: tuple = (CHILD_SITE,), **env: str) -> subprocess.CompletedProcess:
+    """``script`` in a new interpreter with ``path`` as its whole PYTHONPATH (the hook first, by
+    default), this environment without the hook's switch, and ``env``."""
     environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MEMORY_PROXY_COLLECTOR_THREAD")}
-    environ.update({"PYTHONMALLOC": "debug", **env})
-    if hook:
-        environ["PYTHONPATH"] = str(CHILD_SITE)
-    return subprocess.run([sys.executable, "-c", CRASH], capture_output=True, text=True, timeout=60, env=environ)
+    environ.update(env, PYTHONPATH=os.pathsep.join(map(str, path)))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=environ)
+
+
+def run_crash(*, hook: bool, **env: str) -> subprocess.CompletedProcess:
+    return run_python(CRASH, (CHILD_SITE,) if hook else (), **{"PYTHONMALLOC": "debug", **env})
 
 
 needs_311 = pytest.mark.skipif(sys.version_info >= (3, 12), reason="CPython 3.12 collects between bytecodes only")
@@ -97,9 +100,7 @@ def test_collector_thread_0_leaves_python_s_own_collection():
 
 def test_the_hook_runs_the_sitecustomize_it_hides(tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import builtins\nbuiltins.SHADOWED_RAN = True\n")
-    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(CHILD_SITE), str(tmp_path)]))
-    result = subprocess.run([sys.executable, "-c", "import sitecustomize; print(sitecustomize.__file__, SHADOWED_RAN)"],
-                            capture_output=True, text=True, timeout=30, env=environ)
+    result = run_python("import sitecustomize; print(sitecustomize.__file__, SHADOWED_RAN)", (CHILD_SITE, tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(CHILD_SITE / "sitecustomize.py"), "True"], result.stdout
 
@@ -173,8 +174,6 @@ def test_a_forked_child_gets_a_collector_thread_of_its_own():
               "    print('child', gc.isenabled(), [t.name for t in threading.enumerate()], flush=True)\n"
               "    os._exit(0)\n"
               "os.waitpid(pid, 0)\n")
-    environ = dict(os.environ, PYTHONPATH=str(CHILD_SITE))
-    environ.pop("MEMORY_PROXY_COLLECTOR_THREAD", None)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, env=environ)
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "child False ['MainThread', 'collector']", result.stdout

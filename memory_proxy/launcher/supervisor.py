@@ -105,6 +105,11 @@ def _quiet_paths(environ: Mapping[str, str]) -> str:
     return ",".join({**paths, LITELLM_ALIVE_PATH: None, LITELLM_READY_PATH: None})
 
 
+def _python_path(environ: Mapping[str, str], *first: Path | str) -> str:
+    """A child's ``PYTHONPATH``: ``first``, then the one the launcher was given."""
+    return os.pathsep.join(filter(None, [*map(str, first), environ.get("PYTHONPATH")]))
+
+
 # --- the supervisor ----------------------------------------------------------------------
 
 
@@ -297,7 +302,7 @@ class Supervisor:
         env = dict(base_env, LITELLM_LOCAL_MODEL_COST_MAP="True")
         env[MASTER_KEY_ENV] = master_key
         env[EGRESS_SECRET_ENV] = secrets.token_urlsafe(32)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_SITE), str(ROOT), base_env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = _python_path(base_env, CHILD_SITE, ROOT)
         argv = [self.python, "-m", "memory_proxy.sdk", "--config", str(self.config_path),
                 "--state-dir", str(self.state.root), "--port", str(port)]
         base = f"http://{url_host(self.config.proxy.host)}:{port}"
@@ -365,9 +370,7 @@ class Supervisor:
                 env.update(litellm_config.usage_callback_env(proxy.port, url_host(proxy.host)))
             # The generated config lives in the state dir: custom callbacks (``litellm_settings``
             # ``module.instance`` entries) are found beside the user's config, as SDK mode finds them.
-            config_folder = str(Path(self.config_path).resolve().parent)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_SITE), config_folder,
-                                                              base_env.get("PYTHONPATH")]))
+            env["PYTHONPATH"] = _python_path(base_env, CHILD_SITE, Path(self.config_path).resolve().parent)
             litellm = self.children[LITELLM] = Child(
                 LITELLM,
                 [str(binary), "--config", str(self.state.litellm_config), "--host", "127.0.0.1",
@@ -387,7 +390,7 @@ class Supervisor:
         env = dict(base_env)
         env[MASTER_KEY_ENV] = master_key
         env[EGRESS_SECRET_ENV] = egress_secret
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), base_env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = _python_path(base_env, ROOT)
         argv = [self.python, "-m", "memory_proxy", "--config", str(self.config_path),
                 "--state-dir", str(self.state.root), "--litellm-url", litellm_url]
         mp_base = f"http://{url_host(proxy.host)}:{proxy.port}"
